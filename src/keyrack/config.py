@@ -1,0 +1,67 @@
+"""Settings from the environment (``KEYRACK_*``) or a ``keyrack.toml`` file."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_UNSAFE_SECRETS = {"changethis", "secret", "changeme", ""}
+DEV_SECRET_KEY = "dev-insecure-secret-key-do-not-deploy-0000"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KEYRACK_", toml_file="keyrack.toml", extra="ignore"
+    )
+
+    database_url: str = "sqlite:///./keyrack.db"
+    redis_url: str | None = None
+    base_domain: str = "localhost"
+    smtp_url: str | None = None
+    mail_from: str = "keyrack@localhost"
+    secret_key: str = DEV_SECRET_KEY
+    environment: str = Field(default="development", pattern="^(development|test|production)$")
+    api_enabled_by_default: bool = True
+
+    # throttling defaults (SPEC §5)
+    default_rate_per_second: int = Field(default=5, ge=1)
+    default_concurrency: int = Field(default=1, ge=1)
+    concurrency_lease_seconds: float = Field(default=30.0, gt=0)
+
+    # verification cache: how long a cached verdict may live without an invalidation
+    key_cache_ttl_seconds: float = Field(default=1.0, gt=0)
+    last_used_flush_seconds: float = Field(default=5.0, gt=0)
+
+    reveal_window_seconds: int = Field(default=300, ge=0)
+    handoff_ttl_hours: int = Field(default=24, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @field_validator("secret_key")
+    @classmethod
+    def _refuse_weak_secret(cls, value: str) -> str:
+        if value.strip().lower() in _UNSAFE_SECRETS or len(value) < 32:
+            raise ValueError("KEYRACK_SECRET_KEY must be at least 32 characters and not a placeholder")
+        return value
+
+    def check_deployable(self) -> None:
+        """Refuse to run in production with the development secret key."""
+        if self.environment == "production" and self.secret_key == DEV_SECRET_KEY:
+            raise ValueError("set KEYRACK_SECRET_KEY before running with environment=production")

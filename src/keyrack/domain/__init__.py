@@ -1,0 +1,1 @@
+"""Keyrack's rules in plain Python: no web framework, database or cache imports."""

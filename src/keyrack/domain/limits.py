@@ -1,0 +1,57 @@
+"""Throttling policy values and the IETF RateLimit header arithmetic.
+
+A key may make ``rate_per_second`` requests per second with at most
+``concurrency`` in flight. Headers follow draft-ietf-httpapi-ratelimit-headers:
+``RateLimit-Policy: "key";q=5;w=1`` and ``RateLimit: "key";r=4;t=1``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitPolicy:
+    rate_per_second: int = 5
+    concurrency: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rate_per_second < 1 or self.concurrency < 1:
+            raise ValueError("rate_per_second and concurrency must be at least 1")
+
+    @property
+    def policy_header(self) -> str:
+        return f'"key";q={self.rate_per_second};w=1, "inflight";q={self.concurrency}'
+
+
+class Decision(enum.StrEnum):
+    ALLOWED = "allowed"
+    RATE_LIMITED = "rate-limited"
+    CONCURRENCY_LIMITED = "concurrency-limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A limiter's answer: whether to admit, what remains, and when to retry."""
+
+    decision: Decision
+    remaining: int
+    reset_seconds: float
+    policy: RateLimitPolicy
+    lease: str | None = None
+    """Id of the in-flight slot taken on admission; hand it back to ``release``."""
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is Decision.ALLOWED
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds for the ``Retry-After`` header (at least 1)."""
+        return max(1, math.ceil(self.reset_seconds))
+
+    @property
+    def header(self) -> str:
+        return f'"key";r={max(0, self.remaining)};t={max(0, math.ceil(self.reset_seconds))}'

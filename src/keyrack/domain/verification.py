@@ -1,0 +1,122 @@
+"""Key verification: a presented string in, a ``Verdict`` out.
+
+Verification never raises on the hot path; the HTTP edge turns a non-valid
+verdict into a problem document. A malformed string (wrong shape or checksum)
+is refused before any lookup.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from keyrack.domain.keys import Environment, digest, is_well_formed
+
+
+class KeyStatus(enum.StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+class VerdictStatus(enum.StrEnum):
+    VALID = "VALID"
+    MALFORMED = "MALFORMED"
+    NOT_FOUND = "NOT_FOUND"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    DISABLED = "DISABLED"
+
+    @property
+    def problem_code(self) -> str:
+        return _PROBLEM_CODES[self]
+
+
+_PROBLEM_CODES = {
+    VerdictStatus.VALID: "",
+    VerdictStatus.MALFORMED: "malformed-key",
+    VerdictStatus.NOT_FOUND: "invalid-key",
+    VerdictStatus.REVOKED: "revoked-key",
+    VerdictStatus.EXPIRED: "expired-key",
+    VerdictStatus.DISABLED: "api-disabled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    """What a verified secret stands for: a cacheable snapshot, no secret inside."""
+
+    digest: str
+    key_id: int
+    ref: str
+    name: str
+    org_id: int
+    org_slug: str
+    org_api_enabled: bool
+    location_id: int | None
+    owner_id: int | None
+    environment: Environment
+    permissions: frozenset[str]
+    rate_per_second: int
+    concurrency: int
+    status: KeyStatus
+    expires_at: datetime | None
+    secret_valid_until: datetime | None
+    allowed_cidrs: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: VerdictStatus
+    key: KeyIdentity | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.status is VerdictStatus.VALID
+
+
+MALFORMED = Verdict(VerdictStatus.MALFORMED)
+NOT_FOUND = Verdict(VerdictStatus.NOT_FOUND)
+
+Lookup = Callable[[str], KeyIdentity | None]
+Clock = Callable[[], datetime]
+
+
+class KeyVerifier:
+    """Checks a presented key against identities found by digest.
+
+    ``lookup`` maps a SHA-256 hex digest to the identity it belongs to (a cache
+    in front of the database in production); ``clock`` gives the current time.
+    """
+
+    def __init__(self, lookup: Lookup, clock: Clock) -> None:
+        self._lookup = lookup
+        self._clock = clock
+
+    def verify(self, presented: str) -> Verdict:
+        if not is_well_formed(presented):
+            return MALFORMED
+        wanted = digest(presented)
+        identity = self._lookup(wanted)
+        if identity is None or not hmac.compare_digest(identity.digest, wanted):
+            return NOT_FOUND
+        return judge(identity, self._clock())
+
+
+def judge(identity: KeyIdentity, now: datetime) -> Verdict:
+    """The verdict for a found identity at ``now``."""
+    if identity.secret_valid_until is not None and now >= identity.secret_valid_until:
+        return NOT_FOUND
+    if identity.status is KeyStatus.REVOKED:
+        return Verdict(VerdictStatus.REVOKED, identity)
+    if identity.status is KeyStatus.EXPIRED or (
+        identity.expires_at is not None and now >= identity.expires_at
+    ):
+        return Verdict(VerdictStatus.EXPIRED, identity)
+    if not identity.org_api_enabled:
+        return Verdict(VerdictStatus.DISABLED, identity)
+    return Verdict(VerdictStatus.VALID, identity)

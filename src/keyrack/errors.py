@@ -1,0 +1,72 @@
+"""Keyrack's error tree.
+
+Every error has a stable ``code``: the slug of its RFC 9457 problem type
+(``https://keyrack.dev/problems/<code>``). Domain and service code raise these;
+``keyrack.http.problems`` alone maps a code to an HTTP status, and the CLI maps
+``exit_code``.
+
+    KeyrackError
+    ├── InvalidInput            validation-error   (bad usage: exit 2)
+    ├── NotFound                not-found
+    ├── Conflict                conflict
+    ├── PayloadTooLarge         payload-too-large
+    ├── AuthenticationFailed    missing-key, malformed-key, invalid-key, revoked-key, expired-key
+    └── AccessDenied            api-disabled, wrong-tenant, insufficient-permission,
+                                browser-origin, ip-not-allowed, forbidden
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class KeyrackError(Exception):
+    code: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+
+class InvalidInput(KeyrackError):
+    code = "validation-error"
+    title = "Invalid input"
+    exit_code = 2
+
+
+class NotFound(KeyrackError):
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(KeyrackError):
+    code = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(KeyrackError):
+    code = "payload-too-large"
+    title = "Payload too large"
+
+
+class AuthenticationFailed(KeyrackError):
+    code = "invalid-key"
+    title = "Authentication failed"
+
+
+class AccessDenied(KeyrackError):
+    code = "forbidden"
+    title = "Access denied"
+
+
+class Throttled(KeyrackError):
+    code = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, code: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
