@@ -11,9 +11,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import zlib
 from dataclasses import dataclass
+
+from keyrack.errors import InvalidInput
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _ALPHABET_SET = frozenset(ALPHABET)
@@ -95,3 +98,14 @@ def mask(prefix: str, last4: str) -> str:
 def looks_like_key(candidate: str) -> bool:
     """Cheap test used to spot keys in places they do not belong (query strings, leaks)."""
     return candidate.startswith(("kr_live_", "kr_test_"))
+
+
+def normalize_cidrs(cidrs: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Canonical CIDR strings for an IP allow-list; bad entries are refused."""
+    out = set()
+    for cidr in cidrs:
+        try:
+            out.add(str(ipaddress.ip_network(cidr.strip(), strict=False)))
+        except ValueError:
+            raise InvalidInput(f"not an IP address or CIDR block: {cidr!r}") from None
+    return tuple(sorted(out))

@@ -1,0 +1,31 @@
+"""The ``keyrack`` command: a thin Typer adapter over the services.
+
+Exit codes: 0 success, 1 refused operation, 2 bad usage (``KeyrackError.exit_code``).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from keyrack.cli import keys, server, tenancy
+from keyrack.cli.common import errors
+from keyrack.errors import KeyrackError
+
+app = typer.Typer(
+    name="keyrack", help="Keyrack: API keys for your CRM.", no_args_is_help=True,
+    pretty_exceptions_enable=False, add_completion=False,
+)
+app.command()(server.migrate)
+app.command()(server.serve)
+app.add_typer(tenancy.orgs, name="orgs")
+app.add_typer(tenancy.locations, name="locations")
+app.add_typer(tenancy.users, name="users")
+app.add_typer(keys.app, name="keys")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyrackError as exc:
+        errors.print(f"error ({exc.code}): {exc.detail}", markup=False)
+        raise SystemExit(exc.exit_code) from None

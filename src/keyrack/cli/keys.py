@@ -1,0 +1,118 @@
+"""``keyrack keys``: create, list, roll, revoke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from keyrack.cli.common import (
+    OPERATOR,
+    JsonOption,
+    console,
+    context,
+    emit_json,
+    emit_table,
+    parse_duration,
+)
+from keyrack.domain.keys import Environment
+from keyrack.errors import NotFound
+from keyrack.services import keys, tenancy
+from keyrack.services.keys import KeyView, Scope
+from keyrack.storage.tables.keys import ApiKey
+
+app = typer.Typer(help="API keys.", no_args_is_help=True)
+
+
+def _as_dict(view: KeyView) -> dict[str, Any]:
+    return {
+        "ref": view.ref, "name": view.name, "environment": view.environment.value,
+        "masked": view.masked, "status": view.status.value, "permissions": list(view.permissions),
+        "location_id": view.location_id, "rate_per_second": view.rate_per_second,
+        "concurrency": view.concurrency, "created_at": view.created_at,
+        "last_used_at": view.last_used_at, "inactivity_deadline": view.inactivity_deadline,
+    }
+
+
+def _scope_of(ref: str) -> Scope:
+    """The operator acts on any key: find the organization that owns ``ref``."""
+    with context().db.session() as session:
+        org_id = session.query(ApiKey.org_id).filter(ApiKey.ref == ref).scalar()
+    if org_id is None:
+        raise NotFound(f"no key {ref!r}")
+    return Scope(org_id)
+
+
+def _print_secret(view: KeyView, secret: str, as_json: bool, verb: str) -> None:
+    if as_json:
+        emit_json({**_as_dict(view), "key": secret})
+        return
+    console.print(f"{verb} key [bold]{view.ref}[/bold] ({view.name}, {view.environment.value})")
+    console.print("Secret (shown once, store it now):")
+    console.print(secret, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("create")
+def create(
+    org: str = typer.Option(..., help="Organization slug."),
+    name: str = typer.Option(..., help="What the key is for, e.g. 'Nexla Integration'."),
+    location: str | None = typer.Option(None, help="Location slug for a location key."),
+    env: Environment = typer.Option(Environment.SANDBOX, "--env"),
+    permissions: str = typer.Option("", help="Comma-separated, e.g. clients:read,usage:write."),
+    rps: int | None = typer.Option(None, "--rps", min=1, help="Requests per second."),
+    concurrency: int | None = typer.Option(None, min=1, help="Requests in flight."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a key and print its secret once."""
+    ctx = context()
+    with ctx.db.session() as session:
+        organization = tenancy.org_by_slug(session, org)
+        location_id = tenancy.location_by_slug(session, organization.id, location).id if location else None
+    view, secret = keys.create_key(
+        ctx, OPERATOR, Scope(organization.id), name=name, environment=env,
+        location_id=location_id, permissions=[p for p in permissions.split(",") if p.strip()],
+        rate_per_second=rps, concurrency=concurrency,
+    )
+    _print_secret(view, secret, as_json, "created")
+
+
+@app.command("list")
+def list_keys(
+    org: str = typer.Option(..., help="Organization slug."),
+    limit: int = typer.Option(50, min=1, max=500),
+    cursor: str | None = typer.Option(None, help="Continue from a previous page."),
+    as_json: bool = JsonOption,
+) -> None:
+    ctx = context()
+    organization = tenancy.get_org(ctx, org)
+    page = keys.list_keys(ctx, Scope(organization.id), limit=limit, cursor=cursor)
+    if as_json:
+        emit_json({"data": [_as_dict(v) for v in page.data], "next_cursor": page.next_cursor})
+        return
+    emit_table(
+        f"Keys of {org}",
+        ["ref", "name", "key", "env", "status", "generated", "last used"],
+        [(v.ref, v.name, v.masked, v.environment.value, v.status.value,
+          f"{v.created_at:%Y-%m-%d}", f"{v.last_used_at:%Y-%m-%d %H:%M}" if v.last_used_at else "never")
+         for v in page.data],
+    )
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}")
+
+
+@app.command("roll")
+def roll(
+    ref: str,
+    grace: str | None = typer.Option(None, help="Keep the old secret working this long (max 7d)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Issue a new secret; the old one stops now or after --grace."""
+    delta = parse_duration(grace) if grace else parse_duration("0s")
+    view, secret = keys.roll_key(context(), OPERATOR, _scope_of(ref), ref, grace=delta)
+    _print_secret(view, secret, as_json, "rolled")
+
+
+@app.command("revoke")
+def revoke(ref: str, reason: str = typer.Option(..., help="Why, for the audit trail.")) -> None:
+    view = keys.revoke_key(context(), OPERATOR, _scope_of(ref), ref, reason=reason)
+    console.print(f"revoked key [bold]{view.ref}[/bold]")

@@ -1,0 +1,44 @@
+"""``keyrack migrate`` and ``keyrack serve``."""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from keyrack.cli.common import console, context
+from keyrack.services import tenancy
+from keyrack.storage.migrate import upgrade
+
+
+def migrate() -> None:
+    """Apply database migrations."""
+    upgrade(context().settings.database_url)
+    console.print("database is up to date")
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    workers: int = typer.Option(1, min=1, help="Worker processes."),
+) -> None:
+    """Serve the API and console. On an empty database, create the first owner."""
+    ctx = context()
+    if not ctx.db.is_migrated():
+        upgrade(ctx.settings.database_url)
+    first = tenancy.bootstrap(ctx)
+    if first is not None:
+        console.print(
+            "[bold]First run.[/bold] Sign in at "
+            f"http://{host}:{port}/console as [bold]{first.email}[/bold] "
+            f"with this one-time password (shown once): [bold]{first.password}[/bold]"
+        )
+    ctx.db.dispose()
+    uvicorn.run(
+        "keyrack.http.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        server_header=False,
+    )

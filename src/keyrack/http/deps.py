@@ -1,0 +1,68 @@
+"""Dependencies declared once as ``Annotated`` aliases, so routes stay short."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from keyrack.domain.verification import KeyIdentity
+from keyrack.errors import AccessDenied, AuthenticationFailed
+from keyrack.services.context import Actor, Context
+from keyrack.services.keys import Scope
+
+
+def get_context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def get_principal(request: Request) -> KeyIdentity:
+    """The verified key of this request (set by the gateway before routing)."""
+    principal: KeyIdentity | None = getattr(request.state, "principal", None)
+    if principal is None:
+        raise AuthenticationFailed("an API key is required", code="missing-key")
+    return principal
+
+
+PrincipalDep = Annotated[KeyIdentity, Depends(get_principal)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def get_actor(request: Request, principal: PrincipalDep) -> Actor:
+    return Actor(
+        label=f"key:{principal.ref}",
+        user_id=principal.owner_id,
+        org_id=principal.org_id,
+        ip=client_ip(request),
+    )
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+def get_scope(principal: PrincipalDep) -> Scope:
+    return Scope(principal.org_id, principal.location_id)
+
+
+ScopeDep = Annotated[Scope, Depends(get_scope)]
+
+
+def require(permission: str) -> Callable[[KeyIdentity], KeyIdentity]:
+    """A dependency that refuses keys lacking ``permission`` (403 insufficient-permission)."""
+
+    def check(principal: PrincipalDep) -> KeyIdentity:
+        if permission not in principal.permissions:
+            raise AccessDenied(
+                f"this key lacks the {permission!r} permission", code="insufficient-permission"
+            )
+        return principal
+
+    return check

@@ -1,0 +1,111 @@
+"""Request and response bodies of the public API (Pydantic v2)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from keyrack.domain.keys import Environment
+from keyrack.domain.verification import KeyStatus
+from keyrack.services.keys import KeyView
+
+T = TypeVar("T")
+
+Name = Field(min_length=1, max_length=200)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListPage(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None
+
+
+class RateLimitOut(BaseModel):
+    rate_per_second: int | None = Field(description="null: the organization plan's default")
+    concurrency: int | None
+
+
+class KeyOut(BaseModel):
+    ref: str
+    name: str
+    environment: Environment
+    masked: str
+    last4: str | None
+    status: KeyStatus
+    organization_id: int
+    location_id: int | None
+    owner_id: int | None
+    permissions: list[str]
+    rate_limit: RateLimitOut
+    allowed_cidrs: list[str]
+    created_at: datetime
+    created_by: str
+    last_used_at: datetime | None
+    last_used_ip: str | None
+    expires_at: datetime | None
+    inactivity_days: int
+    inactivity_deadline: datetime | None
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+    @classmethod
+    def of(cls, view: KeyView) -> KeyOut:
+        return cls(
+            ref=view.ref, name=view.name, environment=view.environment, masked=view.masked,
+            last4=view.last4, status=view.status, organization_id=view.org_id,
+            location_id=view.location_id, owner_id=view.owner_id,
+            permissions=list(view.permissions),
+            rate_limit=RateLimitOut(
+                rate_per_second=view.rate_per_second, concurrency=view.concurrency
+            ),
+            allowed_cidrs=list(view.allowed_cidrs), created_at=view.created_at,
+            created_by=view.created_by, last_used_at=view.last_used_at,
+            last_used_ip=view.last_used_ip, expires_at=view.expires_at,
+            inactivity_days=view.inactivity_days, inactivity_deadline=view.inactivity_deadline,
+            revoked_at=view.revoked_at, revoked_reason=view.revoked_reason,
+        )
+
+
+class KeyWithSecret(KeyOut):
+    key: str = Field(description="The secret. Shown once: store it now.")
+
+
+class KeyCreate(Strict):
+    name: str = Name
+    environment: Environment = Environment.SANDBOX
+    location_id: int | None = None
+    owner_id: int | None = None
+    permissions: list[str] = Field(default_factory=list, max_length=50)
+    rate_per_second: int | None = Field(default=None, ge=1, le=100_000)
+    concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    allowed_cidrs: list[str] = Field(default_factory=list, max_length=100)
+    expires_at: AwareDatetime | None = None
+    inactivity_days: int = Field(default=90, ge=1, le=3650)
+
+
+class KeyUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    permissions: list[str] | None = Field(default=None, max_length=50)
+    rate_per_second: int | None = Field(default=None, ge=1, le=100_000)
+    concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    allowed_cidrs: list[str] | None = Field(default=None, max_length=100)
+    expires_at: AwareDatetime | None = None
+
+
+class KeyRoll(Strict):
+    grace_seconds: int = Field(default=0, ge=0, le=int(timedelta(days=7).total_seconds()))
+
+
+class KeyRevoke(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    organization: str
+    key: str

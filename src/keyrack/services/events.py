@@ -1,0 +1,48 @@
+"""In-process publish/subscribe for things other parts must react to after a commit.
+
+Services publish only after their transaction commits. The gateway's key cache
+subscribes to ``KeyChanged``; with Redis configured a bridge relays events to
+every instance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChanged:
+    """A key's verdict may have changed: drop cached identities for these digests."""
+
+    key_id: int
+    digests: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrgChanged:
+    """An organization's API switch or allow-lists changed: drop all its cached keys."""
+
+    org_id: int
+
+
+Event = KeyChanged | OrgChanged
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def publish(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:
+                log.exception("event subscriber failed", extra={"event": type(event).__name__})

@@ -1,0 +1,356 @@
+"""API keys: create, list, get, update, roll, revoke, and the identity lookup behind verification."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from keyrack.domain import keys as keyformat
+from keyrack.domain import permissions as perms
+from keyrack.domain.ids import new_ref
+from keyrack.domain.keys import Environment
+from keyrack.domain.tenancy import validate_name
+from keyrack.domain.verification import KeyIdentity, KeyStatus
+from keyrack.errors import Conflict, InvalidInput, NotFound
+from keyrack.services import audit
+from keyrack.services.context import Actor, Context
+from keyrack.services.events import KeyChanged
+from keyrack.storage.paging import Page, paginate
+from keyrack.storage.tables.keys import ApiKey, KeySecret
+from keyrack.storage.tables.tenancy import Location, Organization, User
+
+MAX_GRACE = timedelta(days=7)
+DEFAULT_INACTIVITY_DAYS = 90
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which keys a caller may manage: an organization, or one location of it."""
+
+    org_id: int
+    location_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """A key as shown to people and programs: metadata, never the secret."""
+
+    id: int
+    ref: str
+    name: str
+    environment: Environment
+    org_id: int
+    location_id: int | None
+    owner_id: int | None
+    permissions: tuple[str, ...]
+    rate_per_second: int | None
+    concurrency: int | None
+    allowed_cidrs: tuple[str, ...]
+    status: KeyStatus
+    prefix: str
+    last4: str | None
+    created_at: datetime
+    created_by: str
+    last_used_at: datetime | None
+    last_used_ip: str | None
+    expires_at: datetime | None
+    inactivity_days: int
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+    @property
+    def masked(self) -> str:
+        return keyformat.mask(self.prefix, self.last4 or "····")
+
+    @property
+    def inactivity_deadline(self) -> datetime | None:
+        """When the key is deleted if it stays unused (None once it is not active)."""
+        if self.status is not KeyStatus.ACTIVE:
+            return None
+        return (self.last_used_at or self.created_at) + timedelta(days=self.inactivity_days)
+
+    @classmethod
+    def of(cls, row: ApiKey) -> KeyView:
+        return cls(
+            id=row.id, ref=row.ref, name=row.name, environment=Environment(row.environment),
+            org_id=row.org_id, location_id=row.location_id, owner_id=row.owner_id,
+            permissions=tuple(row.permissions), rate_per_second=row.rate_per_second,
+            concurrency=row.concurrency, allowed_cidrs=tuple(row.allowed_cidrs),
+            status=KeyStatus(row.status), prefix=row.prefix, last4=row.last4,
+            created_at=row.created_at, created_by=row.created_by_label,
+            last_used_at=row.last_used_at, last_used_ip=row.last_used_ip,
+            expires_at=row.expires_at, inactivity_days=row.inactivity_days,
+            revoked_at=row.revoked_at, revoked_reason=row.revoked_reason,
+        )
+
+    def audit_snapshot(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "environment": self.environment.value,
+            "location_id": self.location_id,
+            "owner_id": self.owner_id,
+            "permissions": list(self.permissions),
+            "rate_per_second": self.rate_per_second,
+            "concurrency": self.concurrency,
+            "allowed_cidrs": list(self.allowed_cidrs),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "inactivity_days": self.inactivity_days,
+            "status": self.status.value,
+            "last4": self.last4,
+        }
+
+
+def _check_limits(rate_per_second: int | None, concurrency: int | None) -> None:
+    if rate_per_second is not None and not 1 <= rate_per_second <= 100_000:
+        raise InvalidInput("rate_per_second must be between 1 and 100000")
+    if concurrency is not None and not 1 <= concurrency <= 10_000:
+        raise InvalidInput("concurrency must be between 1 and 10000")
+
+
+def _key_in_scope(session: Session, scope: Scope, ref: str, *, lock: bool = False) -> ApiKey:
+    stmt = select(ApiKey).where(ApiKey.ref == ref, ApiKey.org_id == scope.org_id)
+    if scope.location_id is not None:
+        stmt = stmt.where(ApiKey.location_id == scope.location_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = session.scalar(stmt)
+    if row is None:
+        raise NotFound(f"no key {ref!r}")
+    return row
+
+
+def _digests(session: Session, key_id: int) -> tuple[str, ...]:
+    return tuple(session.scalars(select(KeySecret.digest).where(KeySecret.key_id == key_id)))
+
+
+def create_key(
+    ctx: Context,
+    actor: Actor,
+    scope: Scope,
+    *,
+    name: str,
+    environment: Environment = Environment.SANDBOX,
+    location_id: int | None = None,
+    owner_id: int | None = None,
+    permissions: Sequence[str] = (),
+    rate_per_second: int | None = None,
+    concurrency: int | None = None,
+    allowed_cidrs: Sequence[str] = (),
+    expires_at: datetime | None = None,
+    inactivity_days: int = DEFAULT_INACTIVITY_DAYS,
+) -> tuple[KeyView, str]:
+    """Issue a key. Returns the view and the secret, which is never stored or shown again."""
+    name = validate_name(name)
+    granted = perms.normalize(permissions)
+    cidrs = keyformat.normalize_cidrs(allowed_cidrs)
+    _check_limits(rate_per_second, concurrency)
+    if not 1 <= inactivity_days <= 3650:
+        raise InvalidInput("inactivity_days must be between 1 and 3650")
+    now = ctx.clock()
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput("expires_at must be in the future")
+    if scope.location_id is not None:
+        if location_id not in (None, scope.location_id):
+            raise NotFound("no such location")
+        location_id = scope.location_id
+    generated = keyformat.generate(Environment(environment))
+    with ctx.db.transaction() as session:
+        if location_id is not None:
+            location = session.get(Location, location_id)
+            if location is None or location.org_id != scope.org_id:
+                raise NotFound("no such location")
+        if owner_id is not None:
+            owner = session.get(User, owner_id)
+            if owner is None or owner.org_id != scope.org_id:
+                raise NotFound("no such owner user")
+        row = ApiKey(
+            ref=new_ref("key"), org_id=scope.org_id, location_id=location_id, owner_id=owner_id,
+            name=name, environment=Environment(environment).value, prefix=generated.prefix,
+            last4=generated.last4, permissions=list(granted), rate_per_second=rate_per_second,
+            concurrency=concurrency, allowed_cidrs=list(cidrs), status=KeyStatus.ACTIVE.value,
+            created_at=now, created_by_id=actor.user_id, created_by_label=actor.label,
+            expires_at=expires_at, inactivity_days=inactivity_days,
+        )
+        session.add(row)
+        session.flush()
+        session.add(
+            KeySecret(key_id=row.id, digest=generated.digest, last4=generated.last4, created_at=now)
+        )
+        view = KeyView.of(row)
+        audit.record(
+            session, actor, "key.created", now=now, org_id=scope.org_id,
+            target_type="key", target_ref=row.ref, after=view.audit_snapshot(),
+        )
+    return view, generated.secret
+
+
+def list_keys(
+    ctx: Context,
+    scope: Scope,
+    *,
+    status: KeyStatus | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[KeyView]:
+    stmt = select(ApiKey).where(ApiKey.org_id == scope.org_id)
+    if scope.location_id is not None:
+        stmt = stmt.where(ApiKey.location_id == scope.location_id)
+    if status is not None:
+        stmt = stmt.where(ApiKey.status == status.value)
+    with ctx.db.session() as session:
+        return paginate(session, stmt, ApiKey.id, limit=limit, cursor=cursor).map(KeyView.of)
+
+
+def get_key(ctx: Context, scope: Scope, ref: str) -> KeyView:
+    with ctx.db.session() as session:
+        return KeyView.of(_key_in_scope(session, scope, ref))
+
+
+def update_key(
+    ctx: Context,
+    actor: Actor,
+    scope: Scope,
+    ref: str,
+    *,
+    name: str | None = None,
+    permissions: Sequence[str] | None = None,
+    rate_per_second: int | None = None,
+    concurrency: int | None = None,
+    allowed_cidrs: Sequence[str] | None = None,
+    expires_at: datetime | None = None,
+) -> KeyView:
+    _check_limits(rate_per_second, concurrency)
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = _key_in_scope(session, scope, ref, lock=True)
+        if row.status != KeyStatus.ACTIVE.value:
+            raise Conflict(f"key {ref} is {row.status} and can no longer change")
+        before = KeyView.of(row)
+        if name is not None:
+            row.name = validate_name(name)
+        if permissions is not None:
+            row.permissions = list(perms.normalize(permissions))
+        if rate_per_second is not None:
+            row.rate_per_second = rate_per_second
+        if concurrency is not None:
+            row.concurrency = concurrency
+        if allowed_cidrs is not None:
+            row.allowed_cidrs = list(keyformat.normalize_cidrs(allowed_cidrs))
+        if expires_at is not None:
+            if expires_at <= now:
+                raise InvalidInput("expires_at must be in the future")
+            row.expires_at = expires_at
+        after = KeyView.of(row)
+        if after != before:
+            action = (
+                "key.permissions_changed"
+                if before.permissions != after.permissions
+                else "key.updated"
+            )
+            audit.record(
+                session, actor, action, now=now, org_id=scope.org_id, target_type="key",
+                target_ref=ref, before=before.audit_snapshot(), after=after.audit_snapshot(),
+            )
+        digests = _digests(session, row.id)
+    ctx.bus.publish(KeyChanged(row.id, digests))
+    return after
+
+
+def roll_key(
+    ctx: Context, actor: Actor, scope: Scope, ref: str, *, grace: timedelta = timedelta(0)
+) -> tuple[KeyView, str]:
+    """Issue a new secret for the key. Old secrets stop now, or when ``grace`` ends."""
+    if not timedelta(0) <= grace <= MAX_GRACE:
+        raise InvalidInput("grace must be between 0 and 7 days")
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = _key_in_scope(session, scope, ref, lock=True)
+        if row.status != KeyStatus.ACTIVE.value:
+            raise Conflict(f"key {ref} is {row.status}; only active keys can be rolled")
+        before = KeyView.of(row)
+        old = list(session.scalars(select(KeySecret).where(KeySecret.key_id == row.id)))
+        old_digests = tuple(secret.digest for secret in old)
+        generated = keyformat.generate(Environment(row.environment))
+        for secret in old:
+            if not grace:
+                session.delete(secret)
+            elif secret.valid_until is None or secret.valid_until > now + grace:
+                secret.valid_until = now + grace
+        session.add(
+            KeySecret(key_id=row.id, digest=generated.digest, last4=generated.last4, created_at=now)
+        )
+        row.last4 = generated.last4
+        after = KeyView.of(row)
+        audit.record(
+            session, actor, "key.rolled", now=now, org_id=scope.org_id, target_type="key",
+            target_ref=ref, before=before.audit_snapshot(),
+            after={**after.audit_snapshot(), "grace_seconds": int(grace.total_seconds())},
+        )
+    ctx.bus.publish(KeyChanged(row.id, old_digests))
+    return after, generated.secret
+
+
+def revoke_key(ctx: Context, actor: Actor, scope: Scope, ref: str, *, reason: str) -> KeyView:
+    """Revoke at once. The digests stay so a revoked key is told apart from garbage."""
+    reason = validate_name(reason, "reason", 500)
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = _key_in_scope(session, scope, ref, lock=True)
+        if row.status == KeyStatus.REVOKED.value:
+            return KeyView.of(row)
+        before = KeyView.of(row)
+        row.status = KeyStatus.REVOKED.value
+        row.revoked_at = now
+        row.revoked_reason = reason
+        after = KeyView.of(row)
+        audit.record(
+            session, actor, "key.revoked", now=now, org_id=scope.org_id, target_type="key",
+            target_ref=ref, before=before.audit_snapshot(),
+            after={**after.audit_snapshot(), "reason": reason},
+        )
+        digests = _digests(session, row.id)
+    ctx.bus.publish(KeyChanged(row.id, digests))
+    return after
+
+
+def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
+    """The identity a secret's digest stands for, with effective limits; None if unknown."""
+    stmt = (
+        select(KeySecret, ApiKey, Organization)
+        .join(ApiKey, KeySecret.key_id == ApiKey.id)
+        .join(Organization, ApiKey.org_id == Organization.id)
+        .where(KeySecret.digest == digest)
+    )
+    with ctx.db.session() as session:
+        found = session.execute(stmt).first()
+    if found is None:
+        return None
+    secret, key, org = found
+    return KeyIdentity(
+        digest=secret.digest, key_id=key.id, ref=key.ref, name=key.name, org_id=org.id,
+        org_slug=org.slug, org_api_enabled=org.api_enabled, location_id=key.location_id,
+        owner_id=key.owner_id, environment=Environment(key.environment),
+        permissions=frozenset(key.permissions),
+        rate_per_second=key.rate_per_second or org.plan_rate_per_second,
+        concurrency=key.concurrency or org.plan_concurrency, status=KeyStatus(key.status),
+        expires_at=key.expires_at, secret_valid_until=secret.valid_until,
+        allowed_cidrs=tuple(key.allowed_cidrs), allowed_origins=tuple(org.allowed_origins),
+    )
+
+
+def record_last_used(ctx: Context, uses: Mapping[int, tuple[datetime, str | None]]) -> None:
+    """Write-behind flush: the latest use per key id, in one transaction."""
+    if not uses:
+        return
+    with ctx.db.transaction() as session:
+        for key_id, (at, ip) in uses.items():
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id)
+                .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < at))
+                .values(last_used_at=at, last_used_ip=ip)
+            )
