@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 
 from keyrack.config import Settings
@@ -97,8 +97,11 @@ def clock() -> MutableClock:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(
-        database_url=database_url, secret_key=TEST_SECRET, environment="test",
-        redis_url=None, smtp_url=None,
+        database_url=database_url,
+        secret_key=TEST_SECRET,
+        environment="test",
+        redis_url=None,
+        smtp_url=None,
     )
 
 
@@ -149,7 +152,11 @@ def seed_org(
         ctx, OPERATOR, org_slug=slug, email=f"admin@{slug}.test", role=Role.ADMIN
     ).user
     view, secret = keys.create_key(
-        ctx, OPERATOR, Scope(org.id), name="Seed key", environment=environment,
+        ctx,
+        OPERATOR,
+        Scope(org.id),
+        name="Seed key",
+        environment=environment,
         permissions=permissions,
     )
     return Seeded(ctx, org.id, slug, location.id, admin.id, view, secret)

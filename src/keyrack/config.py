@@ -11,7 +11,7 @@ from pydantic_settings import (
 )
 
 _UNSAFE_SECRETS = {"changethis", "secret", "changeme", ""}
-DEV_SECRET_KEY = "dev-insecure-secret-key-do-not-deploy-0000"
+DEV_SECRET_KEY = "dev-insecure-secret-key-do-not-deploy-0000"  # noqa: S105 - refused in production
 
 
 class Settings(BaseSettings):
@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     @classmethod
     def _refuse_weak_secret(cls, value: str) -> str:
         if value.strip().lower() in _UNSAFE_SECRETS or len(value) < 32:
-            raise ValueError("KEYRACK_SECRET_KEY must be at least 32 characters and not a placeholder")
+            raise ValueError(
+                "KEYRACK_SECRET_KEY must be at least 32 characters and not a placeholder"
+            )
         return value
 
     def check_deployable(self) -> None:

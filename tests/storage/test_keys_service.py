@@ -6,9 +6,10 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, select
+from tests.conftest import OPERATOR, MutableClock, Seeded
 
 from keyrack.domain.keys import Environment
-from keyrack.domain.verification import KeyVerifier, KeyStatus, VerdictStatus
+from keyrack.domain.verification import KeyStatus, KeyVerifier, VerdictStatus
 from keyrack.errors import Conflict, InvalidInput, NotFound
 from keyrack.services import audit, keys, tenancy
 from keyrack.services.context import Context
@@ -16,7 +17,6 @@ from keyrack.services.events import KeyChanged
 from keyrack.services.keys import Scope
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.keys import KeySecret
-from tests.conftest import OPERATOR, MutableClock, Seeded
 
 
 def verifier(ctx: Context) -> KeyVerifier:
@@ -110,7 +110,7 @@ def test_revoke_is_immediate_and_reports_revoked(seeded: Seeded) -> None:
 
 
 def test_absolute_expiry_is_enforced_by_the_clock(seeded: Seeded, clock: MutableClock) -> None:
-    view, secret = seeded.new_key(expires_at=clock.now + timedelta(days=1))
+    _, secret = seeded.new_key(expires_at=clock.now + timedelta(days=1))
     assert verifier(seeded.ctx).verify(secret).valid
     clock.advance(timedelta(days=1))
     assert verifier(seeded.ctx).verify(secret).status is VerdictStatus.EXPIRED
@@ -167,8 +167,14 @@ def test_last_used_is_written_in_one_batch_and_never_moves_backwards(
 def test_audit_trail_refuses_to_store_a_secret(seeded: Seeded) -> None:
     with pytest.raises(ValueError), seeded.ctx.db.transaction() as session:
         audit.record(
-            session, OPERATOR, "key.updated", now=seeded.ctx.clock(), org_id=seeded.org_id,
-            target_type="key", target_ref="x", after={"oops": seeded.secret},
+            session,
+            OPERATOR,
+            "key.updated",
+            now=seeded.ctx.clock(),
+            org_id=seeded.org_id,
+            target_type="key",
+            target_ref="x",
+            after={"oops": seeded.secret},
         )
     with seeded.ctx.db.session() as session:
         assert not session.scalars(select(AuditEvent).where(AuditEvent.target_ref == "x")).all()

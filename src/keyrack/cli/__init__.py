@@ -12,8 +12,11 @@ from keyrack.cli.common import errors
 from keyrack.errors import KeyrackError
 
 app = typer.Typer(
-    name="keyrack", help="Keyrack: API keys for your CRM.", no_args_is_help=True,
-    pretty_exceptions_enable=False, add_completion=False,
+    name="keyrack",
+    help="Keyrack: API keys for your CRM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 app.command()(server.migrate)
 app.command()(server.serve)

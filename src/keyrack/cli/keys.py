@@ -26,11 +26,18 @@ app = typer.Typer(help="API keys.", no_args_is_help=True)
 
 def _as_dict(view: KeyView) -> dict[str, Any]:
     return {
-        "ref": view.ref, "name": view.name, "environment": view.environment.value,
-        "masked": view.masked, "status": view.status.value, "permissions": list(view.permissions),
-        "location_id": view.location_id, "rate_per_second": view.rate_per_second,
-        "concurrency": view.concurrency, "created_at": view.created_at,
-        "last_used_at": view.last_used_at, "inactivity_deadline": view.inactivity_deadline,
+        "ref": view.ref,
+        "name": view.name,
+        "environment": view.environment.value,
+        "masked": view.masked,
+        "status": view.status.value,
+        "permissions": list(view.permissions),
+        "location_id": view.location_id,
+        "rate_per_second": view.rate_per_second,
+        "concurrency": view.concurrency,
+        "created_at": view.created_at,
+        "last_used_at": view.last_used_at,
+        "inactivity_deadline": view.inactivity_deadline,
     }
 
 
@@ -67,11 +74,19 @@ def create(
     ctx = context()
     with ctx.db.session() as session:
         organization = tenancy.org_by_slug(session, org)
-        location_id = tenancy.location_by_slug(session, organization.id, location).id if location else None
+        location_id = (
+            tenancy.location_by_slug(session, organization.id, location).id if location else None
+        )
     view, secret = keys.create_key(
-        ctx, OPERATOR, Scope(organization.id), name=name, environment=env,
-        location_id=location_id, permissions=[p for p in permissions.split(",") if p.strip()],
-        rate_per_second=rps, concurrency=concurrency,
+        ctx,
+        OPERATOR,
+        Scope(organization.id),
+        name=name,
+        environment=env,
+        location_id=location_id,
+        permissions=[p for p in permissions.split(",") if p.strip()],
+        rate_per_second=rps,
+        concurrency=concurrency,
     )
     _print_secret(view, secret, as_json, "created")
 
@@ -92,9 +107,18 @@ def list_keys(
     emit_table(
         f"Keys of {org}",
         ["ref", "name", "key", "env", "status", "generated", "last used"],
-        [(v.ref, v.name, v.masked, v.environment.value, v.status.value,
-          f"{v.created_at:%Y-%m-%d}", f"{v.last_used_at:%Y-%m-%d %H:%M}" if v.last_used_at else "never")
-         for v in page.data],
+        [
+            (
+                v.ref,
+                v.name,
+                v.masked,
+                v.environment.value,
+                v.status.value,
+                f"{v.created_at:%Y-%m-%d}",
+                f"{v.last_used_at:%Y-%m-%d %H:%M}" if v.last_used_at else "never",
+            )
+            for v in page.data
+        ],
     )
     if page.next_cursor:
         console.print(f"more: --cursor {page.next_cursor}")

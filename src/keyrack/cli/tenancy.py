@@ -25,21 +25,37 @@ def create_org(
         context(), OPERATOR, name=name, slug=slug, kind=kind, api_enabled=False if no_api else None
     )
     if as_json:
-        emit_json({"id": org.id, "slug": org.slug, "name": org.name, "kind": org.kind,
-                   "api_enabled": org.api_enabled})
+        emit_json(
+            {
+                "id": org.id,
+                "slug": org.slug,
+                "name": org.name,
+                "kind": org.kind,
+                "api_enabled": org.api_enabled,
+            }
+        )
     else:
-        console.print(f"created organization [bold]{org.slug}[/bold] (api_enabled={org.api_enabled})")
+        console.print(
+            f"created organization [bold]{org.slug}[/bold] (api_enabled={org.api_enabled})"
+        )
 
 
 @orgs.command("list")
 def list_orgs(as_json: bool = JsonOption) -> None:
     rows = tenancy.list_orgs(context())
     if as_json:
-        emit_json([{"slug": o.slug, "name": o.name, "kind": o.kind, "api_enabled": o.api_enabled}
-                   for o in rows])
+        emit_json(
+            [
+                {"slug": o.slug, "name": o.name, "kind": o.kind, "api_enabled": o.api_enabled}
+                for o in rows
+            ]
+        )
     else:
-        emit_table("Organizations", ["slug", "name", "kind", "api"],
-                   [(o.slug, o.name, o.kind, "enabled" if o.api_enabled else "disabled") for o in rows])
+        emit_table(
+            "Organizations",
+            ["slug", "name", "kind", "api"],
+            [(o.slug, o.name, o.kind, "enabled" if o.api_enabled else "disabled") for o in rows],
+        )
 
 
 @orgs.command("api")
@@ -79,8 +95,15 @@ def create_user(
     )
     user = created.user
     if as_json:
-        emit_json({"id": user.id, "email": user.email, "role": user.role, "kind": user.kind,
-                   "password": created.password})
+        emit_json(
+            {
+                "id": user.id,
+                "email": user.email,
+                "role": user.role,
+                "kind": user.kind,
+                "password": created.password,
+            }
+        )
         return
     console.print(f"created {user.kind} user [bold]{user.email}[/bold] ({user.role})")
     if created.password:

@@ -16,6 +16,9 @@ from keyrack.http.routes import health, keys
 from keyrack.services.context import Context
 from keyrack.services.keys import find_identity
 
+ROUTERS = (health.router, keys.router)
+"""Every router of the app; a new resource adds its router here."""
+
 
 def create_app(settings: Settings | None = None, *, ctx: Context | None = None) -> FastAPI:
     """Build the app for ``settings`` (or a ready ``ctx``, as tests do)."""
@@ -38,8 +41,8 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
     )
     app.state.ctx = ctx
     problems.install(app)
-    for module in (health, keys):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     verifier = KeyVerifier(lambda digest: find_identity(ctx, digest), ctx.clock)
     app.add_middleware(Gateway, verify=verifier.verify)
     return app

@@ -96,7 +96,12 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
-_HTTP_CODES = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type"}
+_HTTP_CODES = {
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+}
 
 
 def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -125,8 +130,12 @@ def install(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = _HTTP_CODES.get(exc.status_code, "validation-error" if exc.status_code < 500 else "internal-error")
-        return problem(code, str(exc.detail), request_id=request_id_of(request), headers=exc.headers)
+        code = _HTTP_CODES.get(
+            exc.status_code, "validation-error" if exc.status_code < 500 else "internal-error"
+        )
+        return problem(
+            code, str(exc.detail), request_id=request_id_of(request), headers=exc.headers
+        )
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)

@@ -76,15 +76,28 @@ class KeyView:
     @classmethod
     def of(cls, row: ApiKey) -> KeyView:
         return cls(
-            id=row.id, ref=row.ref, name=row.name, environment=Environment(row.environment),
-            org_id=row.org_id, location_id=row.location_id, owner_id=row.owner_id,
-            permissions=tuple(row.permissions), rate_per_second=row.rate_per_second,
-            concurrency=row.concurrency, allowed_cidrs=tuple(row.allowed_cidrs),
-            status=KeyStatus(row.status), prefix=row.prefix, last4=row.last4,
-            created_at=row.created_at, created_by=row.created_by_label,
-            last_used_at=row.last_used_at, last_used_ip=row.last_used_ip,
-            expires_at=row.expires_at, inactivity_days=row.inactivity_days,
-            revoked_at=row.revoked_at, revoked_reason=row.revoked_reason,
+            id=row.id,
+            ref=row.ref,
+            name=row.name,
+            environment=Environment(row.environment),
+            org_id=row.org_id,
+            location_id=row.location_id,
+            owner_id=row.owner_id,
+            permissions=tuple(row.permissions),
+            rate_per_second=row.rate_per_second,
+            concurrency=row.concurrency,
+            allowed_cidrs=tuple(row.allowed_cidrs),
+            status=KeyStatus(row.status),
+            prefix=row.prefix,
+            last4=row.last4,
+            created_at=row.created_at,
+            created_by=row.created_by_label,
+            last_used_at=row.last_used_at,
+            last_used_ip=row.last_used_ip,
+            expires_at=row.expires_at,
+            inactivity_days=row.inactivity_days,
+            revoked_at=row.revoked_at,
+            revoked_reason=row.revoked_reason,
         )
 
     def audit_snapshot(self) -> dict[str, object]:
@@ -168,12 +181,24 @@ def create_key(
             if owner is None or owner.org_id != scope.org_id:
                 raise NotFound("no such owner user")
         row = ApiKey(
-            ref=new_ref("key"), org_id=scope.org_id, location_id=location_id, owner_id=owner_id,
-            name=name, environment=Environment(environment).value, prefix=generated.prefix,
-            last4=generated.last4, permissions=list(granted), rate_per_second=rate_per_second,
-            concurrency=concurrency, allowed_cidrs=list(cidrs), status=KeyStatus.ACTIVE.value,
-            created_at=now, created_by_id=actor.user_id, created_by_label=actor.label,
-            expires_at=expires_at, inactivity_days=inactivity_days,
+            ref=new_ref("key"),
+            org_id=scope.org_id,
+            location_id=location_id,
+            owner_id=owner_id,
+            name=name,
+            environment=Environment(environment).value,
+            prefix=generated.prefix,
+            last4=generated.last4,
+            permissions=list(granted),
+            rate_per_second=rate_per_second,
+            concurrency=concurrency,
+            allowed_cidrs=list(cidrs),
+            status=KeyStatus.ACTIVE.value,
+            created_at=now,
+            created_by_id=actor.user_id,
+            created_by_label=actor.label,
+            expires_at=expires_at,
+            inactivity_days=inactivity_days,
         )
         session.add(row)
         session.flush()
@@ -182,8 +207,14 @@ def create_key(
         )
         view = KeyView.of(row)
         audit.record(
-            session, actor, "key.created", now=now, org_id=scope.org_id,
-            target_type="key", target_ref=row.ref, after=view.audit_snapshot(),
+            session,
+            actor,
+            "key.created",
+            now=now,
+            org_id=scope.org_id,
+            target_type="key",
+            target_ref=row.ref,
+            after=view.audit_snapshot(),
         )
     return view, generated.secret
 
@@ -252,8 +283,15 @@ def update_key(
                 else "key.updated"
             )
             audit.record(
-                session, actor, action, now=now, org_id=scope.org_id, target_type="key",
-                target_ref=ref, before=before.audit_snapshot(), after=after.audit_snapshot(),
+                session,
+                actor,
+                action,
+                now=now,
+                org_id=scope.org_id,
+                target_type="key",
+                target_ref=ref,
+                before=before.audit_snapshot(),
+                after=after.audit_snapshot(),
             )
         digests = _digests(session, row.id)
     ctx.bus.publish(KeyChanged(row.id, digests))
@@ -286,8 +324,14 @@ def roll_key(
         row.last4 = generated.last4
         after = KeyView.of(row)
         audit.record(
-            session, actor, "key.rolled", now=now, org_id=scope.org_id, target_type="key",
-            target_ref=ref, before=before.audit_snapshot(),
+            session,
+            actor,
+            "key.rolled",
+            now=now,
+            org_id=scope.org_id,
+            target_type="key",
+            target_ref=ref,
+            before=before.audit_snapshot(),
             after={**after.audit_snapshot(), "grace_seconds": int(grace.total_seconds())},
         )
     ctx.bus.publish(KeyChanged(row.id, old_digests))
@@ -308,8 +352,14 @@ def revoke_key(ctx: Context, actor: Actor, scope: Scope, ref: str, *, reason: st
         row.revoked_reason = reason
         after = KeyView.of(row)
         audit.record(
-            session, actor, "key.revoked", now=now, org_id=scope.org_id, target_type="key",
-            target_ref=ref, before=before.audit_snapshot(),
+            session,
+            actor,
+            "key.revoked",
+            now=now,
+            org_id=scope.org_id,
+            target_type="key",
+            target_ref=ref,
+            before=before.audit_snapshot(),
             after={**after.audit_snapshot(), "reason": reason},
         )
         digests = _digests(session, row.id)
@@ -331,14 +381,24 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
         return None
     secret, key, org = found
     return KeyIdentity(
-        digest=secret.digest, key_id=key.id, ref=key.ref, name=key.name, org_id=org.id,
-        org_slug=org.slug, org_api_enabled=org.api_enabled, location_id=key.location_id,
-        owner_id=key.owner_id, environment=Environment(key.environment),
+        digest=secret.digest,
+        key_id=key.id,
+        ref=key.ref,
+        name=key.name,
+        org_id=org.id,
+        org_slug=org.slug,
+        org_api_enabled=org.api_enabled,
+        location_id=key.location_id,
+        owner_id=key.owner_id,
+        environment=Environment(key.environment),
         permissions=frozenset(key.permissions),
         rate_per_second=key.rate_per_second or org.plan_rate_per_second,
-        concurrency=key.concurrency or org.plan_concurrency, status=KeyStatus(key.status),
-        expires_at=key.expires_at, secret_valid_until=secret.valid_until,
-        allowed_cidrs=tuple(key.allowed_cidrs), allowed_origins=tuple(org.allowed_origins),
+        concurrency=key.concurrency or org.plan_concurrency,
+        status=KeyStatus(key.status),
+        expires_at=key.expires_at,
+        secret_valid_until=secret.valid_until,
+        allowed_cidrs=tuple(key.allowed_cidrs),
+        allowed_origins=tuple(org.allowed_origins),
     )
 
 

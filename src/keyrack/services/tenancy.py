@@ -102,8 +102,14 @@ def create_org(
             session.add(org)
             session.flush()
             audit.record(
-                session, actor, "org.created", now=now, org_id=org.id,
-                target_type="organization", target_ref=slug, after=_org_snapshot(org),
+                session,
+                actor,
+                "org.created",
+                now=now,
+                org_id=org.id,
+                target_type="organization",
+                target_ref=slug,
+                after=_org_snapshot(org),
             )
     except IntegrityError:
         raise Conflict(f"an organization with slug {slug!r} already exists") from None
@@ -143,18 +149,27 @@ def update_org(
             org.plan_concurrency = plan_concurrency
         after = _org_snapshot(org)
         if after != before:
-            action = "org.api_access_changed" if before["api_enabled"] != after["api_enabled"] else "org.updated"
+            action = (
+                "org.api_access_changed"
+                if before["api_enabled"] != after["api_enabled"]
+                else "org.updated"
+            )
             audit.record(
-                session, actor, action, now=now, org_id=org.id,
-                target_type="organization", target_ref=slug, before=before, after=after,
+                session,
+                actor,
+                action,
+                now=now,
+                org_id=org.id,
+                target_type="organization",
+                target_ref=slug,
+                before=before,
+                after=after,
             )
     ctx.bus.publish(OrgChanged(org.id))
     return org
 
 
-def create_location(
-    ctx: Context, actor: Actor, *, org_slug: str, name: str, slug: str
-) -> Location:
+def create_location(ctx: Context, actor: Actor, *, org_slug: str, name: str, slug: str) -> Location:
     name = validate_name(name)
     slug = validate_slug(slug)
     now = ctx.clock()
@@ -165,8 +180,14 @@ def create_location(
             session.add(location)
             session.flush()
             audit.record(
-                session, actor, "location.created", now=now, org_id=org.id,
-                target_type="location", target_ref=slug, after={"name": name, "slug": slug},
+                session,
+                actor,
+                "location.created",
+                now=now,
+                org_id=org.id,
+                target_type="location",
+                target_ref=slug,
+                after={"name": name, "slug": slug},
             )
     except IntegrityError:
         raise Conflict(f"location {slug!r} already exists in {org_slug!r}") from None
@@ -185,7 +206,9 @@ def location_by_slug(session: Session, org_id: int, slug: str) -> Location:
 def list_locations(ctx: Context, org_id: int) -> list[Location]:
     with ctx.db.session() as session:
         return list(
-            session.scalars(select(Location).where(Location.org_id == org_id).order_by(Location.slug))
+            session.scalars(
+                select(Location).where(Location.org_id == org_id).order_by(Location.slug)
+            )
         )
 
 
@@ -236,8 +259,14 @@ def create_user(
             session.add(user)
             session.flush()
             audit.record(
-                session, actor, "user.created", now=now, org_id=user.org_id,
-                target_type="user", target_ref=email, after=_user_snapshot(user),
+                session,
+                actor,
+                "user.created",
+                now=now,
+                org_id=user.org_id,
+                target_type="user",
+                target_ref=email,
+                after=_user_snapshot(user),
             )
     except IntegrityError:
         raise Conflict(f"a user with email {email!r} already exists") from None
@@ -253,9 +282,15 @@ def set_user_active(ctx: Context, actor: Actor, user_id: int, active: bool) -> U
         before = _user_snapshot(user)
         user.active = active
         audit.record(
-            session, actor, "user.activated" if active else "user.deactivated", now=now,
-            org_id=user.org_id, target_type="user", target_ref=user.email,
-            before=before, after=_user_snapshot(user),
+            session,
+            actor,
+            "user.activated" if active else "user.deactivated",
+            now=now,
+            org_id=user.org_id,
+            target_type="user",
+            target_ref=user.email,
+            before=before,
+            after=_user_snapshot(user),
         )
     return user
 
@@ -299,8 +334,13 @@ def bootstrap(ctx: Context) -> FirstRun | None:
     actor = Actor.system("first-run")
     org = create_org(ctx, actor, name="Default organization", slug=DEFAULT_ORG_SLUG)
     created = create_user(
-        ctx, actor, org_slug=org.slug, email="owner@keyrack.local", role=Role.OWNER,
-        name="Owner", staff=True,
+        ctx,
+        actor,
+        org_slug=org.slug,
+        email="owner@keyrack.local",
+        role=Role.OWNER,
+        name="Owner",
+        staff=True,
     )
     assert created.password is not None
     return FirstRun(org.slug, created.user.email, created.password)
@@ -308,5 +348,9 @@ def bootstrap(ctx: Context) -> FirstRun | None:
 
 def actor_for_user(user: User, ip: str | None = None) -> Actor:
     return Actor(
-        label=f"user:{user.email}", user_id=user.id, org_id=user.org_id, ip=ip, is_staff=user.is_staff
+        label=f"user:{user.email}",
+        user_id=user.id,
+        org_id=user.org_id,
+        ip=ip,
+        is_staff=user.is_staff,
     )

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from keyrack.domain.verification import KeyStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import link_header
-from keyrack.http.schemas import KeyCreate, KeyOut, KeyRevoke, KeyRoll, KeyUpdate, KeyWithSecret, ListPage
+from keyrack.http.schemas.common import ListPage
+from keyrack.http.schemas.keys import (
+    KeyCreate,
+    KeyOut,
+    KeyRevoke,
+    KeyRoll,
+    KeyUpdate,
+    KeyWithSecret,
+)
 from keyrack.services import keys
 
 router = APIRouter(

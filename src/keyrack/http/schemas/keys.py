@@ -1,28 +1,18 @@
-"""Request and response bodies of the public API (Pydantic v2)."""
+"""Key management bodies."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from keyrack.domain.keys import Environment
 from keyrack.domain.verification import KeyStatus
+from keyrack.http.schemas.common import Strict
 from keyrack.services.keys import KeyView
 
-T = TypeVar("T")
-
 Name = Field(min_length=1, max_length=200)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ListPage(BaseModel, Generic[T]):
-    data: list[T]
-    next_cursor: str | None
 
 
 class RateLimitOut(BaseModel):
@@ -56,18 +46,29 @@ class KeyOut(BaseModel):
     @classmethod
     def of(cls, view: KeyView) -> KeyOut:
         return cls(
-            ref=view.ref, name=view.name, environment=view.environment, masked=view.masked,
-            last4=view.last4, status=view.status, organization_id=view.org_id,
-            location_id=view.location_id, owner_id=view.owner_id,
+            ref=view.ref,
+            name=view.name,
+            environment=view.environment,
+            masked=view.masked,
+            last4=view.last4,
+            status=view.status,
+            organization_id=view.org_id,
+            location_id=view.location_id,
+            owner_id=view.owner_id,
             permissions=list(view.permissions),
             rate_limit=RateLimitOut(
                 rate_per_second=view.rate_per_second, concurrency=view.concurrency
             ),
-            allowed_cidrs=list(view.allowed_cidrs), created_at=view.created_at,
-            created_by=view.created_by, last_used_at=view.last_used_at,
-            last_used_ip=view.last_used_ip, expires_at=view.expires_at,
-            inactivity_days=view.inactivity_days, inactivity_deadline=view.inactivity_deadline,
-            revoked_at=view.revoked_at, revoked_reason=view.revoked_reason,
+            allowed_cidrs=list(view.allowed_cidrs),
+            created_at=view.created_at,
+            created_by=view.created_by,
+            last_used_at=view.last_used_at,
+            last_used_ip=view.last_used_ip,
+            expires_at=view.expires_at,
+            inactivity_days=view.inactivity_days,
+            inactivity_deadline=view.inactivity_deadline,
+            revoked_at=view.revoked_at,
+            revoked_reason=view.revoked_reason,
         )
 
 
