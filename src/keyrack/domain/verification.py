@@ -67,6 +67,8 @@ class KeyIdentity:
     secret_valid_until: datetime | None
     allowed_cidrs: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    owner_is_staff: bool = False
+    """The key acts as a platform staff user: it may call the staff API."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ def get_actor(request: Request, principal: PrincipalDep) -> Actor:
         user_id=principal.owner_id,
         org_id=principal.org_id,
         ip=client_ip(request),
+        is_staff=principal.owner_is_staff,
     )
 
 

@@ -157,13 +157,52 @@ def create_key(
     inactivity_days: int = DEFAULT_INACTIVITY_DAYS,
 ) -> tuple[KeyView, str]:
     """Issue a key. Returns the view and the secret, which is never stored or shown again."""
+    with ctx.db.transaction() as session:
+        return insert_key(
+            session,
+            actor,
+            scope,
+            now=ctx.clock(),
+            name=name,
+            environment=environment,
+            location_id=location_id,
+            owner_id=owner_id,
+            permissions=permissions,
+            rate_per_second=rate_per_second,
+            concurrency=concurrency,
+            allowed_cidrs=allowed_cidrs,
+            expires_at=expires_at,
+            inactivity_days=inactivity_days,
+        )
+
+
+def insert_key(
+    session: Session,
+    actor: Actor,
+    scope: Scope,
+    *,
+    now: datetime,
+    name: str,
+    environment: Environment = Environment.SANDBOX,
+    location_id: int | None = None,
+    owner_id: int | None = None,
+    permissions: Sequence[str] = (),
+    rate_per_second: int | None = None,
+    concurrency: int | None = None,
+    allowed_cidrs: Sequence[str] = (),
+    expires_at: datetime | None = None,
+    inactivity_days: int = DEFAULT_INACTIVITY_DAYS,
+) -> tuple[KeyView, str]:
+    """``create_key`` inside a caller's transaction (e.g. approving a key request).
+
+    The one place that issues keys: validates, stores the digest, audits ``key.created``.
+    """
     name = validate_name(name)
     granted = perms.normalize(permissions)
     cidrs = keyformat.normalize_cidrs(allowed_cidrs)
     _check_limits(rate_per_second, concurrency)
     if not 1 <= inactivity_days <= 3650:
         raise InvalidInput("inactivity_days must be between 1 and 3650")
-    now = ctx.clock()
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at must be in the future")
     if scope.location_id is not None:
@@ -171,51 +210,50 @@ def create_key(
             raise NotFound("no such location")
         location_id = scope.location_id
     generated = keyformat.generate(Environment(environment))
-    with ctx.db.transaction() as session:
-        if location_id is not None:
-            location = session.get(Location, location_id)
-            if location is None or location.org_id != scope.org_id:
-                raise NotFound("no such location")
-        if owner_id is not None:
-            owner = session.get(User, owner_id)
-            if owner is None or owner.org_id != scope.org_id:
-                raise NotFound("no such owner user")
-        row = ApiKey(
-            ref=new_ref("key"),
-            org_id=scope.org_id,
-            location_id=location_id,
-            owner_id=owner_id,
-            name=name,
-            environment=Environment(environment).value,
-            prefix=generated.prefix,
-            last4=generated.last4,
-            permissions=list(granted),
-            rate_per_second=rate_per_second,
-            concurrency=concurrency,
-            allowed_cidrs=list(cidrs),
-            status=KeyStatus.ACTIVE.value,
-            created_at=now,
-            created_by_id=actor.user_id,
-            created_by_label=actor.label,
-            expires_at=expires_at,
-            inactivity_days=inactivity_days,
-        )
-        session.add(row)
-        session.flush()
-        session.add(
-            KeySecret(key_id=row.id, digest=generated.digest, last4=generated.last4, created_at=now)
-        )
-        view = KeyView.of(row)
-        audit.record(
-            session,
-            actor,
-            "key.created",
-            now=now,
-            org_id=scope.org_id,
-            target_type="key",
-            target_ref=row.ref,
-            after=view.audit_snapshot(),
-        )
+    if location_id is not None:
+        location = session.get(Location, location_id)
+        if location is None or location.org_id != scope.org_id:
+            raise NotFound("no such location")
+    if owner_id is not None:
+        owner = session.get(User, owner_id)
+        if owner is None or owner.org_id != scope.org_id:
+            raise NotFound("no such owner user")
+    row = ApiKey(
+        ref=new_ref("key"),
+        org_id=scope.org_id,
+        location_id=location_id,
+        owner_id=owner_id,
+        name=name,
+        environment=Environment(environment).value,
+        prefix=generated.prefix,
+        last4=generated.last4,
+        permissions=list(granted),
+        rate_per_second=rate_per_second,
+        concurrency=concurrency,
+        allowed_cidrs=list(cidrs),
+        status=KeyStatus.ACTIVE.value,
+        created_at=now,
+        created_by_id=actor.user_id,
+        created_by_label=actor.label,
+        expires_at=expires_at,
+        inactivity_days=inactivity_days,
+    )
+    session.add(row)
+    session.flush()
+    session.add(
+        KeySecret(key_id=row.id, digest=generated.digest, last4=generated.last4, created_at=now)
+    )
+    view = KeyView.of(row)
+    audit.record(
+        session,
+        actor,
+        "key.created",
+        now=now,
+        org_id=scope.org_id,
+        target_type="key",
+        target_ref=row.ref,
+        after=view.audit_snapshot(),
+    )
     return view, generated.secret
 
 
@@ -370,16 +408,17 @@ def revoke_key(ctx: Context, actor: Actor, scope: Scope, ref: str, *, reason: st
 def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
     """The identity a secret's digest stands for, with effective limits; None if unknown."""
     stmt = (
-        select(KeySecret, ApiKey, Organization)
+        select(KeySecret, ApiKey, Organization, User.is_staff)
         .join(ApiKey, KeySecret.key_id == ApiKey.id)
         .join(Organization, ApiKey.org_id == Organization.id)
+        .outerjoin(User, ApiKey.owner_id == User.id)
         .where(KeySecret.digest == digest)
     )
     with ctx.db.session() as session:
         found = session.execute(stmt).first()
     if found is None:
         return None
-    secret, key, org = found
+    secret, key, org, owner_is_staff = found
     return KeyIdentity(
         digest=secret.digest,
         key_id=key.id,
@@ -399,6 +438,7 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
         secret_valid_until=secret.valid_until,
         allowed_cidrs=tuple(key.allowed_cidrs),
         allowed_origins=tuple(org.allowed_origins),
+        owner_is_staff=bool(owner_is_staff),
     )
 
 
