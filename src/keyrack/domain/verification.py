@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from keyrack.domain.keys import Environment, digest, is_well_formed
 
@@ -71,8 +72,9 @@ class KeyIdentity:
     """The key acts as a platform staff user: it may call the staff API."""
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """Immutable and cheap to build: one is made per request."""
+
     status: VerdictStatus
     key: KeyIdentity | None = None
 

@@ -1,0 +1,88 @@
+"""In-process key verification throughput, as a ratio to a bare SHA-256 + dict lookup.
+
+Both are measured in the same run (machines here are noisy; absolute numbers drift).
+The verifier does what it does on a cache hit: shape and checksum check, SHA-256,
+lookup, constant-time digest comparison, and the verdict rules. For scale, the
+uncached path (a SQLite lookup per verification) is printed too.
+
+    .venv/bin/python bench/verify.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from keyrack.config import Settings
+from keyrack.domain.keys import Environment, generate
+from keyrack.domain.verification import KeyIdentity, KeyStatus, KeyVerifier
+from keyrack.services import keys, tenancy
+from keyrack.services.context import Actor, Context
+from keyrack.services.keys import Scope
+from keyrack.storage.database import Database
+from keyrack.storage.migrate import upgrade
+
+ROUNDS = 5
+
+
+def best_rate(fn: Callable[[], object], n: int) -> float:
+    """Operations per second of ``fn``, best of ROUNDS runs of ``n`` calls."""
+    best = 0.0
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+def identity(digest: str, i: int) -> KeyIdentity:
+    return KeyIdentity(
+        digest=digest, key_id=i, ref=f"key_{i}", name="bench", org_id=1, org_slug="bench",
+        org_api_enabled=True, location_id=None, owner_id=None, environment=Environment.PRODUCTION,
+        permissions=frozenset({"clients:read"}), rate_per_second=5, concurrency=1,
+        status=KeyStatus.ACTIVE, expires_at=None, secret_valid_until=None,
+    )
+
+
+def main() -> None:
+    made = [generate(Environment.PRODUCTION) for _ in range(10_000)]
+    table = {m.digest: identity(m.digest, i) for i, m in enumerate(made)}
+    secret = made[4242].secret
+    now = datetime.now(UTC)
+
+    def baseline() -> object:
+        return table.get(hashlib.sha256(secret.encode()).hexdigest())
+
+    verifier = KeyVerifier(table.get, lambda: now)
+    assert verifier.verify(secret).valid
+
+    n = 100_000
+    base = best_rate(baseline, n)
+    cached = best_rate(lambda: verifier.verify(secret), n)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        upgrade(url)
+        ctx = Context(settings=Settings(database_url=url), db=Database(url))
+        actor = Actor.system("bench")
+        org = tenancy.create_org(ctx, actor, name="Bench", slug="bench")
+        _, db_secret = keys.create_key(ctx, actor, Scope(org.id), name="bench")
+        uncached_verifier = KeyVerifier(lambda d: keys.find_identity(ctx, d), ctx.clock)
+        assert uncached_verifier.verify(db_secret).valid
+        uncached = best_rate(lambda: uncached_verifier.verify(db_secret), 2_000)
+        ctx.db.dispose()
+
+    print(f"baseline sha256 + dict lookup : {base:12,.0f} ops/s")
+    print(f"verify, cache hit             : {cached:12,.0f} ops/s  "
+          f"ratio {cached / base:.2f} of baseline  ({1e6 / cached:.2f} µs each)")
+    print(f"verify, SQLite lookup (no cache): {uncached:10,.0f} ops/s  "
+          f"ratio {uncached / base:.3f} of baseline")
+
+
+if __name__ == "__main__":
+    main()
