@@ -15,6 +15,7 @@ import ipaddress
 import re
 import secrets
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from keyrack.errors import InvalidInput
@@ -55,8 +56,12 @@ def checksum(payload: str) -> str:
     n = zlib.crc32(payload.encode())
     a = ALPHABET
     return (
-        a[n // 916_132_832 % 62] + a[n // 14_776_336 % 62] + a[n // 238_328 % 62]
-        + a[n // 3_844 % 62] + a[n // 62 % 62] + a[n % 62]
+        a[n // 916_132_832 % 62]
+        + a[n // 14_776_336 % 62]
+        + a[n // 238_328 % 62]
+        + a[n // 3_844 % 62]
+        + a[n // 62 % 62]
+        + a[n % 62]
     )
 
 
@@ -95,7 +100,7 @@ def looks_like_key(candidate: str) -> bool:
     return candidate.startswith(("kr_live_", "kr_test_"))
 
 
-def normalize_cidrs(cidrs: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+def normalize_cidrs(cidrs: Iterable[str]) -> tuple[str, ...]:
     """Canonical CIDR strings for an IP allow-list; bad entries are refused."""
     out = set()
     for cidr in cidrs:
