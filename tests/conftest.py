@@ -36,6 +36,15 @@ REDIS_URL = os.environ.get("KEYRACK_TEST_REDIS_URL")
 TEST_SECRET = "test-secret-key-0123456789abcdefghijklmnop"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI (KEYRACK_REQUIRE_BACKENDS=1) a missing backend is an error, not a skip."""
+    if os.environ.get("KEYRACK_REQUIRE_BACKENDS") and not (PG_URL and REDIS_URL):
+        raise pytest.UsageError(
+            "KEYRACK_REQUIRE_BACKENDS is set: KEYRACK_TEST_DATABASE_URL and "
+            "KEYRACK_TEST_REDIS_URL must both be set"
+        )
+
+
 class MutableClock:
     """An injectable clock that moves only when a test says so."""
 
