@@ -1,0 +1,253 @@
+"""CRM data rules: client fields, custom fields, period buckets and NPS arithmetic.
+
+Money is integer minor units (cents) throughout: ``arr_cents``, ``amount_cents``.
+Health is a score 0-100; its band is green (>= 70), yellow (40-69) or red (< 40).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from keyrack.errors import InvalidInput
+
+MAX_CUSTOM_FIELDS = 50
+MAX_CUSTOM_FIELD_KEY = 64
+MAX_CUSTOM_FIELD_TEXT = 1000
+MAX_CUSTOM_FIELDS_BYTES = 16_384
+MAX_USAGE_BATCH = 1000
+MAX_MONEY_CENTS = 10**13
+MAX_USAGE_COUNT = 1_000_000
+
+CustomValue = str | int | float | bool | None
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_REF_BODY = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+class Unset(enum.Enum):
+    """Marks a PATCH field the caller did not send (as opposed to an explicit null)."""
+
+    UNSET = 0
+
+
+UNSET = Unset.UNSET
+
+
+class ClientStatus(enum.StrEnum):
+    TRIAL = "trial"
+    ONBOARDING = "onboarding"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    CHURNED = "churned"
+
+
+class HealthBand(enum.StrEnum):
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+
+
+class Interval(enum.StrEnum):
+    """How often a contract's recurring revenue is billed."""
+
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+class Period(enum.StrEnum):
+    DAY = "day"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+def is_ref(kind: str, value: str) -> bool:
+    """Whether ``value`` has the shape of a public id of ``kind`` (e.g. ``cli_01…``)."""
+    prefix, sep, body = value.partition("_")
+    return sep == "_" and prefix == kind and bool(_REF_BODY.fullmatch(body))
+
+
+def health_band(score: int | None) -> HealthBand | None:
+    if score is None:
+        return None
+    if score >= 70:
+        return HealthBand.GREEN
+    return HealthBand.YELLOW if score >= 40 else HealthBand.RED
+
+
+def validate_health(score: int | None) -> int | None:
+    if score is not None and not 0 <= score <= 100:
+        raise InvalidInput("health must be a score between 0 and 100")
+    return score
+
+
+def validate_cents(value: int | None, what: str) -> int | None:
+    if value is not None and not 0 <= value <= MAX_MONEY_CENTS:
+        raise InvalidInput(f"{what} must be between 0 and {MAX_MONEY_CENTS} (integer cents)")
+    return value
+
+
+def validate_currency(code: str) -> str:
+    code = code.strip().upper()
+    if not _CURRENCY.fullmatch(code):
+        raise InvalidInput("currency must be a three-letter ISO 4217 code such as USD")
+    return code
+
+
+def validate_text(value: str | None, what: str, max_length: int) -> str | None:
+    """Optional free text: stripped, empty becomes None, bounded, no control characters."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > max_length:
+        raise InvalidInput(f"{what} is at most {max_length} characters")
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
+        raise InvalidInput(f"{what} must not contain control characters")
+    return value or None
+
+
+def validate_custom_fields(fields: Mapping[str, Any]) -> dict[str, CustomValue]:
+    """A flat object of at most 50 scalar values and 16 KiB of JSON."""
+    if len(fields) > MAX_CUSTOM_FIELDS:
+        raise InvalidInput(f"custom_fields holds at most {MAX_CUSTOM_FIELDS} keys")
+    clean: dict[str, CustomValue] = {}
+    for key, value in fields.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_CUSTOM_FIELD_KEY:
+            raise InvalidInput(f"custom field names are 1-{MAX_CUSTOM_FIELD_KEY} characters")
+        if "\x00" in key:
+            raise InvalidInput("custom field names must not contain NUL characters")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"custom field {key!r} must be a finite number")
+        if isinstance(value, str):
+            if len(value) > MAX_CUSTOM_FIELD_TEXT or "\x00" in value:
+                raise InvalidInput(
+                    f"custom field {key!r}: text is at most {MAX_CUSTOM_FIELD_TEXT} "
+                    "characters, without NUL"
+                )
+        elif isinstance(value, bool | int | float) or value is None:
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
+                raise InvalidInput(f"custom field {key!r}: integers are limited to 2^53")
+        else:
+            raise InvalidInput(
+                f"custom field {key!r} must be text, a number, true/false or null (not nested)"
+            )
+        clean[key] = value
+    if len(json.dumps(clean).encode()) > MAX_CUSTOM_FIELDS_BYTES:
+        raise InvalidInput(f"custom_fields is at most {MAX_CUSTOM_FIELDS_BYTES} bytes of JSON")
+    return clean
+
+
+def check_contract_dates(start: date, end: date | None) -> None:
+    if end is not None and end < start:
+        raise InvalidInput("end_date must not be before start_date")
+
+
+def check_recurring(amount_cents: int | None, interval: Interval | None) -> None:
+    if (amount_cents is None) != (interval is None):
+        raise InvalidInput(
+            "recurring_amount_cents and recurring_interval are given together or not at all"
+        )
+
+
+def validate_score(score: int) -> int:
+    if not 0 <= score <= 10:
+        raise InvalidInput("score must be an integer from 0 to 10")
+    return score
+
+
+# -- periods ---------------------------------------------------------------------------
+
+
+def day_of(moment: datetime) -> date:
+    """The UTC calendar day of an aware datetime."""
+    return moment.astimezone(UTC).date()
+
+
+def month_of(moment: datetime) -> str:
+    """The UTC calendar month of an aware datetime, as ``YYYY-MM``."""
+    return day_of(moment).strftime("%Y-%m")
+
+
+def bucket_label(day: date, period: Period) -> str:
+    """The label of the period containing ``day``: ``2026-01-05``, ``2026-01``, ``2026-Q1``, ``2026``."""
+    if period is Period.DAY:
+        return day.isoformat()
+    if period is Period.MONTH:
+        return f"{day.year:04d}-{day.month:02d}"
+    if period is Period.QUARTER:
+        return f"{day.year:04d}-Q{(day.month - 1) // 3 + 1}"
+    return f"{day.year:04d}"
+
+
+def bucket_start(day: date, period: Period) -> date:
+    """The first day of the period containing ``day``."""
+    if period is Period.DAY:
+        return day
+    if period is Period.MONTH:
+        return day.replace(day=1)
+    if period is Period.QUARTER:
+        return date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+    return date(day.year, 1, 1)
+
+
+def check_range(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and until <= since:
+        raise InvalidInput("until must be after since")
+
+
+# -- NPS -------------------------------------------------------------------------------
+
+
+class NpsCategory(enum.StrEnum):
+    PROMOTER = "promoter"
+    PASSIVE = "passive"
+    DETRACTOR = "detractor"
+
+
+def nps_category(score: int) -> NpsCategory:
+    validate_score(score)
+    if score >= 9:
+        return NpsCategory.PROMOTER
+    return NpsCategory.PASSIVE if score >= 7 else NpsCategory.DETRACTOR
+
+
+@dataclass(frozen=True, slots=True)
+class NpsTally:
+    promoters: int = 0
+    passives: int = 0
+    detractors: int = 0
+
+    @property
+    def responses(self) -> int:
+        return self.promoters + self.passives + self.detractors
+
+    @property
+    def nps(self) -> float | None:
+        """% promoters - % detractors, from -100 to 100 (one decimal); None without responses."""
+        if not self.responses:
+            return None
+        return round(100 * (self.promoters - self.detractors) / self.responses, 1)
+
+    def __add__(self, other: NpsTally) -> NpsTally:
+        return NpsTally(
+            self.promoters + other.promoters,
+            self.passives + other.passives,
+            self.detractors + other.detractors,
+        )
+
+
+def tally(scores: Iterable[int]) -> NpsTally:
+    counts = dict.fromkeys(NpsCategory, 0)
+    for score in scores:
+        counts[nps_category(score)] += 1
+    return NpsTally(
+        counts[NpsCategory.PROMOTER], counts[NpsCategory.PASSIVE], counts[NpsCategory.DETRACTOR]
+    )

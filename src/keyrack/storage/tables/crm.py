@@ -1,0 +1,122 @@
+"""CRM records served by the public API: clients and what hangs off them.
+
+Every row carries ``org_id`` so a query is always bounded by the tenant; a
+location key's view is the clients whose ``location_id`` is its location, and
+everything joined to them. Deleting a client deletes its dependents.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from keyrack.storage.tables.base import Base
+
+
+class Client(Base):
+    __tablename__ = "crm_clients"
+    __table_args__ = (
+        Index("ix_crm_clients_org_id_id", "org_id", "id"),
+        Index("ix_crm_clients_location_id_id", "location_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(40), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    owner_email: Mapped[str | None] = mapped_column(String(320))
+    arr_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    health: Mapped[int | None]
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Contact(Base):
+    __tablename__ = "crm_contacts"
+    __table_args__ = (Index("ix_crm_contacts_org_id_id", "org_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(40), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    client_id: Mapped[int] = mapped_column(
+        ForeignKey("crm_clients.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    title: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Contract(Base):
+    __tablename__ = "crm_contracts"
+    __table_args__ = (Index("ix_crm_contracts_org_id_id", "org_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(40), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    client_id: Mapped[int] = mapped_column(
+        ForeignKey("crm_clients.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    start_date: Mapped[date]
+    end_date: Mapped[date | None]
+    recurring_amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    recurring_interval: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class UsageEvent(Base):
+    """One product usage event; ``event_id`` is the sender's, unique per organization."""
+
+    __tablename__ = "crm_usage_events"
+    __table_args__ = (
+        UniqueConstraint("org_id", "event_id"),
+        Index("ix_crm_usage_events_client_id_day", "client_id", "day"),
+        Index("ix_crm_usage_events_org_id_day", "org_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("crm_clients.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(128))
+    event: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int]
+    occurred_at: Mapped[datetime]
+    day: Mapped[date]
+    month: Mapped[str] = mapped_column(String(7))
+    received_at: Mapped[datetime]
+
+
+class PulseResponse(Base):
+    """An NPS answer (0-10) with an optional comment."""
+
+    __tablename__ = "crm_pulse_responses"
+    __table_args__ = (
+        Index("ix_crm_pulse_responses_org_id_id", "org_id", "id"),
+        Index("ix_crm_pulse_responses_client_id_day", "client_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(40), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("crm_clients.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("crm_contacts.id", ondelete="SET NULL")
+    )
+    score: Mapped[int]
+    comment: Mapped[str | None] = mapped_column(Text)
+    responded_at: Mapped[datetime]
+    day: Mapped[date]
+    month: Mapped[str] = mapped_column(String(7))
+    created_at: Mapped[datetime]
