@@ -1,0 +1,1 @@
+"""Per-key throttling backends: in-process (``MemoryLimiter``) and shared (``RedisLimiter``)."""
