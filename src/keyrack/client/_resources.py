@@ -1,0 +1,142 @@
+"""The API's resources: one generic CRUD helper, specialised in a few lines each.
+
+Every method returns the decoded JSON body (a ``dict``), lists return a ``Page``
+and ``iter`` walks every page lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from keyrack.client._pagination import Page, iterate
+
+Record = dict[str, Any]
+
+
+class Requester(Protocol):
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any: ...
+
+
+class Resource:
+    """``list``/``iter``/``create``/``get``/``update``/``delete`` on ``/api/v2/<name>``."""
+
+    def __init__(self, client: Requester, path: str) -> None:
+        self._client = client
+        self._path = path
+
+    def _item(self, ident: str | int, *action: str) -> str:
+        return "/".join([self._path, quote(str(ident), safe=""), *action])
+
+    def list(
+        self, *, limit: int | None = None, cursor: str | None = None, **filters: Any
+    ) -> Page[Record]:
+        """One page; pass its ``next_cursor`` back as ``cursor`` for the next one."""
+        body = self._client.request(
+            "GET", self._path, params={"limit": limit, "cursor": cursor, **filters}
+        )
+        return Page.of(body)
+
+    def iter(self, *, limit: int | None = None, **filters: Any) -> Iterator[Record]:
+        """Every item, ``limit`` per request, fetching pages only as they are consumed."""
+        return iterate(lambda cursor: self.list(limit=limit, cursor=cursor, **filters))
+
+    def create(self, **fields: Any) -> Record:
+        created: Record = self._client.request("POST", self._path, json=fields)
+        return created
+
+    def get(self, ident: str | int) -> Record:
+        found: Record = self._client.request("GET", self._item(ident))
+        return found
+
+    def update(self, ident: str | int, **fields: Any) -> Record:
+        """Change only the fields given (``PATCH``)."""
+        updated: Record = self._client.request("PATCH", self._item(ident), json=fields)
+        return updated
+
+    def delete(self, ident: str | int) -> Record | None:
+        """Delete; returns the server's last view of the item, if it sends one."""
+        deleted: Record | None = self._client.request("DELETE", self._item(ident))
+        return deleted
+
+
+class Keys(Resource):
+    """Key management (``keys:manage``), plus ``self()`` for the calling key."""
+
+    def __init__(self, client: Requester) -> None:
+        super().__init__(client, "/api/v2/keys")
+
+    def self(self) -> Record:
+        """The calling key: ref, scope, permissions, limits, deadlines (any valid key)."""
+        return self.get("self")
+
+    def create(  # type: ignore[override]
+        self,
+        *,
+        name: str,
+        environment: str = "sandbox",
+        permissions: Sequence[str] = (),
+        **fields: Any,
+    ) -> Record:
+        """A new key; the secret is in the ``key`` field of the answer, and only there."""
+        return super().create(
+            name=name, environment=environment, permissions=list(permissions), **fields
+        )
+
+    def roll(self, ref: str, *, grace_seconds: int = 0) -> Record:
+        """A new secret for ``ref``; the old one works ``grace_seconds`` more (0: voided now)."""
+        rolled: Record = self._client.request(
+            "POST", self._item(ref, "roll"), json={"grace_seconds": grace_seconds}
+        )
+        return rolled
+
+    def revoke(self, ref: str, *, reason: str) -> Record:
+        revoked: Record = self._client.request(
+            "POST", self._item(ref, "revoke"), json={"reason": reason}
+        )
+        return revoked
+
+
+class Usage:
+    """Product usage events: push batches, read aggregates."""
+
+    def __init__(self, client: Requester) -> None:
+        self._client = client
+
+    def push(self, events: Iterable[Mapping[str, Any]]) -> Record:
+        """Send a batch of events (idempotent by each event's ``id``)."""
+        pushed: Record = self._client.request(
+            "POST", "/api/v2/usage", json={"events": [dict(e) for e in events]}
+        )
+        return pushed
+
+    def aggregate(self, **params: Any) -> Record:
+        """Aggregates per client and period (filters as query parameters)."""
+        found: Record = self._client.request("GET", "/api/v2/usage", params=params)
+        return found
+
+
+class Pulse:
+    """Client feedback (NPS 0-10 and a comment): submit, list, summary."""
+
+    def __init__(self, client: Requester) -> None:
+        self._client = client
+        self._items = Resource(client, "/api/v2/pulse")
+        self.list = self._items.list
+        self.iter = self._items.iter
+
+    def submit(self, **fields: Any) -> Record:
+        return self._items.create(**fields)
+
+    def summary(self, **params: Any) -> Record:
+        """NPS summary per client and period."""
+        found: Record = self._client.request("GET", "/api/v2/pulse/summary", params=params)
+        return found
