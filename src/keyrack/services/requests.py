@@ -1,0 +1,298 @@
+"""Production-key requests: a customer asks, staff approve or reject.
+
+* Only a customer organization asks, and only for itself: the actor must belong to
+  that organization, so a vendor (its users or keys) can never ask on a customer's
+  behalf (``AccessDenied``). Adapters admit owners/admins or ``keys:manage`` keys.
+* A request names an app of the catalog, or carries a free-text message (a support
+  request), or both.
+* Staff decide. Approval issues, in the same transaction, a production key in the
+  customer organization with exactly the permissions of the app's sandbox key (for a
+  free-text request, the permissions staff give). Staff never see its secret: it is
+  sealed as a one-time claim for the customer's admins (``keyrack.services.handoffs``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyrack.domain.ids import new_ref
+from keyrack.domain.keys import Environment
+from keyrack.domain.tenancy import OrgKind, validate_name
+from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
+from keyrack.services import audit, handoffs, keys
+from keyrack.services.apps import app_by_ref
+from keyrack.services.context import Actor, Context
+from keyrack.services.keys import Scope
+from keyrack.storage.paging import Page, paginate
+from keyrack.storage.tables.keys import ApiKey
+from keyrack.storage.tables.requests import App, Handoff, KeyRequest
+from keyrack.storage.tables.tenancy import Organization
+
+
+class RequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequestView:
+    ref: str
+    org_id: int
+    org_slug: str
+    app_ref: str | None
+    app_name: str | None
+    message: str | None
+    status: RequestStatus
+    requested_by: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+    key_ref: str | None
+    """The production key issued on approval."""
+    claim_ref: str | None
+    """The one-time claim through which the customer's admin reveals that key's secret."""
+
+    def audit_snapshot(self) -> dict[str, object]:
+        return {
+            "status": self.status.value,
+            "app": self.app_ref,
+            "message": self.message,
+            "reason": self.reason,
+            "key": self.key_ref,
+        }
+
+
+def _view(session: Session, row: KeyRequest) -> KeyRequestView:
+    org = session.get(Organization, row.org_id)
+    assert org is not None
+    app = session.get(App, row.app_id) if row.app_id is not None else None
+    key = session.get(ApiKey, row.key_id) if row.key_id is not None else None
+    claim_ref = (
+        session.scalar(select(Handoff.ref).where(Handoff.request_id == row.id))
+        if row.key_id is not None
+        else None
+    )
+    return KeyRequestView(
+        ref=row.ref,
+        org_id=row.org_id,
+        org_slug=org.slug,
+        app_ref=app.ref if app else None,
+        app_name=app.name if app else None,
+        message=row.message,
+        status=RequestStatus(row.status),
+        requested_by=row.requested_by_label,
+        created_at=row.created_at,
+        decided_by=row.decided_by_label,
+        decided_at=row.decided_at,
+        reason=row.reason,
+        key_ref=key.ref if key else None,
+        claim_ref=claim_ref,
+    )
+
+
+def _request_by_ref(session: Session, ref: str, *, lock: bool = False) -> KeyRequest:
+    stmt = select(KeyRequest).where(KeyRequest.ref == ref)
+    row = session.scalar(stmt.with_for_update() if lock else stmt)
+    if row is None:
+        raise NotFound(f"no key request {ref!r}")
+    return row
+
+
+def create_request(
+    ctx: Context,
+    actor: Actor,
+    *,
+    org_id: int,
+    app_ref: str | None = None,
+    message: str | None = None,
+) -> KeyRequestView:
+    """A customer organization asks for a production key for ``app_ref`` and/or in free text."""
+    if actor.org_id != org_id:
+        raise AccessDenied("only the customer organization itself requests its production keys")
+    message = message.strip() if message else None
+    if message is not None and len(message) > 2000:
+        raise InvalidInput("message is at most 2000 characters")
+    if app_ref is None and not message:
+        raise InvalidInput("name an app from the catalog or describe what you need")
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        org = session.get(Organization, org_id)
+        if org is None:
+            raise NotFound(f"no organization with id {org_id}")
+        if org.kind != OrgKind.CUSTOMER.value:
+            raise AccessDenied("only customer organizations request production keys")
+        app_id = None
+        if app_ref is not None:
+            app_id = app_by_ref(session, app_ref).id
+            pending = session.scalar(
+                select(KeyRequest.ref).where(
+                    KeyRequest.org_id == org_id,
+                    KeyRequest.app_id == app_id,
+                    KeyRequest.status == RequestStatus.PENDING.value,
+                )
+            )
+            if pending is not None:
+                raise Conflict(f"request {pending} for this app is already pending")
+        row = KeyRequest(
+            ref=new_ref("kreq"),
+            org_id=org_id,
+            app_id=app_id,
+            message=message,
+            status=RequestStatus.PENDING.value,
+            requested_by_id=actor.user_id,
+            requested_by_label=actor.label,
+            created_at=now,
+        )
+        session.add(row)
+        session.flush()
+        view = _view(session, row)
+        audit.record(
+            session,
+            actor,
+            "key_request.created",
+            now=now,
+            org_id=org_id,
+            target_type="key_request",
+            target_ref=row.ref,
+            after=view.audit_snapshot(),
+        )
+    return view
+
+
+def list_requests(
+    ctx: Context,
+    org_id: int | None,
+    *,
+    status: RequestStatus | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[KeyRequestView]:
+    """Newest first. ``org_id=None`` lists every organization's requests (staff)."""
+    stmt = select(KeyRequest)
+    if org_id is not None:
+        stmt = stmt.where(KeyRequest.org_id == org_id)
+    if status is not None:
+        stmt = stmt.where(KeyRequest.status == status.value)
+    with ctx.db.session() as session:
+        page = paginate(session, stmt, KeyRequest.id, limit=limit, cursor=cursor)
+        return page.map(lambda row: _view(session, row))
+
+
+def get_request(ctx: Context, ref: str, *, org_id: int | None = None) -> KeyRequestView:
+    """One request; with ``org_id``, only if it belongs to that organization."""
+    with ctx.db.session() as session:
+        row = _request_by_ref(session, ref)
+        if org_id is not None and row.org_id != org_id:
+            raise NotFound(f"no key request {ref!r}")
+        return _view(session, row)
+
+
+def _require_staff(actor: Actor) -> None:
+    if not actor.is_staff:
+        raise AccessDenied("only platform staff decide key requests")
+
+
+def approve_request(
+    ctx: Context,
+    actor: Actor,
+    ref: str,
+    *,
+    permissions: Sequence[str] | None = None,
+    name: str | None = None,
+) -> KeyRequestView:
+    """Approve: issue the production key and seal its secret as a claim for the customer.
+
+    For an app request the key gets exactly the app sandbox key's permissions and
+    ``permissions`` must be None; a free-text request needs ``permissions`` from staff.
+    The returned view names the key and the claim; it never holds the secret.
+    """
+    _require_staff(actor)
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = _request_by_ref(session, ref, lock=True)
+        if row.status != RequestStatus.PENDING.value:
+            raise Conflict(f"request {ref} is already {row.status}")
+        before = _view(session, row)
+        if row.app_id is not None:
+            if permissions is not None:
+                raise InvalidInput("an app's production key gets exactly its sandbox permissions")
+            app = session.get(App, row.app_id)
+            sandbox = session.get(ApiKey, app.sandbox_key_id) if app else None
+            assert app is not None and sandbox is not None
+            granted: Sequence[str] = list(sandbox.permissions)
+            key_name = name or f"{app.name} (production)"
+        else:
+            if permissions is None:
+                raise InvalidInput("a free-text request needs the permissions to grant")
+            granted = permissions
+            key_name = name or "Production key"
+        key, secret = keys.insert_key(
+            session,
+            actor,
+            Scope(row.org_id),
+            now=now,
+            name=validate_name(key_name),
+            environment=Environment.PRODUCTION,
+            owner_id=row.requested_by_id,
+            permissions=granted,
+        )
+        handoffs.insert_claim(
+            session, ctx, actor, key=key, secret=secret, request_id=row.id, now=now
+        )
+        row.status = RequestStatus.APPROVED.value
+        row.decided_by_id = actor.user_id
+        row.decided_by_label = actor.label
+        row.decided_at = now
+        row.key_id = key.id
+        session.flush()
+        view = _view(session, row)
+        audit.record(
+            session,
+            actor,
+            "key_request.approved",
+            now=now,
+            org_id=row.org_id,
+            target_type="key_request",
+            target_ref=ref,
+            before=before.audit_snapshot(),
+            after={**view.audit_snapshot(), "permissions": list(key.permissions)},
+        )
+    return view
+
+
+def reject_request(ctx: Context, actor: Actor, ref: str, *, reason: str) -> KeyRequestView:
+    """Reject a pending request, with a reason the customer sees."""
+    _require_staff(actor)
+    reason = validate_name(reason, "reason", 500)
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = _request_by_ref(session, ref, lock=True)
+        if row.status != RequestStatus.PENDING.value:
+            raise Conflict(f"request {ref} is already {row.status}")
+        before = _view(session, row)
+        row.status = RequestStatus.REJECTED.value
+        row.decided_by_id = actor.user_id
+        row.decided_by_label = actor.label
+        row.decided_at = now
+        row.reason = reason
+        view = _view(session, row)
+        audit.record(
+            session,
+            actor,
+            "key_request.rejected",
+            now=now,
+            org_id=row.org_id,
+            target_type="key_request",
+            target_ref=ref,
+            before=before.audit_snapshot(),
+            after=view.audit_snapshot(),
+        )
+    return view
