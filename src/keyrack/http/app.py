@@ -12,11 +12,19 @@ from keyrack.config import Settings
 from keyrack.domain.verification import KeyVerifier
 from keyrack.http import problems
 from keyrack.http.gateway import Gateway
-from keyrack.http.routes import health, keys
+from keyrack.http.routes import apps, handoffs, health, keys, leaks, requests, staff
 from keyrack.services.context import Context
 from keyrack.services.keys import find_identity
 
-ROUTERS = (health.router, keys.router)
+ROUTERS = (
+    health.router,
+    keys.router,
+    apps.router,
+    requests.router,
+    handoffs.router,
+    leaks.router,
+    staff.router,
+)
 """Every router of the app; a new resource adds its router here."""
 
 

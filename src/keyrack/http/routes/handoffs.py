@@ -1,0 +1,76 @@
+"""One-time reveals: approved production keys (claims) and hand-off links to a vendor.
+
+Claims and link creation need ``keys:manage`` in the key's organization. Opening a
+link needs no key: the token in the path is the capability, and it works once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, ScopeDep, client_ip, require
+from keyrack.http.paging import link_header
+from keyrack.http.schemas.common import ListPage
+from keyrack.http.schemas.requests import HandoffCreate, HandoffOut, LinkOut, RevealedOut
+from keyrack.services import handoffs
+from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
+
+router = APIRouter(tags=["hand-offs"])
+managed = [Depends(require("keys:manage"))]
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get("/api/v2/handoffs", dependencies=managed)
+def list_handoffs(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    request: Request,
+    response: Response,
+    purpose: HandoffPurpose | None = None,
+    status: HandoffStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ListPage[HandoffOut]:
+    """Claims waiting to be opened (``?purpose=claim&status=pending``) and links given out."""
+    page = handoffs.list_handoffs(
+        ctx, principal.org_id, purpose=purpose, status=status, limit=limit, cursor=cursor
+    )
+    link_header(request, response, page.next_cursor)
+    return ListPage(data=[HandoffOut.of(v) for v in page.data], next_cursor=page.next_cursor)
+
+
+@router.post("/api/v2/claims/{ref}/open", dependencies=managed)
+def open_claim(
+    ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, ref: str, response: Response
+) -> RevealedOut:
+    """Read, once, the secret of a production key issued on approval; then it is erased."""
+    response.headers.update(NO_STORE)
+    return RevealedOut.of(handoffs.open_claim(ctx, actor, principal.org_id, ref))
+
+
+@router.post("/api/v2/keys/{ref}/handoff", status_code=201, dependencies=managed)
+def create_link(
+    ctx: ContextDep,
+    scope: ScopeDep,
+    actor: ActorDep,
+    ref: str,
+    body: HandoffCreate,
+    request: Request,
+) -> LinkOut:
+    """Seal the secret you hold for key ``ref`` behind a one-time link for the vendor."""
+    link = handoffs.create_link(ctx, actor, scope, ref, body.key)
+    return LinkOut.of_link(link, str(request.base_url).rstrip("/") + link.path)
+
+
+@router.get("/api/v2/handoffs/{token}")
+def open_link(
+    ctx: ContextDep,
+    token: Annotated[str, Path(min_length=16, max_length=100)],
+    request: Request,
+    response: Response,
+) -> RevealedOut:
+    """Read the handed-off secret, once: afterwards 410 gone; unknown tokens 404."""
+    response.headers.update(NO_STORE)
+    return RevealedOut.of(handoffs.open_link(ctx, token, ip=client_ip(request)))

@@ -1,0 +1,72 @@
+"""``POST /api/v2/leaks``: anyone may report found tokens; no API key needed.
+
+Accepts ``{"tokens": [{token, url, source}]}`` and the secret-scanning partner
+format (a JSON array of ``{token, type, url, source}``). Every well-formed key is
+handed to ``services.leaks.revoke_leaked``. The answer is the same 202 whatever the
+tokens were, so the endpoint is no validity oracle; and a valid token reported here
+is revoked anyway. Throttled per client IP.
+
+Not done yet: checking the partner's ECDSA signature header when scanner public
+keys are configured.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Body, Request
+from pydantic import Field
+
+from keyrack.cache.base import Limiter
+from keyrack.cache.memory import MemoryLimiter
+from keyrack.domain.keys import is_well_formed
+from keyrack.domain.limits import RateLimitPolicy
+from keyrack.errors import Throttled
+from keyrack.http.deps import ContextDep, client_ip
+from keyrack.http.schemas.leaks import MAX_TOKENS, FoundToken, LeakReceipt, LeakReport
+from keyrack.services import leaks
+
+router = APIRouter(tags=["leaks"])
+
+POLICY = RateLimitPolicy(rate_per_second=2, concurrency=4)
+
+
+def _limiter(request: Request) -> Limiter:
+    """The app's limiter (shared across instances with Redis); per process as a fallback."""
+    state = request.app.state
+    limiter: Limiter | None = getattr(state, "limiter", None)
+    if limiter is None:
+        limiter = getattr(state, "leaks_limiter", None)
+        if limiter is None:
+            limiter = state.leaks_limiter = MemoryLimiter()
+    return limiter
+
+
+@router.post("/api/v2/leaks", status_code=202)
+async def report_leaks(
+    ctx: ContextDep,
+    request: Request,
+    body: Annotated[
+        LeakReport | Annotated[list[FoundToken], Field(min_length=1, max_length=MAX_TOKENS)],
+        Body(),
+    ],
+) -> LeakReceipt:
+    found = body.tokens if isinstance(body, LeakReport) else body
+    limiter = _limiter(request)
+    bucket = f"leaks:{client_ip(request) or 'unknown'}"
+    admission = await limiter.acquire(bucket, POLICY)
+    if not admission.allowed:
+        raise Throttled(
+            "too many leak reports from this address; retry later",
+            code=admission.decision.value,
+            retry_after=admission.retry_after,
+        )
+    try:
+        for item in found:
+            if is_well_formed(item.token):
+                await to_thread.run_sync(leaks.revoke_leaked, ctx, item.token, item.where)
+    finally:
+        if admission.lease is not None:
+            limiter.release(bucket, admission.lease)
+    return LeakReceipt(received=len(found))

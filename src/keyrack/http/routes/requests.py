@@ -1,0 +1,54 @@
+"""Production-key requests of the caller's organization (``keys:manage``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
+from keyrack.http.paging import link_header
+from keyrack.http.schemas.common import ListPage
+from keyrack.http.schemas.requests import KeyRequestCreate, KeyRequestOut
+from keyrack.services import requests
+from keyrack.services.requests import RequestStatus
+
+router = APIRouter(
+    prefix="/api/v2/key-requests",
+    tags=["key requests"],
+    dependencies=[Depends(require("keys:manage"))],
+)
+
+
+@router.get("")
+def list_requests(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    request: Request,
+    response: Response,
+    status: RequestStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ListPage[KeyRequestOut]:
+    page = requests.list_requests(ctx, principal.org_id, status=status, limit=limit, cursor=cursor)
+    link_header(request, response, page.next_cursor)
+    return ListPage(data=[KeyRequestOut.of(v) for v in page.data], next_cursor=page.next_cursor)
+
+
+@router.post("", status_code=201)
+def create_request(
+    ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, body: KeyRequestCreate
+) -> KeyRequestOut:
+    """Ask staff for a production key for a catalog app, or describe the need in free text.
+
+    Only customer organizations ask, for themselves: a vendor's key is refused (403).
+    """
+    view = requests.create_request(
+        ctx, actor, org_id=principal.org_id, app_ref=body.app, message=body.message
+    )
+    return KeyRequestOut.of(view)
+
+
+@router.get("/{ref}")
+def get_request(ctx: ContextDep, principal: PrincipalDep, ref: str) -> KeyRequestOut:
+    return KeyRequestOut.of(requests.get_request(ctx, ref, org_id=principal.org_id))
