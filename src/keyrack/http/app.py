@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from keyrack import __version__
+from keyrack import __version__, console
 from keyrack.config import Settings
 from keyrack.domain.verification import KeyVerifier
 from keyrack.http import problems
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    console.install(app)
     verifier = KeyVerifier(lambda digest: find_identity(ctx, digest), ctx.clock)
     app.add_middleware(Gateway, verify=verifier.verify)
     return app

@@ -1,0 +1,22 @@
+"""The web console: server-rendered pages (Jinja2) over the services.
+
+``install(app)`` mounts the pages under ``/console``, their static files, and
+the ``/`` redirect. Routes are thin adapters: parse the form, call a service,
+render or redirect.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from keyrack.console import api_keys, auth, staff, team
+from keyrack.console.web import HERE, PREFIX
+
+ROUTERS = (auth.root, auth.router, api_keys.router, team.router, staff.router)
+
+
+def install(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static")

@@ -1,0 +1,202 @@
+"""Settings → API: list, generate, reveal, regenerate and revoke keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse
+
+from keyrack.console import sessions
+from keyrack.console.web import (
+    PREFIX,
+    ActorDep,
+    AdminDep,
+    ConsoleRoute,
+    CsrfDep,
+    CtxDep,
+    client_ip,
+    render,
+    see_other,
+)
+from keyrack.domain.keys import Environment
+from keyrack.domain.permissions import PERMISSIONS
+from keyrack.errors import InvalidInput
+from keyrack.services import keys, tenancy
+from keyrack.services.context import Context
+from keyrack.services.keys import Scope
+
+router = APIRouter(
+    prefix=f"{PREFIX}/settings/api", route_class=ConsoleRoute, include_in_schema=False
+)
+
+PAGE_SIZE = 50
+GRACE_CHOICES = {0: "No grace: stops now", 3600: "1 hour", 86400: "24 hours", 604800: "7 days"}
+NOTICES = {
+    "created": "Key generated. Copy it now: it is shown in full only for a few minutes.",
+    "regenerated": "Key regenerated. Copy the new secret now.",
+    "revoked": "Key revoked. Requests with it are refused from now on.",
+}
+
+
+def _names(ctx: Context, org_id: int) -> tuple[dict[int, str], dict[int, str]]:
+    locations = {loc.id: loc.name for loc in tenancy.list_locations(ctx, org_id)}
+    users = {user.id: user.name for user in tenancy.list_users(ctx, org_id)}
+    return locations, users
+
+
+@router.get("")
+def list_page(
+    ctx: CtxDep, request: Request, current: AdminDep, cursor: str | None = None
+) -> HTMLResponse:
+    assert current.user.org_id is not None
+    page = keys.list_keys(ctx, Scope(current.user.org_id), limit=PAGE_SIZE, cursor=cursor)
+    locations, users = _names(ctx, current.user.org_id)
+    return render(
+        request,
+        "api_keys.html",
+        page=page,
+        locations=locations,
+        users=users,
+        revealed=sessions.take_reveals(ctx, current, client_ip(request)),
+        now=ctx.clock(),
+    )
+
+
+@router.get("/new")
+def new_form(ctx: CtxDep, request: Request, current: AdminDep) -> HTMLResponse:
+    return _form(ctx, request, current.user.org_id)
+
+
+def _form(
+    ctx: Context,
+    request: Request,
+    org_id: int | None,
+    *,
+    error: str | None = None,
+    values: dict[str, object] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    assert org_id is not None
+    return render(
+        request,
+        "api_key_new.html",
+        status_code=status,
+        permissions=PERMISSIONS,
+        locations=tenancy.list_locations(ctx, org_id),
+        users=[u for u in tenancy.list_users(ctx, org_id) if u.active],
+        error=error,
+        values=values or {"environment": "sandbox", "scope": "agency", "permissions": []},
+    )
+
+
+def _end_of_day(day: str) -> datetime | None:
+    if not day:
+        return None
+    try:
+        return datetime.combine(datetime.fromisoformat(day).date(), time(23, 59, 59), UTC)
+    except ValueError:
+        raise InvalidInput("expiry must be a date like 2026-12-31") from None
+
+
+@router.post("", dependencies=[CsrfDep])
+def generate(
+    ctx: CtxDep,
+    request: Request,
+    current: AdminDep,
+    actor: ActorDep,
+    name: Annotated[str, Form(max_length=200)] = "",
+    environment: Annotated[Environment, Form()] = Environment.SANDBOX,
+    scope: Annotated[str, Form(max_length=20)] = "agency",
+    permissions: Annotated[list[str] | None, Form()] = None,
+    owner: Annotated[str, Form(max_length=20)] = "",
+    expires_on: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    org_id = current.user.org_id
+    assert org_id is not None
+    values: dict[str, object] = {
+        "name": name,
+        "environment": environment.value,
+        "scope": scope,
+        "permissions": permissions or [],
+        "owner": owner,
+        "expires_on": expires_on,
+    }
+    try:
+        view, secret = keys.create_key(
+            ctx,
+            actor,
+            Scope(org_id),
+            name=name,
+            environment=environment,
+            location_id=None if scope == "agency" else _int(scope, "scope"),
+            owner_id=_int(owner, "owner") if owner else None,
+            permissions=permissions or [],
+            expires_at=_end_of_day(expires_on),
+        )
+    except InvalidInput as exc:
+        return _form(ctx, request, org_id, error=exc.detail, values=values, status=400)
+    sessions.keep_for_reveal(ctx, current, view.ref, secret)
+    return see_other(f"{PREFIX}/settings/api/keys/{view.ref}?notice=created")
+
+
+def _int(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"invalid {what}") from None
+
+
+@router.get("/keys/{ref}")
+def detail(
+    ctx: CtxDep, request: Request, ref: str, current: AdminDep, notice: str | None = None
+) -> HTMLResponse:
+    assert current.user.org_id is not None
+    view = keys.get_key(ctx, Scope(current.user.org_id), ref)
+    locations, users = _names(ctx, current.user.org_id)
+    revealed = sessions.take_reveals(ctx, current, client_ip(request), only=view.ref)
+    return render(
+        request,
+        "api_key.html",
+        key=view,
+        locations=locations,
+        users=users,
+        reveal=revealed.get(view.ref),
+        notice=NOTICES.get(notice or ""),
+        grace_choices=GRACE_CHOICES,
+        now=ctx.clock(),
+    )
+
+
+@router.post("/keys/{ref}/regenerate", dependencies=[CsrfDep])
+def regenerate(
+    ctx: CtxDep,
+    ref: str,
+    current: AdminDep,
+    actor: ActorDep,
+    confirm: Annotated[str, Form(max_length=10)] = "",
+    grace_seconds: Annotated[int, Form(ge=0, le=604800)] = 0,
+) -> Response:
+    if confirm != "yes":
+        raise InvalidInput("tick the box to confirm that the current secret stops working")
+    assert current.user.org_id is not None
+    view, secret = keys.roll_key(
+        ctx, actor, Scope(current.user.org_id), ref, grace=timedelta(seconds=grace_seconds)
+    )
+    sessions.keep_for_reveal(ctx, current, view.ref, secret)
+    return see_other(f"{PREFIX}/settings/api/keys/{view.ref}?notice=regenerated")
+
+
+@router.post("/keys/{ref}/revoke", dependencies=[CsrfDep])
+def revoke(
+    ctx: CtxDep,
+    ref: str,
+    current: AdminDep,
+    actor: ActorDep,
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    assert current.user.org_id is not None
+    view = keys.revoke_key(ctx, actor, Scope(current.user.org_id), ref, reason=reason)
+    sessions.forget_reveal(ctx, current, view.ref)
+    return see_other(f"{PREFIX}/settings/api/keys/{view.ref}?notice=revoked")

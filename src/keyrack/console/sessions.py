@@ -1,0 +1,242 @@
+"""Console sign-in: server-side sessions, sign-in throttling, and the reveal window.
+
+The browser holds a random session token in an HttpOnly cookie; the database
+holds only its SHA-256 digest. A just-issued key secret is kept for the
+session that issued it, sealed with AES-GCM, until the reveal window ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+
+from keyrack.domain.sealing import Sealer, SealError
+from keyrack.errors import AuthenticationFailed, Throttled
+from keyrack.services import audit, tenancy
+from keyrack.services.context import Actor, Context
+from keyrack.storage.tables.console import ConsoleLoginFailure, ConsoleReveal, ConsoleSession
+from keyrack.storage.tables.tenancy import User
+
+SESSION_LIFETIME = timedelta(hours=12)
+IDLE_TIMEOUT = timedelta(hours=2)
+TOUCH_EVERY = timedelta(minutes=1)
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
+REVEAL_PURPOSE = "console-reveal"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _subject(email: str, ip: str | None) -> str:
+    return _digest(f"{email.strip().lower()}|{ip or '-'}")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A user in a live console session. ``token`` is set only right after sign-in."""
+
+    session_id: int
+    csrf_token: str
+    user: User
+    token: str | None = None
+
+    def actor(self, ip: str | None) -> Actor:
+        return tenancy.actor_for_user(self.user, ip)
+
+
+def sign_in(ctx: Context, email: str, password: str, ip: str | None) -> SignedIn:
+    """Check the credentials and open a session, refusing after repeated failures.
+
+    Five failures for one email from one address within 15 minutes refuse
+    further attempts (429) until the oldest of them leaves the window.
+    """
+    now = ctx.clock()
+    subject = _subject(email, ip)
+    with ctx.db.session() as session:
+        recent = list(
+            session.scalars(
+                select(ConsoleLoginFailure.occurred_at)
+                .where(
+                    ConsoleLoginFailure.subject_digest == subject,
+                    ConsoleLoginFailure.occurred_at > now - FAILURE_WINDOW,
+                )
+                .order_by(ConsoleLoginFailure.occurred_at)
+            )
+        )
+    if len(recent) >= MAX_FAILURES:
+        retry = recent[-MAX_FAILURES] + FAILURE_WINDOW - now
+        raise Throttled(
+            "too many failed sign-in attempts; try again later",
+            retry_after=max(1.0, retry.total_seconds()),
+        )
+    user = tenancy.authenticate(ctx, email, password)
+    if user is None:
+        with ctx.db.transaction() as session:
+            session.add(ConsoleLoginFailure(subject_digest=subject, occurred_at=now))
+        raise AuthenticationFailed("wrong email or password", code="unauthenticated")
+    token = secrets.token_urlsafe(32)
+    row = ConsoleSession(
+        token_digest=_digest(token),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(32),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + SESSION_LIFETIME,
+    )
+    with ctx.db.transaction() as session:
+        session.execute(
+            delete(ConsoleLoginFailure).where(
+                (ConsoleLoginFailure.subject_digest == subject)
+                | (ConsoleLoginFailure.occurred_at <= now - FAILURE_WINDOW)
+            )
+        )
+        session.execute(delete(ConsoleReveal).where(ConsoleReveal.expires_at <= now))
+        session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+        session.add(row)
+        session.flush()
+        audit.record(
+            session,
+            tenancy.actor_for_user(user, ip),
+            "console.signed_in",
+            now=now,
+            org_id=user.org_id,
+            target_type="user",
+            target_ref=user.email,
+        )
+    return SignedIn(row.id, row.csrf_token, user, token)
+
+
+def resolve(ctx: Context, token: str | None) -> SignedIn | None:
+    """The live session for a cookie token, or None (unknown, expired or idle, user inactive)."""
+    if not token:
+        return None
+    now = ctx.clock()
+    with ctx.db.session() as session:
+        found = session.execute(
+            select(ConsoleSession, User)
+            .join(User, ConsoleSession.user_id == User.id)
+            .where(ConsoleSession.token_digest == _digest(token))
+        ).first()
+    if found is None:
+        return None
+    row, user = found
+    if not user.active or now >= row.expires_at or now - row.last_seen_at >= IDLE_TIMEOUT:
+        return None
+    if now - row.last_seen_at >= TOUCH_EVERY:
+        with ctx.db.transaction() as session:
+            session.execute(
+                update(ConsoleSession).where(ConsoleSession.id == row.id).values(last_seen_at=now)
+            )
+    return SignedIn(row.id, row.csrf_token, user)
+
+
+def sign_out(ctx: Context, current: SignedIn, ip: str | None) -> None:
+    """End the session and erase anything it was still allowed to reveal."""
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        session.execute(delete(ConsoleReveal).where(ConsoleReveal.session_id == current.session_id))
+        session.execute(delete(ConsoleSession).where(ConsoleSession.id == current.session_id))
+        audit.record(
+            session,
+            current.actor(ip),
+            "console.signed_out",
+            now=now,
+            org_id=current.user.org_id,
+            target_type="user",
+            target_ref=current.user.email,
+        )
+
+
+def _sealer(ctx: Context) -> Sealer:
+    return Sealer(ctx.settings.secret_key, REVEAL_PURPOSE)
+
+
+def keep_for_reveal(ctx: Context, current: SignedIn, ref: str, secret: str) -> None:
+    """Keep ``secret`` (sealed) for this session until the reveal window ends."""
+    window = timedelta(seconds=ctx.settings.reveal_window_seconds)
+    if not window:
+        return
+    with ctx.db.transaction() as session:
+        session.execute(
+            delete(ConsoleReveal).where(
+                ConsoleReveal.session_id == current.session_id, ConsoleReveal.key_ref == ref
+            )
+        )
+        session.add(
+            ConsoleReveal(
+                session_id=current.session_id,
+                key_ref=ref,
+                sealed_secret=_sealer(ctx).seal(secret),
+                expires_at=ctx.clock() + window,
+            )
+        )
+
+
+def forget_reveal(ctx: Context, current: SignedIn, ref: str) -> None:
+    """Erase a pending reveal at once (e.g. the key was revoked)."""
+    with ctx.db.transaction() as session:
+        session.execute(
+            delete(ConsoleReveal).where(
+                ConsoleReveal.session_id == current.session_id, ConsoleReveal.key_ref == ref
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Revealed:
+    ref: str
+    secret: str
+    until: datetime
+
+
+def take_reveals(
+    ctx: Context, current: SignedIn, ip: str | None, *, only: str | None = None
+) -> dict[str, Revealed]:
+    """Secrets this session may still show, by key ref; erases those whose window ended.
+
+    Each showing is audited as ``key.revealed`` (the secret itself never is).
+    """
+    now = ctx.clock()
+    with ctx.db.session() as session:
+        pending = session.scalar(
+            select(func.count())
+            .select_from(ConsoleReveal)
+            .where(ConsoleReveal.session_id == current.session_id)
+        )
+    if not pending:
+        return {}
+    shown: dict[str, Revealed] = {}
+    opener = _sealer(ctx)
+    with ctx.db.transaction() as session:
+        session.execute(
+            delete(ConsoleReveal).where(
+                ConsoleReveal.session_id == current.session_id, ConsoleReveal.expires_at <= now
+            )
+        )
+        stmt = select(ConsoleReveal).where(ConsoleReveal.session_id == current.session_id)
+        if only is not None:
+            stmt = stmt.where(ConsoleReveal.key_ref == only)
+        for row in session.scalars(stmt):
+            try:
+                shown[row.key_ref] = Revealed(
+                    row.key_ref, opener.open(row.sealed_secret), row.expires_at
+                )
+            except SealError:
+                session.delete(row)
+                continue
+            audit.record(
+                session,
+                current.actor(ip),
+                "key.revealed",
+                now=now,
+                org_id=current.user.org_id,
+                target_type="key",
+                target_ref=row.key_ref,
+            )
+    return shown

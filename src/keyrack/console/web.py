@@ -1,0 +1,203 @@
+"""What every console page shares: templates, the signed-in user, CSRF, errors as pages."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from keyrack.console import sessions
+from keyrack.console.sessions import SignedIn
+from keyrack.domain.tenancy import Role, UserKind
+from keyrack.errors import AccessDenied, InvalidInput, KeyrackError, NotFound, Throttled
+from keyrack.http.problems import STATUS_BY_CODE
+from keyrack.services.context import Actor, Context
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "keyrack_session"
+LOGIN_COOKIE = "keyrack_login_csrf"
+PREFIX = "/console"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def format_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["when"] = format_time
+
+
+class Redirect(Exception):
+    """Raised by a dependency to send the browser elsewhere (e.g. to sign in)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def context_of(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def render(request: Request, name: str, *, status_code: int = 200, **values: Any) -> HTMLResponse:
+    current: SignedIn | None = getattr(request.state, "console_user", None)
+    return templates.TemplateResponse(
+        request,
+        name,
+        {"current": current, "nav": navigation(current), "path": request.url.path, **values},
+        status_code=status_code,
+    )
+
+
+def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
+    """The links a user may follow: members get no Settings, non-staff no Staff pages."""
+    if current is None:
+        return []
+    links = [("Home", f"{PREFIX}")]
+    if manages_settings(current):
+        links += [
+            ("Settings → API", f"{PREFIX}/settings/api"),
+            ("Settings → Team", f"{PREFIX}/settings/team"),
+            ("Audit log", f"{PREFIX}/audit"),
+        ]
+    if current.user.is_staff:
+        links += [("Staff: organizations", f"{PREFIX}/staff/orgs")]
+    return links
+
+
+def manages_settings(current: SignedIn) -> bool:
+    user = current.user
+    return (
+        user.org_id is not None
+        and user.kind == UserKind.HUMAN.value
+        and Role(user.role).manages_settings
+    )
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site console paths: never an open redirect."""
+    if target and target.startswith(f"{PREFIX}") and not target.startswith("//"):
+        return target
+    return PREFIX
+
+
+# --- dependencies -----------------------------------------------------------------
+
+
+def get_ctx(request: Request) -> Context:
+    return context_of(request)
+
+
+CtxDep = Annotated[Context, Depends(get_ctx)]
+
+
+def signed_in(request: Request) -> SignedIn:
+    current = sessions.resolve(context_of(request), request.cookies.get(COOKIE))
+    if current is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise Redirect(f"{PREFIX}/login?next={quote(target, safe='')}")
+    request.state.console_user = current
+    return current
+
+
+SignedInDep = Annotated[SignedIn, Depends(signed_in)]
+
+
+def settings_admin(current: SignedInDep) -> SignedIn:
+    """Owners and admins of an organization; everyone else gets 404, not a hint."""
+    if not manages_settings(current):
+        raise NotFound("page not found")
+    return current
+
+
+AdminDep = Annotated[SignedIn, Depends(settings_admin)]
+
+
+def staff_only(current: SignedInDep) -> SignedIn:
+    if not current.user.is_staff:
+        raise NotFound("page not found")
+    return current
+
+
+StaffDep = Annotated[SignedIn, Depends(staff_only)]
+
+
+def actor_of(request: Request, current: SignedInDep) -> Actor:
+    return current.actor(client_ip(request))
+
+
+ActorDep = Annotated[Actor, Depends(actor_of)]
+
+
+def check_csrf(current: SignedInDep, csrf_token: Annotated[str, Form()] = "") -> None:
+    """Every form post carries the session's CSRF token in a hidden field."""
+    if not csrf_token or not hmac.compare_digest(csrf_token.encode(), current.csrf_token.encode()):
+        raise AccessDenied("this form has expired or did not come from this site; reload the page")
+
+
+CsrfDep = Depends(check_csrf)
+
+
+# --- responses --------------------------------------------------------------------
+
+
+def error_page(request: Request, exc: KeyrackError) -> HTMLResponse:
+    status = STATUS_BY_CODE.get(exc.code, 400)
+    response = render(
+        request, "error.html", status_code=status, title=exc.title, detail=exc.detail, status=status
+    )
+    if isinstance(exc, Throttled):
+        response.headers["Retry-After"] = str(int(exc.retry_after))
+    return response
+
+
+class ConsoleRoute(APIRoute):
+    """Turns errors into HTML pages (not problem JSON) and adds security headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except Redirect as redirect:
+                response = see_other(redirect.url)
+            except KeyrackError as exc:
+                response = error_page(request, exc)
+            except RequestValidationError as exc:
+                fields = ", ".join(str(e.get("loc", ("?",))[-1]) for e in exc.errors())
+                response = error_page(request, InvalidInput(f"please check these fields: {fields}"))
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+            return response
+
+        return guarded

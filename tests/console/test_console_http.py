@@ -1,0 +1,305 @@
+"""The console over HTTP, on SQLite and PostgreSQL: sign-in, CSRF, roles, reveal window, paging."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import func, insert, select
+
+from keyrack.domain.ids import new_ref
+from keyrack.services import keys
+from keyrack.services.context import Context
+from keyrack.services.keys import Scope
+from keyrack.storage.tables.audit import AuditEvent
+from keyrack.storage.tables.console import ConsoleReveal, ConsoleSession
+from keyrack.storage.tables.keys import ApiKey
+from tests.conftest import OPERATOR, MutableClock
+
+from .conftest import PASSWORD, Browser, People
+
+SECRET = re.compile(r"kr_(?:test|live)_[0-9A-Za-z]{38}")
+
+
+def generate(browser: Browser, name: str = "Nexla Integration", **extra: object) -> httpx.Response:
+    browser.get("/console/settings/api/new")
+    data = {"name": name, "environment": "sandbox", "scope": "agency", **extra}
+    created = browser.post("/console/settings/api", data)
+    assert created.status_code == 303, created.text
+    return browser.get(created.headers["location"])
+
+
+def test_sign_in_sets_an_httponly_samesite_lax_session_cookie(
+    browser: Browser, people: People
+) -> None:
+    response = browser.sign_in(people.owner)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "keyrack_session=" in cookie
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "Secure" not in cookie  # plain http on loopback; https adds it
+
+
+def test_session_token_is_stored_only_as_a_digest(
+    browser: Browser, people: People, ctx: Context
+) -> None:
+    browser.sign_in(people.owner)
+    token = browser.client.cookies["keyrack_session"]
+    with ctx.db.session() as session:
+        digests = list(session.scalars(select(ConsoleSession.token_digest)))
+    assert len(digests) == 1 and token not in digests[0]
+
+
+def test_wrong_password_is_refused_with_the_form_again(browser: Browser, people: People) -> None:
+    response = browser.sign_in(people.owner, "not the password")
+    assert response.status_code == 401
+    assert "wrong email or password" in response.text
+    assert "keyrack_session" not in browser.client.cookies
+
+
+def test_five_failed_sign_ins_throttle_the_sixth_even_with_the_right_password(
+    browser: Browser, people: People, clock: MutableClock
+) -> None:
+    for _ in range(5):
+        assert browser.sign_in(people.owner, "guess").status_code == 401
+    refused = browser.sign_in(people.owner)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    clock.advance(timedelta(minutes=16))
+    assert browser.sign_in(people.owner).status_code == 303
+
+
+def test_a_form_post_without_the_csrf_token_is_refused(
+    browser: Browser, people: People, ctx: Context
+) -> None:
+    browser.sign_in(people.owner)
+    refused = browser.post("/console/settings/api", {"name": "Sneaky"}, csrf=False)
+    assert refused.status_code == 403
+    wrong = browser.client.post(
+        "/console/settings/api", data={"name": "Sneaky", "csrf_token": "forged"}
+    )
+    assert wrong.status_code == 403
+    with ctx.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(ApiKey)) == 0
+
+
+def test_sign_in_form_without_its_csrf_token_is_refused(browser: Browser, people: People) -> None:
+    refused = browser.client.post(
+        "/console/login", data={"email": people.owner, "password": PASSWORD}
+    )
+    assert refused.status_code == 403
+
+
+def test_signed_out_visitors_are_sent_to_sign_in(browser: Browser) -> None:
+    response = browser.client.get("/console/settings/api")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/console/login?next=")
+    assert browser.client.get("/").headers["location"] == "/console"
+
+
+def test_member_sees_no_settings_link_and_gets_404_on_its_urls(
+    browser: Browser, people: People
+) -> None:
+    browser.sign_in(people.member)
+    home = browser.get("/console")
+    assert home.status_code == 200
+    assert "/console/settings/api" not in home.text
+    for url in ("/console/settings/api", "/console/settings/api/new", "/console/settings/team"):
+        assert browser.get(url).status_code == 404
+    assert browser.post("/console/settings/api", {"name": "x"}).status_code == 404
+
+
+def test_staff_pages_are_404_for_an_org_owner(browser: Browser, people: People) -> None:
+    browser.sign_in(people.owner)
+    assert browser.get("/console/staff/orgs").status_code == 404
+
+
+def test_generated_key_is_shown_in_full_only_during_the_reveal_window(
+    browser: Browser, people: People, clock: MutableClock, ctx: Context
+) -> None:
+    browser.sign_in(people.admin)
+    page = generate(browser, permissions=["clients:read", "keys:manage"])
+    secrets = set(SECRET.findall(page.text))
+    assert len(secrets) == 1
+    secret = secrets.pop()
+    assert "clients:read, keys:manage" in page.text
+    listing = browser.get("/console/settings/api")
+    assert secret in listing.text
+    with ctx.db.session() as session:
+        sealed = list(session.scalars(select(ConsoleReveal.sealed_secret)))
+    assert sealed and all(secret not in value for value in sealed)
+
+    clock.advance(timedelta(seconds=301))
+    after = browser.get("/console/settings/api")
+    assert secret not in after.text
+    assert f"kr_test_••••••••{secret[-4:]}" in after.text
+    with ctx.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(ConsoleReveal)) == 0
+        actions = list(session.scalars(select(AuditEvent.action)))
+    assert "key.revealed" in actions
+
+
+def test_the_reveal_belongs_to_the_session_that_generated_the_key(
+    live_url: str, browser: Browser, people: People
+) -> None:
+    browser.sign_in(people.admin)
+    secret = SECRET.findall(generate(browser).text)[0]
+    with httpx.Client(base_url=live_url) as other_client:
+        other = Browser(other_client)
+        other.sign_in(people.owner)
+        assert secret not in other.get("/console/settings/api").text
+
+
+def test_sign_out_ends_the_session_and_erases_pending_reveals(
+    browser: Browser, people: People, ctx: Context
+) -> None:
+    browser.sign_in(people.admin)
+    generate(browser)
+    out = browser.post("/console/logout", {})
+    assert out.status_code == 303
+    with ctx.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(ConsoleReveal)) == 0
+        assert session.scalar(select(func.count()).select_from(ConsoleSession)) == 0
+    assert browser.client.get("/console/settings/api").status_code == 303
+
+
+def test_a_key_needs_a_name(browser: Browser, people: People) -> None:
+    browser.sign_in(people.admin)
+    browser.get("/console/settings/api/new")
+    response = browser.post("/console/settings/api", {"name": "  ", "environment": "sandbox"})
+    assert response.status_code == 400
+    assert "name is required" in response.text
+
+
+def test_regenerate_needs_confirmation_and_voids_the_old_secret(
+    browser: Browser, people: People
+) -> None:
+    browser.sign_in(people.admin)
+    page = generate(browser, permissions=["keys:manage"])
+    old = SECRET.findall(page.text)[0]
+    ref = re.search(r"key_[0-9A-Z]{26}", page.text).group(0)  # type: ignore[union-attr]
+    unconfirmed = browser.post(f"/console/settings/api/keys/{ref}/regenerate", {})
+    assert unconfirmed.status_code == 400
+    done = browser.post(f"/console/settings/api/keys/{ref}/regenerate", {"confirm": "yes"})
+    new = SECRET.findall(browser.get(done.headers["location"]).text)[0]
+    assert new != old
+    assert browser.client.get("/api/v2/keys", headers={"X-API-Key": old}).status_code == 401
+    assert browser.client.get("/api/v2/keys", headers={"X-API-Key": new}).status_code == 200
+
+
+def test_revoke_needs_a_reason_and_refuses_the_key_at_once(
+    browser: Browser, people: People
+) -> None:
+    browser.sign_in(people.admin)
+    page = generate(browser, permissions=["keys:manage"])
+    secret = SECRET.findall(page.text)[0]
+    ref = re.search(r"key_[0-9A-Z]{26}", page.text).group(0)  # type: ignore[union-attr]
+    assert browser.post(f"/console/settings/api/keys/{ref}/revoke", {}).status_code == 400
+    done = browser.post(f"/console/settings/api/keys/{ref}/revoke", {"reason": "retired"})
+    detail = browser.get(done.headers["location"])
+    assert "revoked" in detail.text and "retired" in detail.text
+    assert secret not in detail.text
+    refused = browser.client.get("/api/v2/keys", headers={"X-API-Key": secret})
+    assert refused.json()["type"].endswith("/revoked-key")
+
+
+def test_the_key_list_is_paged_at_a_thousand_keys(
+    browser: Browser, people: People, ctx: Context, clock: MutableClock
+) -> None:
+    rows = [
+        {
+            "ref": new_ref("key"),
+            "org_id": people.org_id,
+            "name": f"Integration {i}",
+            "environment": "sandbox",
+            "prefix": "kr_test_",
+            "last4": f"{i:04d}",
+            "permissions": ["clients:read"],
+            "allowed_cidrs": [],
+            "status": "active",
+            "created_at": clock(),
+            "created_by_label": "test",
+            "inactivity_days": 90,
+        }
+        for i in range(1000)
+    ]
+    with ctx.db.transaction() as session:
+        session.execute(insert(ApiKey), rows)
+    browser.sign_in(people.admin)
+    first = browser.get("/console/settings/api")
+    assert first.status_code == 200
+    assert first.text.count("kr_test_••••••••") == 50
+    assert "Integration 999" in first.text and "Integration 949" not in first.text
+    next_url = re.search(r'rel="next" href="([^"]+)"', first.text).group(1)  # type: ignore[union-attr]
+    second = browser.get(next_url.replace("&amp;", "&"))
+    assert second.text.count("kr_test_••••••••") == 50
+    assert "Integration 949" in second.text
+
+
+def test_team_shows_seats_without_service_users(browser: Browser, people: People) -> None:
+    browser.sign_in(people.owner)
+    team = browser.get("/console/settings/team")
+    assert "<strong>3</strong> billable seats" in team.text
+    created = browser.post(
+        "/console/settings/team/users",
+        {"email": "bot@acme.test", "role": "member", "service": "true"},
+    )
+    assert created.status_code == 201
+    assert "Service user (API Access)" in created.text
+    assert "<strong>3</strong> billable seats" in created.text
+    person = browser.post(
+        "/console/settings/team/users", {"email": "new@acme.test", "role": "admin"}
+    )
+    assert "one-time password" in person.text
+    assert "<strong>4</strong> billable seats" in person.text
+
+
+def test_deactivated_member_can_no_longer_sign_in(
+    live_url: str, browser: Browser, people: People
+) -> None:
+    browser.sign_in(people.owner)
+    browser.get("/console/settings/team")
+    done = browser.post(
+        f"/console/settings/team/users/{people.member_id}/active", {"active": "false"}
+    )
+    assert done.status_code == 303
+    with httpx.Client(base_url=live_url) as other_client:
+        assert Browser(other_client).sign_in(people.member).status_code == 401
+
+
+def test_audit_log_filters_by_event_type_and_key(browser: Browser, people: People) -> None:
+    browser.sign_in(people.admin)
+    page = generate(browser)
+    ref = re.search(r"key_[0-9A-Z]{26}", page.text).group(0)  # type: ignore[union-attr]
+    log = browser.get("/console/audit", params={"action": "key.created"})
+    assert ref in log.text and "<code>console.signed_in</code>" not in log.text
+    by_key = browser.get("/console/audit", params={"key": ref})
+    assert "<code>key.revealed</code>" in by_key.text
+    assert browser.get("/console/audit", params={"since": "yesterday"}).status_code == 400
+
+
+def test_staff_switch_api_access_off_and_keys_are_refused(
+    browser: Browser, people: People, ctx: Context
+) -> None:
+    _, secret = keys.create_key(
+        ctx, OPERATOR, Scope(people.org_id), name="k", permissions=["keys:manage"]
+    )
+    browser.sign_in(people.staff)
+    orgs = browser.get("/console/staff/orgs")
+    assert "acme" in orgs.text
+    done = browser.post(f"/console/staff/orgs/{people.org_slug}/api-access", {"enabled": "false"})
+    assert done.status_code == 303
+    refused = browser.client.get("/api/v2/keys", headers={"X-API-Key": secret})
+    assert refused.status_code == 403
+    assert "disabled" in browser.get("/console/staff/orgs").text
+
+
+def test_console_pages_send_security_headers_and_stay_out_of_openapi(
+    browser: Browser, people: People
+) -> None:
+    page = browser.get("/console/login")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+    spec = browser.client.get("/api/v2/openapi.json").json()
+    assert not [path for path in spec["paths"] if path.startswith("/console")]
