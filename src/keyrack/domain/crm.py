@@ -28,6 +28,7 @@ MAX_USAGE_COUNT = 1_000_000
 CustomValue = str | int | float | bool | None
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ().\-]{2,38}$")
 _REF_BODY = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
@@ -69,6 +70,17 @@ class Period(enum.StrEnum):
     YEAR = "year"
 
 
+def is_storable(text: str) -> bool:
+    """Text every database accepts: valid UTF-8 (no lone surrogates) and no NUL."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_ref(kind: str, value: str) -> bool:
     """Whether ``value`` has the shape of a public id of ``kind`` (e.g. ``cli_01…``)."""
     prefix, sep, body = value.partition("_")
@@ -89,10 +101,14 @@ def validate_health(score: int | None) -> int | None:
     return score
 
 
-def validate_cents(value: int | None, what: str) -> int | None:
-    if value is not None and not 0 <= value <= MAX_MONEY_CENTS:
+def validate_cents(value: int, what: str) -> int:
+    if not 0 <= value <= MAX_MONEY_CENTS:
         raise InvalidInput(f"{what} must be between 0 and {MAX_MONEY_CENTS} (integer cents)")
     return value
+
+
+def optional_cents(value: int | None, what: str) -> int | None:
+    return None if value is None else validate_cents(value, what)
 
 
 def validate_currency(code: str) -> str:
@@ -114,6 +130,15 @@ def validate_text(value: str | None, what: str, max_length: int) -> str | None:
     return value or None
 
 
+def validate_phone(phone: str | None) -> str | None:
+    if phone is None or not phone.strip():
+        return None
+    phone = phone.strip()
+    if not _PHONE.fullmatch(phone):
+        raise InvalidInput("phone: digits, spaces and ( ) . - only, optional leading +, 3-40 chars")
+    return phone
+
+
 def validate_custom_fields(fields: Mapping[str, Any]) -> dict[str, CustomValue]:
     """A flat object of at most 50 scalar values and 16 KiB of JSON."""
     if len(fields) > MAX_CUSTOM_FIELDS:
@@ -122,12 +147,12 @@ def validate_custom_fields(fields: Mapping[str, Any]) -> dict[str, CustomValue]:
     for key, value in fields.items():
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_CUSTOM_FIELD_KEY:
             raise InvalidInput(f"custom field names are 1-{MAX_CUSTOM_FIELD_KEY} characters")
-        if "\x00" in key:
-            raise InvalidInput("custom field names must not contain NUL characters")
+        if not is_storable(key):
+            raise InvalidInput("custom field names must be valid text without NUL")
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"custom field {key!r} must be a finite number")
         if isinstance(value, str):
-            if len(value) > MAX_CUSTOM_FIELD_TEXT or "\x00" in value:
+            if len(value) > MAX_CUSTOM_FIELD_TEXT or not is_storable(value):
                 raise InvalidInput(
                     f"custom field {key!r}: text is at most {MAX_CUSTOM_FIELD_TEXT} "
                     "characters, without NUL"

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from keyrack.storage.tables.base import Base
 
@@ -54,6 +54,8 @@ class Contact(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
+    client: Mapped[Client] = relationship(lazy="joined", innerjoin=True)
+
 
 class Contract(Base):
     __tablename__ = "crm_contracts"
@@ -74,6 +76,8 @@ class Contract(Base):
     recurring_interval: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+    client: Mapped[Client] = relationship(lazy="joined", innerjoin=True)
 
 
 class UsageEvent(Base):
@@ -120,3 +124,6 @@ class PulseResponse(Base):
     day: Mapped[date]
     month: Mapped[str] = mapped_column(String(7))
     created_at: Mapped[datetime]
+
+    client: Mapped[Client] = relationship(lazy="joined", innerjoin=True)
+    contact: Mapped[Contact | None] = relationship(lazy="joined")

@@ -1,0 +1,59 @@
+"""Clients (``clients:read`` / ``clients:write``): the CRM's customer accounts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from keyrack.domain.crm import ClientStatus
+from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
+from keyrack.http.paging import link_header
+from keyrack.http.schemas.common import ListPage
+from keyrack.http.schemas.crm import PROBLEM_RESPONSES, ClientCreate, ClientOut, ClientUpdate
+from keyrack.services.crm import clients
+
+router = APIRouter(prefix="/api/v2/clients", tags=["clients"], responses=PROBLEM_RESPONSES)
+READ = [Depends(require("clients:read"))]
+WRITE = [Depends(require("clients:write"))]
+
+
+@router.get("", dependencies=READ)
+def list_clients(
+    ctx: ContextDep,
+    scope: ScopeDep,
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    status: ClientStatus | None = None,
+) -> ListPage[ClientOut]:
+    page = clients.list_clients(ctx, scope, status=status, limit=limit, cursor=cursor)
+    link_header(request, response, page.next_cursor)
+    return ListPage(data=[ClientOut.of(v) for v in page.data], next_cursor=page.next_cursor)
+
+
+@router.post("", status_code=201, dependencies=WRITE)
+def create_client(
+    ctx: ContextDep, scope: ScopeDep, actor: ActorDep, body: ClientCreate
+) -> ClientOut:
+    return ClientOut.of(clients.create_client(ctx, actor, scope, **body.model_dump()))
+
+
+@router.get("/{client_id}", dependencies=READ)
+def get_client(ctx: ContextDep, scope: ScopeDep, client_id: str) -> ClientOut:
+    return ClientOut.of(clients.get_client(ctx, scope, client_id))
+
+
+@router.patch("/{client_id}", dependencies=WRITE)
+def update_client(
+    ctx: ContextDep, scope: ScopeDep, actor: ActorDep, client_id: str, body: ClientUpdate
+) -> ClientOut:
+    changes = body.model_dump(exclude_unset=True)
+    return ClientOut.of(clients.update_client(ctx, actor, scope, client_id, **changes))
+
+
+@router.delete("/{client_id}", dependencies=WRITE)
+def delete_client(ctx: ContextDep, scope: ScopeDep, actor: ActorDep, client_id: str) -> ClientOut:
+    """Deletes the client with its contacts, contracts, usage and pulse responses."""
+    return ClientOut.of(clients.delete_client(ctx, actor, scope, client_id))

@@ -1,0 +1,157 @@
+"""Contacts: the people at a client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from keyrack.domain import crm
+from keyrack.domain.crm import UNSET, Unset
+from keyrack.domain.ids import new_ref
+from keyrack.domain.tenancy import validate_email, validate_name
+from keyrack.services import audit
+from keyrack.services.context import Actor, Context
+from keyrack.services.crm.scoping import client_in_scope, in_scope, one_in_scope
+from keyrack.services.keys import Scope
+from keyrack.storage.paging import Page, paginate
+from keyrack.storage.tables.crm import Contact
+
+
+@dataclass(frozen=True, slots=True)
+class ContactView:
+    ref: str
+    client_ref: str
+    name: str
+    email: str | None
+    phone: str | None
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Contact) -> ContactView:
+        return cls(
+            ref=row.ref,
+            client_ref=row.client.ref,
+            name=row.name,
+            email=row.email,
+            phone=row.phone,
+            title=row.title,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+def _email(email: str | None) -> str | None:
+    return validate_email(email) if email else None
+
+
+def _title(title: str | None) -> str | None:
+    return crm.validate_text(title, "title", 200)
+
+
+def _contact(session: Any, scope: Scope, ref: str) -> Contact:
+    row: Contact = one_in_scope(session, Contact, "con", "contact", scope, ref)
+    return row
+
+
+def create_contact(
+    ctx: Context,
+    actor: Actor,
+    scope: Scope,
+    *,
+    client_ref: str,
+    name: str,
+    email: str | None = None,
+    phone: str | None = None,
+    title: str | None = None,
+) -> ContactView:
+    values = {
+        "name": validate_name(name),
+        "email": _email(email),
+        "phone": crm.validate_phone(phone),
+        "title": _title(title),
+    }
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        client = client_in_scope(session, scope, client_ref)
+        row = Contact(
+            ref=new_ref("con"),
+            org_id=scope.org_id,
+            client=client,
+            created_at=now,
+            updated_at=now,
+            **values,
+        )
+        session.add(row)
+        session.flush()
+        return ContactView.of(row)
+
+
+def list_contacts(
+    ctx: Context,
+    scope: Scope,
+    *,
+    client_ref: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[ContactView]:
+    """Newest first; ``client_ref`` narrows to one client (404 if out of scope)."""
+    with ctx.db.session() as session:
+        stmt = in_scope(select(Contact), Contact, scope)
+        if client_ref is not None:
+            stmt = stmt.where(Contact.client_id == client_in_scope(session, scope, client_ref).id)
+        return paginate(session, stmt, Contact.id, limit=limit, cursor=cursor).map(ContactView.of)
+
+
+def get_contact(ctx: Context, scope: Scope, ref: str) -> ContactView:
+    with ctx.db.session() as session:
+        return ContactView.of(_contact(session, scope, ref))
+
+
+def update_contact(
+    ctx: Context,
+    actor: Actor,
+    scope: Scope,
+    ref: str,
+    *,
+    name: str | Unset = UNSET,
+    email: str | Unset | None = UNSET,
+    phone: str | Unset | None = UNSET,
+    title: str | Unset | None = UNSET,
+) -> ContactView:
+    with ctx.db.transaction() as session:
+        row = _contact(session, scope, ref)
+        if not isinstance(name, Unset):
+            row.name = validate_name(name)
+        if not isinstance(email, Unset):
+            row.email = _email(email)
+        if not isinstance(phone, Unset):
+            row.phone = crm.validate_phone(phone)
+        if not isinstance(title, Unset):
+            row.title = _title(title)
+        row.updated_at = ctx.clock()
+        session.flush()
+        return ContactView.of(row)
+
+
+def delete_contact(ctx: Context, actor: Actor, scope: Scope, ref: str) -> ContactView:
+    """Delete a contact (audited); its pulse responses stay, without the contact."""
+    with ctx.db.transaction() as session:
+        row = _contact(session, scope, ref)
+        view = ContactView.of(row)
+        session.delete(row)
+        audit.record(
+            session,
+            actor,
+            "contact.deleted",
+            now=ctx.clock(),
+            org_id=scope.org_id,
+            target_type="contact",
+            target_ref=ref,
+            before={"client_ref": view.client_ref, "name": view.name},
+        )
+    return view

@@ -1,0 +1,98 @@
+"""Scope filters shared by the CRM services, and the offset cursor of aggregate lists."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, TypeVarTuple
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from keyrack.domain.crm import UNSET, Unset, is_ref
+from keyrack.errors import InvalidInput, NotFound
+from keyrack.services.keys import Scope
+from keyrack.storage.paging import check_limit
+from keyrack.storage.tables.crm import Client
+from keyrack.storage.tables.tenancy import Location
+
+
+def clients_of(scope: Scope) -> Select[Client]:
+    stmt = select(Client).where(Client.org_id == scope.org_id)
+    if scope.location_id is not None:
+        stmt = stmt.where(Client.location_id == scope.location_id)
+    return stmt
+
+
+Ts = TypeVarTuple("Ts")
+
+
+def in_scope(stmt: Select[*Ts], model: Any, scope: Scope) -> Select[*Ts]:
+    """Bound a query over a client's dependents (``model``) to the caller's scope."""
+    stmt = stmt.where(model.org_id == scope.org_id)
+    if scope.location_id is not None:
+        stmt = stmt.where(
+            model.client_id.in_(
+                select(Client.id).where(
+                    Client.org_id == scope.org_id, Client.location_id == scope.location_id
+                )
+            )
+        )
+    return stmt
+
+
+def client_in_scope(session: Session, scope: Scope, ref: str) -> Client:
+    if not is_ref("cli", ref):
+        raise NotFound(f"no client {ref!r}")
+    row = session.scalar(clients_of(scope).where(Client.ref == ref))
+    if row is None:
+        raise NotFound(f"no client {ref!r}")
+    return row
+
+
+def one_in_scope(session: Session, model: Any, kind: str, what: str, scope: Scope, ref: str) -> Any:
+    """The ``model`` row with public id ``ref`` if the scope may see it, else ``NotFound``."""
+    if not is_ref(kind, ref):
+        raise NotFound(f"no {what} {ref!r}")
+    row = session.scalar(in_scope(select(model), model, scope).where(model.ref == ref))
+    if row is None:
+        raise NotFound(f"no {what} {ref!r}")
+    return row
+
+
+def resolve_location(session: Session, scope: Scope, wanted: int | Unset | None) -> int | None:
+    """The location a client of this scope gets: a location key's own, or one of the org's."""
+    if scope.location_id is not None:
+        if wanted not in (UNSET, None, scope.location_id):
+            raise NotFound("no such location")
+        return scope.location_id
+    if wanted is UNSET or wanted is None:
+        return None
+    location = session.get(Location, wanted)
+    if location is None or location.org_id != scope.org_id:
+        raise NotFound("no such location")
+    return location.id
+
+
+def encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o1:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_offset(cursor: str | None) -> int:
+    """Aggregates are grouped rows without ids, so their cursor is a position."""
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, value = raw.partition(":")
+        offset = int(value)
+        if version != "o1" or not 0 <= offset <= 10**9:
+            raise ValueError(version)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this API returned") from None
+    return offset
+
+
+def window(limit: int, cursor: str | None) -> tuple[int, int]:
+    """(offset, limit) of an aggregate page."""
+    return decode_offset(cursor), check_limit(limit)
