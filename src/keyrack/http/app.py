@@ -13,6 +13,7 @@ from keyrack.domain.verification import KeyVerifier
 from keyrack.http import problems
 from keyrack.http.gateway import Gateway
 from keyrack.http.routes import apps, handoffs, health, keys, leaks, requests, staff
+from keyrack.http.routes import clients, contacts, contracts, pulse, usage
 from keyrack.services.context import Context
 from keyrack.services.keys import find_identity
 
@@ -24,6 +25,11 @@ ROUTERS = (
     handoffs.router,
     leaks.router,
     staff.router,
+    clients.router,
+    contacts.router,
+    contracts.router,
+    usage.router,
+    pulse.router,
 )
 """Every router of the app; a new resource adds its router here."""
 
