@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     handoff_ttl_hours: int = Field(default=24, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
+    # periodic jobs (keyrack worker): expiry notices, webhook deliveries, outbox emails
+    worker_interval_seconds: float = Field(default=60.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+
     log_level: str = "INFO"
 
     @classmethod

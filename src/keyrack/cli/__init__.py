@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from keyrack.cli import keys, requests, server, tenancy
+from keyrack.cli import jobs, keys, requests, server, tenancy
 from keyrack.cli.common import errors
 from keyrack.errors import KeyrackError
 
@@ -24,6 +24,9 @@ app.add_typer(tenancy.orgs, name="orgs")
 app.add_typer(tenancy.locations, name="locations")
 app.add_typer(tenancy.users, name="users")
 app.add_typer(keys.app, name="keys")
+app.command()(jobs.sweep)
+app.command()(jobs.worker)
+app.add_typer(jobs.outbox, name="outbox")
 app.add_typer(requests.app, name="requests")
 app.add_typer(requests.apps_app, name="apps")
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import timedelta
 
 SIGNATURE_HEADER = "Keyrack-Signature"
 EVENT_ID_HEADER = "Keyrack-Event-Id"
 EVENT_TYPE_HEADER = "Keyrack-Event-Type"
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 DEFAULT_TOLERANCE = 300
 
 
@@ -62,3 +63,17 @@ def verify(
     for candidate in signatures:
         matched |= hmac.compare_digest(expected, candidate)
     return matched
+
+
+MAX_ATTEMPTS = 8
+FIRST_RETRY = timedelta(seconds=30)
+MAX_RETRY = timedelta(hours=6)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff after ``attempts`` failed tries: 30 s, 1 min, 2 min, … capped at 6 h.
+
+    Used for webhook deliveries and for outbox emails alike.
+    """
+    delay: timedelta = FIRST_RETRY * 2 ** min(max(0, attempts - 1), 20)
+    return min(delay, MAX_RETRY)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyrack.domain.keys import looks_like_key
+from keyrack.services import notices
 from keyrack.services.context import Actor, Context
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.tables.audit import AuditEvent
@@ -56,6 +57,7 @@ def record(
         after=after,
     )
     session.add(event)
+    notices.fan_out(session, event)
     return event
 
 

@@ -1,6 +1,6 @@
 """SQLAlchemy tables. Importing this package registers every table on ``Base.metadata``."""
 
-from keyrack.storage.tables import audit, console, crm, keys, requests, tenancy
+from keyrack.storage.tables import audit, console, crm, keys, notices, requests, tenancy, webhooks
 from keyrack.storage.tables.base import Base
 
-__all__ = ["Base", "audit", "console", "crm", "keys", "requests", "tenancy"]
+__all__ = ["Base", "audit", "console", "crm", "keys", "notices", "requests", "tenancy", "webhooks"]

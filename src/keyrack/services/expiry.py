@@ -1,0 +1,153 @@
+"""Inactivity and absolute expiry: notices 15, 7 and 1 days ahead, then the key expires.
+
+Each step is one transaction that first inserts its ``ExpiryNotice`` row
+(unique per key, deadline kind, anchor and threshold) and then writes the audit
+record, whose fan-out creates the notifications, emails and webhook events.
+Two workers racing for the same step: one inserts, the other finds the row
+(after the key's row lock on PostgreSQL) or hits the unique constraint, and its
+whole transaction, notices included, rolls back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from keyrack.domain import expiry
+from keyrack.domain.expiry import DeadlineKind, Due
+from keyrack.domain.verification import KeyStatus
+from keyrack.services import audit
+from keyrack.services.context import Actor, Context
+from keyrack.services.events import KeyChanged
+from keyrack.services.keys import KeyView
+from keyrack.storage.tables.keys import ApiKey, KeySecret
+from keyrack.storage.tables.notices import ExpiryNotice
+
+SWEEPER = Actor.system("expiry-sweep")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """A step due now for a key (what ``sweep`` will do, or a preview of it)."""
+
+    key_id: int
+    ref: str
+    name: str
+    step: Due
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryReport:
+    notices: int = 0
+    expired: int = 0
+
+
+def _step_of(row: ApiKey, now: datetime) -> Due | None:
+    deadline = expiry.deadline_of(
+        row.created_at, row.last_used_at, row.inactivity_days, row.expires_at
+    )
+    return expiry.due(deadline, now)
+
+
+def _taken(session: Session, key_id: int, step: Due) -> bool:
+    found = session.scalar(
+        select(ExpiryNotice.id).where(
+            ExpiryNotice.key_id == key_id,
+            ExpiryNotice.kind == step.deadline.kind.value,
+            ExpiryNotice.anchor == step.deadline.anchor,
+            ExpiryNotice.threshold == step.threshold,
+        )
+    )
+    return found is not None
+
+
+def plan(ctx: Context) -> list[PlannedStep]:
+    """The steps due at ``ctx.clock()`` that no sweep has taken yet (nothing is written)."""
+    now = ctx.clock()
+    steps = []
+    with ctx.db.session() as session:
+        active = session.scalars(
+            select(ApiKey).where(ApiKey.status == KeyStatus.ACTIVE.value).order_by(ApiKey.id)
+        )
+        for row in active:
+            step = _step_of(row, now)
+            if step is not None and not _taken(session, row.id, step):
+                steps.append(PlannedStep(row.id, row.ref, row.name, step))
+    return steps
+
+
+def _take(ctx: Context, key_id: int, now: datetime) -> tuple[Due, tuple[str, ...]] | None:
+    """Take the due step of one key, once; None when there is none or another worker took it."""
+    try:
+        with ctx.db.transaction() as session:
+            row = session.get(ApiKey, key_id, with_for_update=True)
+            if row is None or row.status != KeyStatus.ACTIVE.value:
+                return None
+            step = _step_of(row, now)  # again, under the lock: a use may have just landed
+            if step is None or _taken(session, key_id, step):
+                return None
+            session.add(
+                ExpiryNotice(
+                    key_id=key_id,
+                    kind=step.deadline.kind.value,
+                    anchor=step.deadline.anchor,
+                    threshold=step.threshold,
+                    deadline=step.deadline.at,
+                    created_at=now,
+                )
+            )
+            session.flush()  # a racing worker's row fails here, before anything is sent
+            before = KeyView.of(row)
+            facts = {
+                "kind": step.deadline.kind.value,
+                "deadline": step.deadline.at.isoformat(),
+                "idle_since": step.deadline.anchor.isoformat()
+                if step.deadline.kind is DeadlineKind.INACTIVITY
+                else None,
+            }
+            digests: tuple[str, ...] = ()
+            if step.expires:
+                digests = tuple(
+                    session.scalars(select(KeySecret.digest).where(KeySecret.key_id == key_id))
+                )
+                session.execute(delete(KeySecret).where(KeySecret.key_id == key_id))
+                row.status = KeyStatus.EXPIRED.value
+                action, after = "key.expired", {**KeyView.of(row).audit_snapshot(), **facts}
+            else:
+                action = "key.expiring"
+                after = {**before.audit_snapshot(), **facts, "days_left": step.days_left}
+            audit.record(
+                session,
+                SWEEPER,
+                action,
+                now=now,
+                org_id=row.org_id,
+                target_type="key",
+                target_ref=row.ref,
+                before=before.audit_snapshot() if step.expires else None,
+                after=after,
+            )
+    except IntegrityError:
+        return None
+    return step, digests
+
+
+def run(ctx: Context) -> ExpiryReport:
+    """Send the notices due at ``ctx.clock()`` and expire the keys whose deadline passed."""
+    now = ctx.clock()
+    notices = expired = 0
+    for planned in plan(ctx):
+        taken = _take(ctx, planned.key_id, now)
+        if taken is None:
+            continue
+        step, digests = taken
+        if step.expires:
+            expired += 1
+            ctx.bus.publish(KeyChanged(planned.key_id, digests))
+        else:
+            notices += 1
+    return ExpiryReport(notices=notices, expired=expired)

@@ -1,0 +1,270 @@
+"""The single fan-out point: notice-worthy audit records become notifications, emails, webhooks.
+
+``services.audit.record`` calls ``fan_out`` in the same transaction as the
+change, so a notice is created exactly when its event commits. Email and
+webhook rows are outboxes: the sweep sends them later and retries failures.
+Nothing secret goes out: a key is named by ref, name, last4 and masked form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from keyrack.domain import keys as keyformat
+from keyrack.domain.ids import ulid
+from keyrack.domain.keys import Environment
+from keyrack.domain.tenancy import Role, UserKind
+from keyrack.services.context import Context
+from keyrack.storage.tables.audit import AuditEvent
+from keyrack.storage.tables.notices import Notification, OutboxEmail
+from keyrack.storage.tables.tenancy import Organization, User
+from keyrack.storage.tables.webhooks import WebhookDelivery, WebhookEndpoint
+
+EVENT_TYPES: tuple[str, ...] = (
+    "key.created",
+    "key.expired",
+    "key.expiring",
+    "key.leaked",
+    "key.revoked",
+    "key.rolled",
+    "key_request.approved",
+    "key_request.created",
+    "key_request.rejected",
+)
+"""Audit actions that are also events: in-app notification and webhook."""
+
+EMAILED: frozenset[str] = frozenset(
+    {
+        "key.expired",
+        "key.expiring",
+        "key.leaked",
+        "key_request.approved",
+        "key_request.created",
+        "key_request.rejected",
+    }
+)
+"""The events worth an email too (creating or rolling a key is not)."""
+
+PENDING, SENDING = "pending", "sending"
+
+_SAFE_FIELDS = (
+    "name",
+    "environment",
+    "last4",
+    "status",
+    "days_left",
+    "deadline",
+    "kind",
+    "reason",
+    "app",
+    "app_name",
+    "app_slug",
+    "key_ref",
+    "source",
+)
+"""What of an audit record may leave Keyrack in a notice: metadata, never a secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    title: str
+    body: str
+
+
+def _data_of(event: AuditEvent) -> dict[str, Any]:
+    details = {**(event.before or {}), **(event.after or {})}
+    data: dict[str, Any] = {"object": event.target_type, "ref": event.target_ref}
+    data.update({name: details[name] for name in _SAFE_FIELDS if name in details})
+    if event.target_type == "key" and details.get("last4") and details.get("environment"):
+        prefix = Environment(details["environment"]).prefix
+        data["masked"] = keyformat.mask(prefix, details["last4"])
+    return data
+
+
+def _plural(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
+
+
+def describe(action: str, data: dict[str, Any]) -> Message:
+    """Title and text of a notice, for people (in-app and email)."""
+    ref = data.get("ref") or ""
+    key = f"“{data.get('name', ref)}” ({ref}, {data.get('masked', 'key')})"
+    if action == "key.expiring":
+        days, deadline = int(data.get("days_left", 0)), str(data.get("deadline", ""))[:16]
+        why = (
+            "reaches its expiry date"
+            if data.get("kind") == "absolute"
+            else "has not been used for a while and will be deleted"
+        )
+        return Message(
+            f"API key “{data.get('name', ref)}” expires in {_plural(days)}",
+            f"The API key {key} {why} on {deadline} UTC. Any use of the key before then "
+            "resets its inactivity clock; otherwise create a replacement in Settings → API.",
+        )
+    if action == "key.expired":
+        why = (
+            "reached its expiry date"
+            if data.get("kind") == "absolute"
+            else "was unused for its whole inactivity period"
+        )
+        return Message(
+            f"API key “{data.get('name', ref)}” expired",
+            f"The API key {key} {why}. Its secret no longer works; "
+            "the record is kept for the audit trail.",
+        )
+    simple = {
+        "key.created": ("API key {name} created", "The API key {key} was created."),
+        "key.rolled": ("API key {name} regenerated", "The API key {key} has a new secret."),
+        "key.revoked": ("API key {name} revoked", "The API key {key} was revoked."),
+        "key.leaked": (
+            "API key {name} was found exposed and revoked",
+            "The API key {key} was reported as leaked and revoked at once. "
+            "Create a replacement and check where it was exposed.",
+        ),
+        "key_request.created": (
+            "Production key request {ref} submitted",
+            "A production key request ({ref}) is waiting for approval.",
+        ),
+        "key_request.approved": (
+            "Production key request {ref} approved",
+            "The production key request {ref} was approved; hand the key over "
+            "with a one-time link from Settings → API.",
+        ),
+        "key_request.rejected": (
+            "Production key request {ref} rejected",
+            "The production key request {ref} was rejected.",
+        ),
+    }
+    title, body = simple.get(action, ("{ref}: " + action, "{ref}: " + action))
+    name = f"“{data.get('name', ref)}”"
+    if data.get("reason"):
+        body += f" Reason: {data['reason']}"
+    return Message(title.format(name=name, ref=ref), body.format(key=key, ref=ref))
+
+
+def event_payload(event: AuditEvent, org: Organization, event_id: str) -> dict[str, Any]:
+    """The JSON body of a webhook event."""
+    return {
+        "id": event_id,
+        "type": event.action,
+        "created_at": event.occurred_at.isoformat(),
+        "organization": {"id": org.id, "slug": org.slug},
+        "data": _data_of(event),
+    }
+
+
+def subscribed(events: list[Any], event_type: str) -> bool:
+    return "*" in events or event_type in events
+
+
+def fan_out(session: Session, event: AuditEvent) -> None:
+    """Create the notices an audit record calls for, in the caller's transaction."""
+    if event.action not in EVENT_TYPES or event.org_id is None:
+        return
+    org = session.get(Organization, event.org_id)
+    if org is None:
+        return
+    session.flush()  # the audit event's id
+    now = event.occurred_at
+    data = _data_of(event)
+    message = describe(event.action, data)
+    recipients = session.scalars(
+        select(User).where(
+            User.org_id == org.id,
+            User.active.is_(True),
+            User.kind == UserKind.HUMAN.value,
+            User.role.in_((Role.OWNER.value, Role.ADMIN.value)),
+        )
+    )
+    for user in recipients:
+        session.add(
+            Notification(
+                org_id=org.id,
+                user_id=user.id,
+                audit_event_id=event.id,
+                event_type=event.action,
+                title=message.title,
+                body=message.body,
+                target_type=event.target_type,
+                target_ref=event.target_ref,
+                created_at=now,
+            )
+        )
+        if event.action in EMAILED:
+            session.add(
+                OutboxEmail(
+                    org_id=org.id,
+                    audit_event_id=event.id,
+                    recipient=user.email,
+                    subject=f"[Keyrack] {message.title}",
+                    body=f"{message.body}\n\nOrganization: {org.name} ({org.slug})\n",
+                    status=PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+    endpoints = session.scalars(
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.org_id == org.id, WebhookEndpoint.active.is_(True)
+        )
+    )
+    event_id = f"evt_{ulid(int(now.timestamp() * 1000))}"
+    payload = event_payload(event, org, event_id)
+    for endpoint in endpoints:
+        if subscribed(endpoint.events, event.action):
+            session.add(
+                WebhookDelivery(
+                    endpoint_id=endpoint.id,
+                    event_id=event_id,
+                    event_type=event.action,
+                    payload=payload,
+                    status=PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+
+
+def claim_due(
+    ctx: Context,
+    table: type[OutboxEmail] | type[WebhookDelivery],
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int = 100,
+) -> list[int]:
+    """Take up to ``limit`` due outbox rows for this worker alone, for ``lease``.
+
+    Rows are locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and moved to
+    ``sending`` with a guarded UPDATE, so two workers never take the same row;
+    a worker that dies mid-send leaves a row that becomes due again when its
+    lease ends.
+    """
+    due = (table.status.in_((PENDING, SENDING))) & (table.next_attempt_at <= now)
+    with ctx.db.transaction() as session:
+        ids = list(
+            session.scalars(
+                select(table.id)
+                .where(due)
+                .order_by(table.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        claimed = []
+        for row_id in ids:
+            result = session.execute(
+                update(table)
+                .where(table.id == row_id, due)
+                .values(status=SENDING, next_attempt_at=now + lease)
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                claimed.append(row_id)
+    return claimed

@@ -1,0 +1,329 @@
+"""Webhook endpoints of an organization, signed deliveries, retries and redelivery."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select, update
+
+from keyrack.domain import webhooks as signing
+from keyrack.domain.sealing import Sealer
+from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
+from keyrack.errors import InvalidInput, NotFound
+from keyrack.services import audit
+from keyrack.services.context import Actor, Context
+from keyrack.services.notices import EVENT_TYPES, PENDING, SENDING, claim_due
+from keyrack.storage.paging import Page, paginate
+from keyrack.storage.tables.webhooks import WebhookDelivery, WebhookEndpoint
+
+DELIVERED, FAILED = "delivered", "failed"
+SEALING_PURPOSE = "webhook-secret"
+MAX_URL_LENGTH = 2000
+
+
+def _sealer(ctx: Context) -> Sealer:
+    return Sealer(ctx.settings.secret_key, SEALING_PURPOSE)
+
+
+def body_of(payload: dict[str, Any]) -> bytes:
+    """The exact bytes sent (and signed) for a payload."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointView:
+    id: int
+    org_id: int
+    url: str
+    description: str
+    events: tuple[str, ...]
+    active: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: WebhookEndpoint) -> EndpointView:
+        return cls(
+            id=row.id,
+            org_id=row.org_id,
+            url=row.url,
+            description=row.description,
+            events=tuple(row.events),
+            active=row.active,
+            created_at=row.created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    id: int
+    endpoint_id: int
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    last_response_ms: int | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, row: WebhookDelivery) -> DeliveryView:
+        return cls(
+            id=row.id,
+            endpoint_id=row.endpoint_id,
+            event_id=row.event_id,
+            event_type=row.event_type,
+            payload=row.payload,
+            status=row.status,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at if row.status == PENDING else None,
+            last_status_code=row.last_status_code,
+            last_error=row.last_error,
+            last_response_ms=row.last_response_ms,
+            created_at=row.created_at,
+            delivered_at=row.delivered_at,
+        )
+
+
+def validate_url(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_LENGTH:
+        raise InvalidInput("a webhook URL must be an http:// or https:// URL")
+    return url
+
+
+def validate_events(events: Sequence[str]) -> tuple[str, ...]:
+    wanted = {e.strip() for e in events if e.strip()} or {"*"}
+    unknown = sorted(wanted - {"*", *EVENT_TYPES})
+    if unknown:
+        raise InvalidInput(
+            f"unknown event type(s): {', '.join(unknown)}; known: *, {', '.join(EVENT_TYPES)}"
+        )
+    return ("*",) if "*" in wanted else tuple(sorted(wanted))
+
+
+def _endpoint(session: Any, org_id: int, endpoint_id: int) -> WebhookEndpoint:
+    row = session.get(WebhookEndpoint, endpoint_id)
+    if row is None or row.org_id != org_id or not row.active:
+        raise NotFound(f"no webhook endpoint {endpoint_id}")
+    assert isinstance(row, WebhookEndpoint)
+    return row
+
+
+def create_endpoint(
+    ctx: Context,
+    actor: Actor,
+    org_id: int,
+    *,
+    url: str,
+    events: Sequence[str] = ("*",),
+    description: str = "",
+) -> tuple[EndpointView, str]:
+    """Register an endpoint. Returns it and its signing secret (``whsec_…``), shown once."""
+    url = validate_url(url)
+    subscribed = validate_events(events)
+    description = description.strip()
+    if len(description) > 200:
+        raise InvalidInput("description is at most 200 characters")
+    secret = signing.generate_secret()
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = WebhookEndpoint(
+            org_id=org_id,
+            url=url,
+            description=description,
+            events=list(subscribed),
+            secret_sealed=_sealer(ctx).seal(secret),
+            active=True,
+            created_at=now,
+            created_by_label=actor.label,
+        )
+        session.add(row)
+        session.flush()
+        view = EndpointView.of(row)
+        audit.record(
+            session,
+            actor,
+            "webhook.created",
+            now=now,
+            org_id=org_id,
+            target_type="webhook",
+            target_ref=str(row.id),
+            after={"url": url, "events": list(subscribed), "description": description},
+        )
+    return view, secret
+
+
+def list_endpoints(
+    ctx: Context, org_id: int, *, limit: int = 50, cursor: str | None = None
+) -> Page[EndpointView]:
+    stmt = select(WebhookEndpoint).where(
+        WebhookEndpoint.org_id == org_id, WebhookEndpoint.active.is_(True)
+    )
+    with ctx.db.session() as session:
+        page = paginate(session, stmt, WebhookEndpoint.id, limit=limit, cursor=cursor)
+        return page.map(EndpointView.of)
+
+
+def delete_endpoint(ctx: Context, actor: Actor, org_id: int, endpoint_id: int) -> EndpointView:
+    """Stop sending to an endpoint; its delivery log stays readable in the audit trail."""
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = _endpoint(session, org_id, endpoint_id)
+        row.active = False
+        row.deleted_at = now
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == row.id, WebhookDelivery.status == PENDING)
+            .values(status=FAILED, last_error="endpoint deleted")
+        )
+        view = EndpointView.of(row)
+        audit.record(
+            session,
+            actor,
+            "webhook.deleted",
+            now=now,
+            org_id=org_id,
+            target_type="webhook",
+            target_ref=str(row.id),
+            before={"url": row.url, "events": list(row.events)},
+        )
+    return view
+
+
+def list_deliveries(
+    ctx: Context, org_id: int, endpoint_id: int, *, limit: int = 50, cursor: str | None = None
+) -> Page[DeliveryView]:
+    """The delivery log of an endpoint, newest first."""
+    with ctx.db.session() as session:
+        _endpoint(session, org_id, endpoint_id)
+        stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+        page = paginate(session, stmt, WebhookDelivery.id, limit=limit, cursor=cursor)
+        return page.map(DeliveryView.of)
+
+
+def redeliver(ctx: Context, actor: Actor, org_id: int, delivery_id: int) -> DeliveryView:
+    """Send a delivery again at the next sweep, with a fresh set of attempts."""
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        row = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+        if row is None:
+            raise NotFound(f"no webhook delivery {delivery_id}")
+        endpoint = _endpoint(session, org_id, row.endpoint_id)
+        row.status = PENDING
+        row.attempts = 0
+        row.next_attempt_at = now
+        view = DeliveryView.of(row)
+        audit.record(
+            session,
+            actor,
+            "webhook.redelivered",
+            now=now,
+            org_id=org_id,
+            target_type="webhook",
+            target_ref=str(endpoint.id),
+            after={"delivery_id": row.id, "event_id": row.event_id, "event_type": row.event_type},
+        )
+    return view
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def _post(
+    client: httpx.Client, url: str, headers: dict[str, str], body: bytes
+) -> tuple[int | None, str | None, int]:
+    """POST once: (status code, error, elapsed ms)."""
+    started = time.perf_counter()
+    try:
+        response = client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        elapsed = int((time.perf_counter() - started) * 1000)
+        return None, f"{type(exc).__name__}: {exc}"[:500], elapsed
+    elapsed = int((time.perf_counter() - started) * 1000)
+    if response.is_success:
+        return response.status_code, None, elapsed
+    return response.status_code, f"HTTP {response.status_code}", elapsed
+
+
+def _attempt(
+    client: httpx.Client, sealer: Sealer, row: WebhookDelivery, endpoint: WebhookEndpoint
+) -> tuple[int | None, str | None, int]:
+    body = body_of(row.payload)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Keyrack-Webhooks/1",
+        # wall time, not ctx.clock(): receivers check freshness against their own
+        # clock, also when a sweep evaluates the policies at another moment (--now)
+        signing.SIGNATURE_HEADER: signing.sign(
+            sealer.open(endpoint.secret_sealed), body, int(time.time())
+        ),
+        signing.EVENT_ID_HEADER: row.event_id,
+        signing.EVENT_TYPE_HEADER: row.event_type,
+    }
+    return _post(client, endpoint.url, headers, body)
+
+
+def deliver_due(ctx: Context) -> DeliveryReport:
+    """Send every due delivery once; a failure is retried later with exponential backoff."""
+    lease = timedelta(seconds=ctx.settings.webhook_timeout_seconds * 4 + 30)
+    claimed = claim_due(ctx, WebhookDelivery, now=ctx.clock(), lease=lease)
+    counts = {DELIVERED: 0, PENDING: 0, FAILED: 0}
+    if not claimed:
+        return DeliveryReport()
+    sealer = _sealer(ctx)
+    timeout = httpx.Timeout(ctx.settings.webhook_timeout_seconds)
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        for delivery_id in claimed:
+            with ctx.db.session() as session:
+                row = session.get(WebhookDelivery, delivery_id)
+                endpoint = session.get(WebhookEndpoint, row.endpoint_id) if row else None
+            if row is None or endpoint is None:
+                continue
+            attempts = row.attempts + 1
+            code: int | None = None
+            error: str | None = "endpoint deleted"
+            elapsed = 0
+            if endpoint.active:
+                code, error, elapsed = _attempt(client, sealer, row, endpoint)
+            else:
+                attempts = MAX_ATTEMPTS
+            now = ctx.clock()
+            values: dict[str, object]
+            if error is None:
+                values = {"status": DELIVERED, "delivered_at": now}
+            elif attempts >= MAX_ATTEMPTS:
+                values = {"status": FAILED}
+            else:
+                values = {"status": PENDING, "next_attempt_at": now + retry_delay(attempts)}
+            with ctx.db.transaction() as session:
+                session.execute(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == SENDING)
+                    .values(
+                        attempts=attempts,
+                        last_status_code=code,
+                        last_error=error,
+                        last_response_ms=elapsed,
+                        **values,
+                    )
+                )
+            counts[str(values["status"])] += 1
+    return DeliveryReport(
+        delivered=counts[DELIVERED], retrying=counts[PENDING], failed=counts[FAILED]
+    )
