@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from tests.conftest import Seeded, seed_org
 
 from keyrack.domain.permissions import PERMISSIONS
 from keyrack.services.context import Context
+from tests.conftest import Seeded, seed_org
 
 CRM = tuple(
     p
