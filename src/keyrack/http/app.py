@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from redis.asyncio import Redis as AsyncRedis
 
 from keyrack import __version__, console
+from keyrack import logging as keyrack_logging
+from keyrack.cache.keycache import KeyCache
+from keyrack.cache.memory import MemoryLimiter
+from keyrack.cache.redis import RedisLimiter
+from keyrack.cache.relay import RedisListener, RedisPublisher
 from keyrack.config import Settings
-from keyrack.domain.verification import KeyVerifier
-from keyrack.http import problems
+from keyrack.http import metrics, problems
 from keyrack.http.gateway import Gateway
-from keyrack.http.routes import apps, handoffs, health, keys, leaks, requests, staff
-from keyrack.http.routes import clients, contacts, contracts, pulse, usage
+from keyrack.http.routes import (
+    apps,
+    clients,
+    contacts,
+    contracts,
+    handoffs,
+    health,
+    introspection,
+    keys,
+    leaks,
+    pulse,
+    requests,
+    staff,
+    usage,
+)
 from keyrack.services.context import Context
 from keyrack.services.keys import find_identity
+from keyrack.services.last_used import LastUsedBuffer
 
 ROUTERS = (
     health.router,
+    metrics.router,
+    introspection.router,  # before keys: /keys/self is not /keys/{ref}
     keys.router,
     apps.router,
     requests.router,
@@ -33,16 +57,28 @@ ROUTERS = (
 )
 """Every router of the app; a new resource adds its router here."""
 
+_SUBSCRIBE_WAIT_SECONDS = 2.0
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None, *, ctx: Context | None = None) -> FastAPI:
     """Build the app for ``settings`` (or a ready ``ctx``, as tests do)."""
     if ctx is None:
         ctx = Context.from_settings(settings or Settings())
+        keyrack_logging.configure(ctx.settings.log_level)  # a real server, not a test
     ctx.settings.check_deployable()
+    key_cache: KeyCache[introspection.SelfView] = KeyCache(
+        lambda digest: find_identity(ctx, digest),
+        lambda identity: introspection.load_self(ctx, identity),
+        ttl=ctx.settings.key_cache_ttl_seconds,
+    )
+    ctx.bus.subscribe(key_cache.invalidate)
+    last_used = LastUsedBuffer(ctx)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with _gateway_runtime(app, ctx, key_cache, last_used):
+            yield
 
     app = FastAPI(
         title="Keyrack",
@@ -58,6 +94,47 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
     for router in ROUTERS:
         app.include_router(router)
     console.install(app)
-    verifier = KeyVerifier(lambda digest: find_identity(ctx, digest), ctx.clock)
-    app.add_middleware(Gateway, verify=verifier.verify)
+    app.state.key_cache = key_cache
+    app.state.last_used = last_used
+    app.state.metrics = metrics.Metrics()
+    # the active limiter; replaced by a RedisLimiter at startup when Redis is configured
+    app.state.limiter = MemoryLimiter(lease_seconds=ctx.settings.concurrency_lease_seconds)
+    app.add_middleware(
+        Gateway, ctx=ctx, cache=key_cache, last_used=last_used, metrics=app.state.metrics
+    )
     return app
+
+
+@asynccontextmanager
+async def _gateway_runtime(
+    app: FastAPI, ctx: Context, key_cache: KeyCache[Any], last_used: LastUsedBuffer
+) -> AsyncIterator[None]:
+    """Start the limiter, the last-used flusher and the invalidation listener; stop them,
+    flushing what is pending, at shutdown."""
+    settings = ctx.settings
+    tasks = [asyncio.create_task(last_used.run(), name="keyrack-last-used")]
+    redis: AsyncRedis | None = None
+    publisher: RedisPublisher | None = None
+    if settings.redis_url:
+        redis = AsyncRedis.from_url(settings.redis_url)
+        app.state.limiter = RedisLimiter(redis, lease_seconds=settings.concurrency_lease_seconds)
+        publisher = RedisPublisher(settings.redis_url)
+        ctx.bus.subscribe(publisher)
+        listener = RedisListener(redis, key_cache, origin=publisher.origin)
+        tasks.append(asyncio.create_task(listener.run(), name="keyrack-invalidation"))
+        try:
+            await asyncio.wait_for(listener.subscribed.wait(), timeout=_SUBSCRIBE_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("serving before the cache invalidation channel is up")
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await last_used.aclose()
+        await app.state.limiter.aclose()
+        if publisher is not None:
+            publisher.close()
+        if redis is not None:
+            await redis.aclose()

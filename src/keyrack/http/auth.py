@@ -5,46 +5,75 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
+from keyrack.domain.keys import looks_like_key
 from keyrack.domain.verification import KeyIdentity, Verdict, VerdictStatus
 from keyrack.errors import AccessDenied, AuthenticationFailed
 
-QUERY_KEY_NAMES = ("api_key", "key", "token", "access_token")
+QUERY_KEY_NAMES = frozenset({"api_key", "key", "token", "access_token"})
 
 
 class KeyParser:
-    """One method per place a key may be presented (SPEC §4)."""
+    """One method per place a key may be presented (SPEC §4).
+
+    Header methods return the presented string (not yet checked) or None when that
+    header is absent; a header that is there but unusable raises ``malformed-key``.
+    """
 
     def from_x_api_key(self, headers: Mapping[str, str]) -> str | None:
         value = headers.get("x-api-key", "").strip()
         return value or None
 
     def from_authorization(self, headers: Mapping[str, str]) -> str | None:
-        scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
-        credentials = credentials.strip()
-        if not credentials:
+        header = headers.get("authorization", "").strip()
+        if not header:
             return None
-        if scheme.lower() == "bearer":
+        scheme, _, credentials = header.partition(" ")
+        scheme, credentials = scheme.lower(), credentials.strip()
+        if scheme == "bearer" and credentials:
             return credentials
-        if scheme.lower() == "basic":
+        if scheme == "basic" and credentials:
             try:
                 decoded = base64.b64decode(credentials, validate=True).decode()
             except (binascii.Error, UnicodeDecodeError):
-                return None
+                raise _malformed("the Basic credentials are not valid base64") from None
             user, _, _password = decoded.partition(":")
-            return user.strip() or None
-        return None
+            if user.strip():
+                return user.strip()
+            raise _malformed("send the API key as the Basic user name")
+        raise _malformed("use Authorization: Bearer <key>, Basic, or the X-API-Key header")
 
     def from_headers(self, headers: Mapping[str, str]) -> str | None:
         return self.from_x_api_key(headers) or self.from_authorization(headers)
 
-    def from_query(self, query: Mapping[str, str]) -> str | None:
-        """A key in the URL: never accepted, only detected so it can be revoked as leaked."""
-        for name in QUERY_KEY_NAMES:
-            value = query.get(name)
-            if value:
-                return value
-        return None
+    def from_query(self, query_string: bytes) -> str | None:
+        """A key in the URL: never accepted, only found so it can be revoked as leaked.
+
+        Refused are a key-shaped value under any name, and any value under the usual
+        credential names (``api_key``, ``key``, ``token``, ``access_token``).
+        """
+        if not query_string:
+            return None
+        found = None
+        for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=False):
+            if looks_like_key(value.strip()):
+                return value.strip()
+            if name.lower() in QUERY_KEY_NAMES and found is None:
+                found = value.strip()
+        return found or None
+
+
+def _malformed(detail: str) -> AuthenticationFailed:
+    return AuthenticationFailed(detail, code="malformed-key")
+
+
+_MESSAGES = {
+    "malformed-key": "the API key is not well formed (check for a copy/paste error)",
+    "invalid-key": "the API key is not valid",
+    "revoked-key": "the API key has been revoked",
+    "expired-key": "the API key has expired",
+}
 
 
 def principal_from(verdict: Verdict) -> KeyIdentity:
@@ -54,10 +83,4 @@ def principal_from(verdict: Verdict) -> KeyIdentity:
     code = verdict.status.problem_code
     if verdict.status is VerdictStatus.DISABLED:
         raise AccessDenied("API access is disabled for this organization", code=code)
-    messages = {
-        "malformed-key": "the API key is not well formed (check for a copy/paste error)",
-        "invalid-key": "the API key is not valid",
-        "revoked-key": "the API key has been revoked",
-        "expired-key": "the API key has expired",
-    }
-    raise AuthenticationFailed(messages[code], code=code)
+    raise AuthenticationFailed(_MESSAGES[code], code=code)

@@ -1,56 +1,335 @@
-"""The gateway: authenticates every ``/api/v2`` request before routing.
+"""The gateway: request id, body limit, metrics and, for ``/api/v2``, authentication
+and throttling, before any routing.
 
-A pure ASGI middleware (not a FastAPI dependency) so the hot path stays short.
+A pure ASGI middleware (not a FastAPI dependency), so the hot path is a few
+dictionary reads: the key's identity comes from ``KeyCache`` (no database, no
+thread on a hit), the limiter takes one call, and ``last_used`` is noted in
+memory for the write-behind flush. The order of checks for an API request:
+
+1. a key in the URL query → 400 ``key-in-url``, and that key is revoked as leaked;
+2. the key from ``X-API-Key`` / ``Authorization`` → 401 missing/malformed/invalid/
+   revoked/expired, 403 ``api-disabled``;
+3. the instance host (``{slug}.{base_domain}``) → 403 ``wrong-tenant``;
+4. an ``Origin`` header outside the org's allow-list → 403 ``browser-origin``;
+5. the key's CIDR allow-list → 403 ``ip-not-allowed``;
+6. the limiter, bucket = key ref → 429 ``rate-limited`` / ``concurrency-limited``.
+
+Admitted responses carry ``RateLimit-Policy`` and ``RateLimit``; the in-flight
+slot is released when the response ends, however it ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+import logging
+import re
+import time
+import uuid
+from functools import lru_cache
+from typing import Any
 
 from anyio import to_thread
-from starlette.datastructures import Headers, QueryParams
-from starlette.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import Counter
+from redis import RedisError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyrack.domain.verification import KeyIdentity, Verdict
+from keyrack.cache.base import Limiter
+from keyrack.cache.keycache import KeyCache
+from keyrack.cache.memory import MemoryLimiter
+from keyrack.domain import keys as keyformat
+from keyrack.domain.limits import Admission, RateLimitPolicy
+from keyrack.domain.verification import KeyIdentity, KeyVerifier
 from keyrack.errors import KeyrackError
 from keyrack.http.auth import KeyParser, principal_from
-from keyrack.http.problems import problem
+from keyrack.http.metrics import Metrics
+from keyrack.http.problems import STATUS_BY_CODE, problem
+from keyrack.logging import REQUEST_ID
+from keyrack.services.context import Context
+from keyrack.services.last_used import LastUsedBuffer
+from keyrack.services.leaks import revoke_leaked
 
 API_PREFIX = "/api/v2/"
 PUBLIC_PATHS = frozenset({"/api/v2/openapi.json", "/api/v2/leaks"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-Verify = Callable[[str], Verdict]
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("keyrack.access")
+
+
+@lru_cache(maxsize=4096)
+def policy_for(rate_per_second: int, concurrency: int) -> RateLimitPolicy:
+    return RateLimitPolicy(rate_per_second, concurrency)
+
+
+@lru_cache(maxsize=4096)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def ip_allowed(ip: str | None, cidrs: tuple[str, ...]) -> bool:
+    if not cidrs:
+        return True
+    if ip is None:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in _networks(cidrs))
+
+
+class _Refused(Exception):
+    """A response decided before routing (problem document, maybe extra headers)."""
+
+    def __init__(self, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        self.code, self.detail, self.headers = code, detail, headers
 
 
 class Gateway:
-    def __init__(self, app: ASGIApp, verify: Verify) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ctx: Context,
+        cache: KeyCache[Any],
+        last_used: LastUsedBuffer,
+        metrics: Metrics,
+        trust_forwarded_for: bool = False,
+    ) -> None:
         self.app = app
-        self.verify = verify
+        self.ctx = ctx
+        self.cache = cache
+        self.last_used = last_used
+        self.metrics = metrics
+        self.trust_forwarded_for = trust_forwarded_for
+        self.verifier = KeyVerifier(cache.lookup, ctx.clock)
         self.parser = KeyParser()
+        self.host_suffix = "." + ctx.settings.base_domain.lower().strip(".")
+        self.max_body = ctx.settings.max_body_bytes
+        self.fallback = MemoryLimiter(lease_seconds=ctx.settings.concurrency_lease_seconds)
+        self._limiter_down = False
+        self._counters: dict[tuple[str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(API_PREFIX) or path in PUBLIC_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = scope.setdefault("state", {})
-        try:
-            principal = await self._authenticate(scope)
-        except KeyrackError as exc:
-            response = problem(exc.code, exc.detail, request_id=state.get("request_id"))
-            await response(scope, receive, send)
-            return
-        state["principal"] = principal
-        await self.app(scope, receive, send)
+        started = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+        status = 500
 
-    async def _authenticate(self, scope: Scope) -> KeyIdentity:
-        headers = Headers(scope=scope)
-        if self.parser.from_query(QueryParams(scope.get("query_string", b""))):
-            raise KeyrackError("API keys must not be sent in the URL", code="key-in-url")
-        presented = self.parser.from_headers(headers)
-        if presented is None:
-            raise KeyrackError(
-                "send your API key in the X-API-Key or Authorization header", code="missing-key"
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        admitted: tuple[Limiter, str, str] | None = None
+        principal: KeyIdentity | None = None
+        try:
+            try:
+                receive = self._limit_body(headers, receive)
+                path: str = scope["path"]
+                if path.startswith(API_PREFIX) and path not in PUBLIC_PATHS:
+                    principal, admission, limiter = await self._admit(scope, headers)
+                    scope["state"]["principal"] = principal
+                    extra.append((b"ratelimit-policy", admission.policy.policy_header.encode()))
+                    extra.append((b"ratelimit", admission.header.encode()))
+                    if admission.lease is not None:
+                        admitted = (limiter, principal.ref, admission.lease)
+            except _Refused as refused:
+                await self._refuse(refused, request_id, scope, receive, send_with_headers)
+                return
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            if admitted is not None:
+                admitted[0].release(admitted[1], admitted[2])
+            self._observe(scope, status, started, principal)
+            REQUEST_ID.reset(token)
+
+    # -- admission --------------------------------------------------------------
+
+    async def _admit(
+        self, scope: Scope, headers: dict[str, str]
+    ) -> tuple[KeyIdentity, Admission, Limiter]:
+        leaked = self.parser.from_query(scope.get("query_string", b""))
+        if leaked is not None:
+            await self._revoke_leaked(leaked, scope)
+            raise _Refused(
+                "key-in-url", "API keys must not be sent in the URL; this one is revoked"
             )
-        verdict = await to_thread.run_sync(self.verify, presented)
-        return principal_from(verdict)
+        try:
+            presented = self.parser.from_headers(headers)
+        except KeyrackError as exc:
+            raise _Refused(exc.code, exc.detail) from None
+        if presented is None:
+            raise _Refused(
+                "missing-key", "send your API key in the X-API-Key or Authorization header"
+            )
+        identity = await self._verify(presented)
+        if headers.get("host") and self._bound_slug(headers["host"]) not in (
+            None,
+            identity.org_slug,
+        ):
+            raise _Refused("wrong-tenant", "this key belongs to another organization's host")
+        origin = headers.get("origin")
+        if origin is not None and not _origin_allowed(origin, identity.allowed_origins):
+            raise _Refused(
+                "browser-origin",
+                "API keys do not belong in browser code; this origin is not in the allow-list",
+            )
+        if not ip_allowed(self._client_ip(scope, headers), identity.allowed_cidrs):
+            raise _Refused("ip-not-allowed", "this key may not be used from your IP address")
+        policy = policy_for(identity.rate_per_second, identity.concurrency)
+        limiter, admission = await self._acquire(scope, identity.ref, policy)
+        if not admission.allowed:
+            code = admission.decision.value
+            self.metrics.throttled.labels(code).inc()
+            raise _Refused(
+                code,
+                "too many requests for this key; retry after the Retry-After delay"
+                if code == "rate-limited"
+                else "too many requests in flight for this key; wait for one to finish",
+                {
+                    "Retry-After": str(admission.retry_after),
+                    "RateLimit-Policy": policy.policy_header,
+                    "RateLimit": admission.header,
+                },
+            )
+        self.last_used.note(identity.key_id, self.ctx.clock(), self._client_ip(scope, headers))
+        return identity, admission, limiter
+
+    async def _verify(self, presented: str) -> KeyIdentity:
+        if keyformat.is_well_formed(presented):
+            digest = keyformat.digest(presented)
+            if not self.cache.cached(digest):
+                self.metrics.cache_misses.inc()
+                try:
+                    await self.cache.preload(digest)
+                except Exception:
+                    log.exception("key lookup failed")
+                    raise _Refused(
+                        "unavailable", "key verification is unavailable; retry"
+                    ) from None
+        try:
+            return principal_from(self.verifier.verify(presented))
+        except KeyrackError as exc:
+            raise _Refused(exc.code, exc.detail) from None
+
+    async def _acquire(
+        self, scope: Scope, bucket: str, policy: RateLimitPolicy
+    ) -> tuple[Limiter, Admission]:
+        limiter: Limiter = scope["app"].state.limiter
+        if limiter is not self.fallback:
+            try:
+                admission = await limiter.acquire(bucket, policy)
+            except (RedisError, OSError) as exc:
+                if not self._limiter_down:
+                    log.error("limiter unavailable, limiting per process until it is back: %r", exc)
+                    self._limiter_down = True
+            else:
+                if self._limiter_down:
+                    log.warning("limiter is back")
+                    self._limiter_down = False
+                return limiter, admission
+        return self.fallback, await self.fallback.acquire(bucket, policy)
+
+    async def _revoke_leaked(self, secret: str, scope: Scope) -> None:
+        where = f"URL query string of {scope['method']} {scope['path']}"
+        try:
+            await to_thread.run_sync(revoke_leaked, self.ctx, secret, where)
+        except Exception:
+            log.exception("could not revoke a key found in a URL")
+
+    def _bound_slug(self, host: str) -> str | None:
+        """The org slug an instance host is bound to; None for any other host."""
+        name = host.lower()
+        if not name.startswith("["):
+            name = name.rpartition(":")[0] or name
+        if name.endswith(self.host_suffix) and len(name) > len(self.host_suffix):
+            return name[: -len(self.host_suffix)]
+        return None
+
+    def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
+        if self.trust_forwarded_for and (forwarded := headers.get("x-forwarded-for")):
+            return forwarded.split(",", 1)[0].strip() or None
+        client = scope.get("client")
+        return client[0] if client else None
+
+    def _limit_body(self, headers: dict[str, str], receive: Receive) -> Receive:
+        """Refuse bodies over ``max_body_bytes``: by Content-Length, or while streaming."""
+        length = headers.get("content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_body:
+                raise _Refused("payload-too-large", f"the body exceeds {self.max_body} bytes")
+            return receive
+        if "transfer-encoding" not in headers:
+            return receive
+        received = 0
+        limit = self.max_body
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"the body exceeds {limit} bytes")
+            return message
+
+        return limited
+
+    # -- responses and observation ----------------------------------------------
+
+    async def _refuse(
+        self, refused: _Refused, request_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        status = STATUS_BY_CODE.get(refused.code, 400)
+        headers = dict(refused.headers or {})
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="keyrack"'
+        if status != 429:
+            self.metrics.auth_failures.labels(refused.code).inc()
+        response: Response = problem(
+            refused.code, refused.detail, request_id=request_id, headers=headers
+        )
+        await response(scope, receive, send)
+
+    def _observe(
+        self, scope: Scope, status: int, started: float, principal: KeyIdentity | None
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        method: str = scope["method"]
+        counter = self._counters.get((method, status))
+        if counter is None:
+            counter = self._counters[(method, status)] = self.metrics.requests.labels(
+                method, str(status)
+            )
+        counter.inc()
+        self.metrics.latency.observe(elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "key": principal.ref if principal else None,
+                },
+            )
+
+
+def _origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
+    wanted = origin.strip().rstrip("/").lower()
+    return any(wanted == candidate.lower() for candidate in allowed)

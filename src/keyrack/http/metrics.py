@@ -1,0 +1,59 @@
+"""Prometheus metrics, one registry per app, served at ``GET /metrics``.
+
+Labels are low-cardinality on purpose: no path, no key, no organization.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.responses import Response
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "keyrack_http_requests",
+            "HTTP requests served, by method and status.",
+            ("method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "keyrack_http_request_duration_seconds",
+            "Time from request start to the end of the response body.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "keyrack_auth_failures",
+            "API requests refused before routing, by problem code.",
+            ("code",),
+            registry=self.registry,
+        )
+        self.throttled = Counter(
+            "keyrack_throttled_requests",
+            "API requests refused by the limiter, by problem code.",
+            ("code",),
+            registry=self.registry,
+        )
+        self.cache_misses = Counter(
+            "keyrack_key_cache_misses",
+            "Verifications that had to read the database.",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

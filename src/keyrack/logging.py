@@ -1,0 +1,70 @@
+"""JSON log lines carrying the request id, with anything shaped like a key scrubbed.
+
+Nothing in Keyrack logs headers or query strings; ``redact`` is the second line of
+defence: any ``kr_live_…`` / ``kr_test_…`` token (also URL-encoded) in a message,
+an extra field or a traceback is replaced before the line is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("keyrack_request_id", default=None)
+"""The id of the request being served (set by the gateway), on every log line."""
+
+_KEY_SHAPE = re.compile(r"kr(?:_|%5[fF])(live|test)(?:_|%5[fF])[0-9A-Za-z]*")
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every key-shaped token replaced by ``kr_<mode>_[redacted]``."""
+    if "kr" not in text:
+        return text
+    return _KEY_SHAPE.sub(lambda m: f"kr_{m.group(1)}_[redacted]", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None) or REQUEST_ID.get(),
+        }
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD_ATTRS and name not in line:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(line, default=str, ensure_ascii=False))
+
+
+def configure(level: str = "INFO") -> None:
+    """Send every logger (uvicorn's too) to stderr as JSON lines.
+
+    uvicorn's access log is silenced: it prints query strings, where a leaked key
+    may sit. The gateway writes its own access line (``keyrack.access``), without them.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False
+    access.disabled = True
