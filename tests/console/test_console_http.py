@@ -9,7 +9,8 @@ import httpx
 from sqlalchemy import func, insert, select
 
 from keyrack.domain.ids import new_ref
-from keyrack.services import keys
+from keyrack.domain.tenancy import OrgKind
+from keyrack.services import apps, keys, tenancy
 from keyrack.services.context import Context
 from keyrack.services.keys import Scope
 from keyrack.storage.tables.audit import AuditEvent
@@ -303,3 +304,82 @@ def test_console_pages_send_security_headers_and_stay_out_of_openapi(
     assert page.headers["cache-control"] == "no-store"
     spec = browser.client.get("/api/v2/openapi.json").json()
     assert not [path for path in spec["paths"] if path.startswith("/console")]
+
+
+def seed_app(ctx: Context) -> str:
+    vendor = tenancy.create_org(ctx, OPERATOR, name="Nexla", slug="nexla", kind=OrgKind.VENDOR)
+    sandbox, _ = keys.create_key(
+        ctx, OPERATOR, Scope(vendor.id), name="Nexla sandbox", permissions=["clients:read"]
+    )
+    return apps.register_app(
+        ctx, OPERATOR, vendor_org_id=vendor.id, name="Nexla Sync", sandbox_key_ref=sandbox.ref
+    ).ref
+
+
+def test_production_key_request_approved_by_staff_is_revealed_once_to_the_customer(
+    live_url: str, browser: Browser, people: People, ctx: Context
+) -> None:
+    app_ref = seed_app(ctx)
+    browser.sign_in(people.admin)
+    browser.get("/console/settings/api/production")
+    asked = browser.post("/console/settings/api/production", {"app": app_ref})
+    assert asked.status_code == 303
+    assert "pending" in browser.get("/console/settings/api/production").text
+
+    with httpx.Client(base_url=live_url) as staff_client:
+        staff = Browser(staff_client)
+        staff.sign_in(people.staff)
+        queue = staff.get("/console/staff/requests")
+        ref = re.search(
+            r"/console/staff/requests/(kreq_[0-9A-Z]+|[a-z]+_[0-9A-Z]{26})/approve", queue.text
+        )
+        assert ref is not None
+        approved = staff.post(f"/console/staff/requests/{ref.group(1)}/approve", {})
+        assert approved.status_code == 303
+        assert not SECRET.search(staff.get("/console/staff/requests").text)
+
+    waiting = browser.get("/console/settings/api/production")
+    claim = re.search(r'action="(/console/settings/api/claims/[^"]+)"', waiting.text)
+    assert claim is not None
+    opened = browser.post(claim.group(1), {})
+    key_page = browser.get(opened.headers["location"])
+    secret = SECRET.findall(key_page.text)[0]
+    assert secret.startswith("kr_live_") and "clients:read" in key_page.text
+    assert browser.post(claim.group(1), {}).status_code == 410
+
+
+def test_hand_off_link_opens_once_then_is_gone(
+    live_url: str, browser: Browser, people: People
+) -> None:
+    browser.sign_in(people.admin)
+    page = generate(browser)
+    secret = SECRET.findall(page.text)[0]
+    ref = re.search(r"key_[0-9A-Z]{26}", page.text).group(0)  # type: ignore[union-attr]
+    made = browser.post(f"/console/settings/api/keys/{ref}/handoff", {})
+    assert made.status_code == 201
+    url = re.search(r'id="handoff-url"[^>]*value="([^"]+)"', made.text).group(1)  # type: ignore[union-attr]
+    assert secret not in made.text
+    with httpx.Client() as vendor_client:
+        vendor = Browser(vendor_client)
+        landing = vendor.get(url)
+        assert secret not in landing.text  # a link preview does not burn it
+        shown = vendor.post(url, {})
+        assert secret in shown.text
+        again = vendor.post(url, {})
+        assert again.status_code == 410 and secret not in again.text
+
+
+def test_hand_off_link_needs_the_secret_still_in_the_reveal_window(
+    browser: Browser, people: People, clock: MutableClock
+) -> None:
+    browser.sign_in(people.admin)
+    page = generate(browser)
+    ref = re.search(r"key_[0-9A-Z]{26}", page.text).group(0)  # type: ignore[union-attr]
+    clock.advance(timedelta(minutes=6))
+    assert browser.post(f"/console/settings/api/keys/{ref}/handoff", {}).status_code == 400
+
+
+def test_notifications_inbox_lists_and_marks_read(browser: Browser, people: People) -> None:
+    browser.sign_in(people.member)
+    inbox = browser.get("/console/notifications")
+    assert inbox.status_code == 200 and "Nothing new" in inbox.text

@@ -10,10 +10,18 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from keyrack.console import api_keys, auth, staff, team
+from keyrack.console import api_keys, auth, notifications, production, staff, team
 from keyrack.console.web import HERE, PREFIX
 
-ROUTERS = (auth.root, auth.router, api_keys.router, team.router, staff.router)
+ROUTERS = (
+    auth.root,
+    auth.router,
+    api_keys.router,
+    production.router,
+    team.router,
+    notifications.router,
+    staff.router,
+)
 
 
 def install(app: FastAPI) -> None:

@@ -37,6 +37,7 @@ NOTICES = {
     "created": "Key generated. Copy it now: it is shown in full only for a few minutes.",
     "regenerated": "Key regenerated. Copy the new secret now.",
     "revoked": "Key revoked. Requests with it are refused from now on.",
+    "claimed": "Your approved production key. Copy it now, or create a one-time hand-off link.",
 }
 
 

@@ -188,6 +188,24 @@ def forget_reveal(ctx: Context, current: SignedIn, ref: str) -> None:
         )
 
 
+def held_secret(ctx: Context, current: SignedIn, ref: str) -> str | None:
+    """The secret of ``ref`` this session still holds in its reveal window, if any."""
+    with ctx.db.session() as session:
+        sealed = session.scalar(
+            select(ConsoleReveal.sealed_secret).where(
+                ConsoleReveal.session_id == current.session_id,
+                ConsoleReveal.key_ref == ref,
+                ConsoleReveal.expires_at > ctx.clock(),
+            )
+        )
+    if sealed is None:
+        return None
+    try:
+        return _sealer(ctx).open(sealed)
+    except SealError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Revealed:
     ref: str

@@ -1,4 +1,4 @@
-"""Staff pages: organizations and their API-access switch."""
+"""Staff pages: organizations and their API-access switch; production-key requests."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from keyrack.console.web import (
     render,
     see_other,
 )
-from keyrack.services import tenancy
+from keyrack.domain.permissions import PERMISSIONS
+from keyrack.services import requests, tenancy
+from keyrack.services.requests import RequestStatus
 
 router = APIRouter(prefix=f"{PREFIX}/staff", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -37,3 +39,45 @@ def api_access(
 ) -> Response:
     tenancy.update_org(ctx, actor, slug, api_enabled=enabled)
     return see_other(f"{PREFIX}/staff/orgs")
+
+
+@router.get("/requests")
+def key_requests(
+    ctx: CtxDep, request: Request, current: StaffDep, cursor: str | None = None
+) -> HTMLResponse:
+    """Pending production-key requests of every organization, oldest decisions last."""
+    page = requests.list_requests(ctx, None, status=RequestStatus.PENDING, cursor=cursor)
+    return render(
+        request,
+        "staff_requests.html",
+        page=page,
+        decided=requests.list_requests(ctx, None, limit=20).data,
+        permissions=PERMISSIONS,
+    )
+
+
+@router.post("/requests/{ref}/approve", dependencies=[CsrfDep])
+def approve(
+    ctx: CtxDep,
+    ref: str,
+    current: StaffDep,
+    actor: ActorDep,
+    permissions: Annotated[list[str] | None, Form()] = None,
+) -> Response:
+    """An app request gets the app's sandbox permissions; free text gets those ticked here."""
+    view = requests.get_request(ctx, ref)
+    granted = None if view.app_ref else (permissions or [])
+    requests.approve_request(ctx, actor, ref, permissions=granted)
+    return see_other(f"{PREFIX}/staff/requests")
+
+
+@router.post("/requests/{ref}/reject", dependencies=[CsrfDep])
+def reject(
+    ctx: CtxDep,
+    ref: str,
+    current: StaffDep,
+    actor: ActorDep,
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    requests.reject_request(ctx, actor, ref, reason=reason)
+    return see_other(f"{PREFIX}/staff/requests")

@@ -79,6 +79,8 @@ def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
     if current is None:
         return []
     links = [("Home", f"{PREFIX}")]
+    if current.user.org_id is not None:
+        links.append(("Notifications", f"{PREFIX}/notifications"))
     if manages_settings(current):
         links += [
             ("Settings → API", f"{PREFIX}/settings/api"),
@@ -86,7 +88,10 @@ def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
             ("Audit log", f"{PREFIX}/audit"),
         ]
     if current.user.is_staff:
-        links += [("Staff: organizations", f"{PREFIX}/staff/orgs")]
+        links += [
+            ("Staff: organizations", f"{PREFIX}/staff/orgs"),
+            ("Staff: key requests", f"{PREFIX}/staff/requests"),
+        ]
     return links
 
 
