@@ -1,19 +1,25 @@
 """One-time reveals: approved production keys (claims) and hand-off links to a vendor.
 
 Claims and link creation need ``keys:manage`` in the key's organization. Opening a
-link needs no key: the token in the path is the capability, and it works once.
+link needs no key: the token is the capability, and it works once.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, ScopeDep, client_ip, require
 from keyrack.http.paging import link_header
 from keyrack.http.schemas.common import ListPage
-from keyrack.http.schemas.requests import HandoffCreate, HandoffOut, LinkOut, RevealedOut
+from keyrack.http.schemas.requests import (
+    HandoffCreate,
+    HandoffOpen,
+    HandoffOut,
+    LinkOut,
+    RevealedOut,
+)
 from keyrack.services import handoffs
 from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 
@@ -64,13 +70,18 @@ def create_link(
     return LinkOut.of_link(link, str(request.base_url).rstrip("/") + link.path)
 
 
-@router.get("/api/v2/handoffs/{token}")
+OPEN_LINK_PATH = "/api/v2/handoffs/open"
+"""Public (no API key): the gateway must let this exact path through, like the leaks one."""
+
+
+@router.post(OPEN_LINK_PATH, responses={404: {}, 410: {}})
 def open_link(
-    ctx: ContextDep,
-    token: Annotated[str, Path(min_length=16, max_length=100)],
-    request: Request,
-    response: Response,
+    ctx: ContextDep, body: HandoffOpen, request: Request, response: Response
 ) -> RevealedOut:
-    """Read the handed-off secret, once: afterwards 410 gone; unknown tokens 404."""
+    """Read the handed-off secret, once; afterwards 410 gone, unknown tokens 404.
+
+    The token travels in the body, not the URL, so that it stays out of access logs.
+    People open the link page ``/handoff/{token}`` in the console instead.
+    """
     response.headers.update(NO_STORE)
-    return RevealedOut.of(handoffs.open_link(ctx, token, ip=client_ip(request)))
+    return RevealedOut.of(handoffs.open_link(ctx, body.token, ip=client_ip(request)))

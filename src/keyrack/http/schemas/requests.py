@@ -138,6 +138,10 @@ class HandoffCreate(Strict):
     key: str = Field(min_length=1, max_length=100, description="The secret you hold for this key")
 
 
+class HandoffOpen(Strict):
+    token: str = Field(min_length=16, max_length=100, description="The token of a hand-off link")
+
+
 class LinkOut(HandoffOut):
     url: str = Field(description="Give this to the vendor yourself; it opens once. Never emailed.")
 
