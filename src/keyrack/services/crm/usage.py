@@ -94,13 +94,14 @@ def record_usage(
     _check(events, now)
     refs = {item.client_ref for item in events}
     with ctx.db.transaction() as session:
-        found = dict(
-            session.execute(
+        found: dict[str, int] = {
+            ref: client_id
+            for ref, client_id in session.execute(
                 clients_of(scope)
                 .with_only_columns(Client.ref, Client.id)
                 .where(Client.ref.in_(refs))
-            ).tuples()
-        )
+            )
+        }
         for i, item in enumerate(events):
             if item.client_ref not in found:
                 raise NotFound(f"events[{i}].client_id: no client {item.client_ref!r}")
