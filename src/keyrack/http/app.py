@@ -30,10 +30,12 @@ from keyrack.http.routes import (
     introspection,
     keys,
     leaks,
+    notifications,
     pulse,
     requests,
     staff,
     usage,
+    webhooks,
 )
 from keyrack.services.context import Context
 from keyrack.services.keys import find_identity
@@ -54,6 +56,8 @@ ROUTERS = (
     contracts.router,
     usage.router,
     pulse.router,
+    notifications.router,
+    webhooks.router,
 )
 """Every router of the app; a new resource adds its router here."""
 

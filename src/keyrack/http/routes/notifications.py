@@ -1,0 +1,49 @@
+"""In-app notifications (``keys:manage``): a key reads its owner's, or its organization's."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from keyrack.http.deps import ContextDep, PrincipalDep, require
+from keyrack.http.paging import link_header
+from keyrack.http.schemas.common import ListPage
+from keyrack.http.schemas.notifications import NotificationOut
+from keyrack.services import notifications
+
+router = APIRouter(
+    prefix="/api/v2/notifications",
+    tags=["notifications"],
+    dependencies=[Depends(require("keys:manage"))],
+)
+
+
+@router.get("")
+def list_notifications(
+    ctx: ContextDep,
+    principal: PrincipalDep,
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    unread: bool = False,
+) -> ListPage[NotificationOut]:
+    page = notifications.list_notifications(
+        ctx,
+        principal.owner_id,
+        org_id=principal.org_id,
+        unread_only=unread,
+        limit=limit,
+        cursor=cursor,
+    )
+    link_header(request, response, page.next_cursor)
+    return ListPage(data=[NotificationOut.of(n) for n in page.data], next_cursor=page.next_cursor)
+
+
+@router.post("/{notification_id}/read")
+def mark_read(ctx: ContextDep, principal: PrincipalDep, notification_id: int) -> NotificationOut:
+    view = notifications.mark_read(
+        ctx, principal.owner_id, notification_id, org_id=principal.org_id
+    )
+    return NotificationOut.of(view)

@@ -1,0 +1,246 @@
+"""Webhooks: signed deliveries to a real receiver, retries with backoff, redelivery, the API."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+from tests.conftest import MutableClock, Seeded
+from tests.hygiene.conftest import Receiver
+
+from keyrack.client.webhooks import sign_payload, verify_signature
+from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
+from keyrack.services import jobs, keys, tenancy, webhooks
+from keyrack.services.context import Actor
+from keyrack.storage.tables.webhooks import WebhookEndpoint
+
+SECRET = "whsec_test-secret"
+BODY = b'{"id":"evt_1","type":"key.revoked"}'
+
+
+def test_a_signature_verifies_only_for_its_secret_body_and_fresh_timestamp() -> None:
+    now = 1_800_000_000
+    header = sign_payload(SECRET, BODY, now)
+    assert header.startswith(f"t={now},v1=")
+    assert verify_signature(SECRET, BODY, header, now=now + 299)
+    assert not verify_signature("whsec_other", BODY, header, now=now)
+    assert not verify_signature(SECRET, BODY + b" ", header, now=now)
+    assert not verify_signature(SECRET, BODY, "t=abc,v1=00", now=now)
+    assert not verify_signature(SECRET, BODY, "", now=now)
+
+
+def test_a_replay_older_than_five_minutes_is_rejected() -> None:
+    sent = 1_800_000_000
+    header = sign_payload(SECRET, BODY, sent)
+    assert verify_signature(SECRET, BODY, header, now=sent + 300)
+    assert not verify_signature(SECRET, BODY, header, now=sent + 301)
+
+
+def test_a_header_with_a_rotated_secret_still_verifies_with_either_signature() -> None:
+    now = 1_800_000_000
+    old = sign_payload("whsec_old", BODY, now)
+    new = sign_payload(SECRET, BODY, now).split(",", 1)[1]
+    assert verify_signature(SECRET, BODY, f"{old},{new}", now=now)
+
+
+def test_retries_back_off_exponentially_and_are_capped() -> None:
+    assert [retry_delay(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert retry_delay(30) == timedelta(hours=6)
+
+
+def _register(api: httpx.Client, seeded: Seeded, hook: Receiver, **extra: object) -> int:
+    body = {"url": hook.url, **extra}
+    created = api.post("/api/v2/webhooks", json=body, headers=seeded.headers())
+    assert created.status_code == 201, created.text
+    hook.secret = created.json()["secret"]
+    assert hook.secret.startswith("whsec_")
+    return int(created.json()["id"])
+
+
+def test_an_event_is_delivered_signed_to_a_real_receiver(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver
+) -> None:
+    webhook_id = _register(api, seeded, receiver)
+    made = api.post("/api/v2/keys", json={"name": "Nexla"}, headers=seeded.headers())
+    secret = made.json()["key"]
+
+    report = jobs.sweep(seeded.ctx)
+
+    assert report.webhooks_delivered == 1
+    [got] = receiver.received
+    assert got["verified"]
+    payload = json.loads(got["body"])
+    assert payload["type"] == "key.created" == got["headers"]["keyrack-event-type"]
+    assert payload["id"] == got["headers"]["keyrack-event-id"]
+    assert payload["data"]["ref"] == made.json()["ref"]
+    assert payload["data"]["masked"] == made.json()["masked"]
+    assert secret not in got["body"].decode()
+    log = api.get(f"/api/v2/webhooks/{webhook_id}/deliveries", headers=seeded.headers()).json()
+    [delivery] = log["data"]
+    assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == (
+        "delivered",
+        1,
+        200,
+    )
+    assert delivery["last_response_ms"] is not None
+
+
+def test_a_failed_delivery_is_retried_later_and_then_delivered(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver, clock: MutableClock
+) -> None:
+    webhook_id = _register(api, seeded, receiver, events=["key.revoked"])
+    receiver.statuses = [500]
+    api.post(
+        f"/api/v2/keys/{seeded.key.ref}/revoke", json={"reason": "test"}, headers=seeded.headers()
+    )
+    first = jobs.sweep(seeded.ctx)
+    assert (first.webhooks_delivered, first.webhooks_retrying) == (0, 1)
+    [pending] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    assert (pending.status, pending.attempts, pending.last_status_code) == ("pending", 1, 500)
+    assert pending.next_attempt_at == clock.now + timedelta(seconds=30)
+
+    assert jobs.sweep(seeded.ctx, clock.now + timedelta(seconds=29)).webhooks_delivered == 0
+    assert jobs.sweep(seeded.ctx, clock.now + timedelta(seconds=30)).webhooks_delivered == 1
+
+    assert len(receiver.received) == 2
+    assert all(r["verified"] for r in receiver.received)
+    ids = {r["headers"]["keyrack-event-id"] for r in receiver.received}
+    assert len(ids) == 1  # the same event, so a receiver can drop duplicates
+    [done] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    assert (done.status, done.attempts) == ("delivered", 2)
+
+
+def test_an_unreachable_endpoint_fails_after_the_last_attempt(
+    seeded: Seeded, clock: MutableClock
+) -> None:
+    operator = Actor(label="test")
+    endpoint, _ = webhooks.create_endpoint(
+        seeded.ctx, operator, seeded.org_id, url="http://127.0.0.1:9/hooks"
+    )
+    seeded.new_key(name="Will not arrive")
+    for _ in range(MAX_ATTEMPTS):
+        jobs.sweep(seeded.ctx)
+        clock.advance(timedelta(hours=7))
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    assert (delivery.status, delivery.attempts) == ("failed", MAX_ATTEMPTS)
+    assert delivery.last_error and "Connect" in delivery.last_error
+    assert jobs.sweep(seeded.ctx).webhooks_failed == 0
+
+
+def test_redeliver_sends_a_delivery_again(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver
+) -> None:
+    webhook_id = _register(api, seeded, receiver)
+    seeded.new_key(name="Again")
+    jobs.sweep(seeded.ctx)
+    [delivery] = api.get(
+        f"/api/v2/webhooks/{webhook_id}/deliveries", headers=seeded.headers()
+    ).json()["data"]
+    again = api.post(
+        f"/api/v2/webhooks/deliveries/{delivery['id']}/redeliver", headers=seeded.headers()
+    )
+    assert again.status_code == 200 and again.json()["status"] == "pending"
+    assert jobs.sweep(seeded.ctx).webhooks_delivered == 1
+    assert [r["headers"]["keyrack-event-id"] for r in receiver.received] == [
+        delivery["event_id"]
+    ] * 2
+
+
+def test_only_subscribed_events_are_delivered(seeded: Seeded, receiver: Receiver) -> None:
+    operator = Actor(label="test")
+    _, receiver.secret = webhooks.create_endpoint(
+        seeded.ctx, operator, seeded.org_id, url=receiver.url, events=["key.rolled"]
+    )
+    seeded.new_key(name="Not subscribed")
+    keys.roll_key(seeded.ctx, operator, seeded.scope, seeded.key.ref)
+    jobs.sweep(seeded.ctx)
+    assert [json.loads(r["body"])["type"] for r in receiver.received] == ["key.rolled"]
+
+
+def test_the_signing_secret_is_sealed_at_rest(seeded: Seeded) -> None:
+    _, secret = webhooks.create_endpoint(
+        seeded.ctx, Actor(label="test"), seeded.org_id, url="https://hooks.example/x"
+    )
+    with seeded.ctx.db.session() as session:
+        stored = session.scalar(select(WebhookEndpoint.secret_sealed))
+    assert stored and secret not in stored and secret[6:] not in stored
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"url": "ftp://hooks.example/x"}, "http"),
+        ({"url": "javascript:alert(1)"}, "http"),
+        ({"url": "https://hooks.example/x", "events": ["key.exploded"]}, "unknown event"),
+        ({"url": "https://hooks.example/x", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_webhook_registrations_are_validation_errors(
+    api: httpx.Client, seeded: Seeded, body: dict[str, object], detail: str
+) -> None:
+    response = api.post("/api/v2/webhooks", json=body, headers=seeded.headers())
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/validation-error")
+    assert detail in response.text
+
+
+def test_webhooks_need_an_organization_key_with_keys_manage(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    _, reader_secret = seeded.new_key(name="Reader", permissions=["clients:read"])
+    _, local_secret = seeded.new_key(
+        name="Local", location_id=seeded.location_id, permissions=["keys:manage"]
+    )
+    assert api.get("/api/v2/webhooks").status_code == 401
+    for secret in (reader_secret, local_secret):
+        response = api.get("/api/v2/webhooks", headers=seeded.headers(secret))
+        assert response.status_code == 403
+
+
+def test_another_organizations_webhooks_are_not_found(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver
+) -> None:
+    webhook_id = _register(api, seeded, receiver)
+    other_org = tenancy.create_org(seeded.ctx, Actor(label="t", is_staff=True), name="O", slug="o")
+    _, other = keys.create_key(
+        seeded.ctx,
+        Actor(label="t"),
+        keys.Scope(other_org.id),
+        name="O",
+        permissions=["keys:manage"],
+    )
+    headers = {"X-API-Key": other}
+    assert api.get(f"/api/v2/webhooks/{webhook_id}/deliveries", headers=headers).status_code == 404
+    assert api.delete(f"/api/v2/webhooks/{webhook_id}", headers=headers).status_code == 404
+    assert api.get("/api/v2/webhooks", headers=headers).json()["data"] == []
+
+
+def test_a_deleted_webhook_receives_nothing_more(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver
+) -> None:
+    webhook_id = _register(api, seeded, receiver)
+    seeded.new_key(name="Before delete")
+    deleted = api.delete(f"/api/v2/webhooks/{webhook_id}", headers=seeded.headers())
+    assert deleted.status_code == 200 and deleted.json()["active"] is False
+    seeded.new_key(name="After delete")
+    assert jobs.sweep(seeded.ctx).webhooks_delivered == 0
+    assert receiver.received == []
+    assert api.get("/api/v2/webhooks", headers=seeded.headers()).json()["data"] == []
+
+
+def test_the_receiver_clock_is_wall_time_even_when_sweeping_at_another_moment(
+    seeded: Seeded, receiver: Receiver
+) -> None:
+    _, receiver.secret = webhooks.create_endpoint(
+        seeded.ctx, Actor(label="test"), seeded.org_id, url=receiver.url
+    )
+    seeded.new_key(name="Time traveller")
+    far = seeded.key.created_at + timedelta(days=400)
+    jobs.sweep(seeded.ctx, far)
+    assert receiver.received and all(r["verified"] for r in receiver.received)
+    assert abs(int(receiver.received[0]["headers"]["keyrack-signature"][2:12]) - time.time()) < 60
