@@ -1,0 +1,147 @@
+"""Save PNGs of the main console pages into docs/screenshots/ (``python -m tests.console.screenshots``).
+
+Seeds a throwaway SQLite database with a realistic organization, serves the real
+app on a loopback socket and drives headless Chromium through the pages.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
+
+from keyrack.config import Settings
+from keyrack.domain.keys import Environment
+from keyrack.domain.tenancy import OrgKind, Role
+from keyrack.http.app import create_app
+from keyrack.services import apps, expiry, keys, leaks, requests, tenancy
+from keyrack.services.context import Actor, Context
+from keyrack.services.keys import Scope
+from keyrack.storage.database import Database
+from keyrack.storage.migrate import upgrade
+from tests.conftest import TEST_SECRET, MutableClock
+from tests.console.conftest import PASSWORD
+from tests.console.test_browser import ARGS, CHROMIUM
+from tests.live import serve_in_thread
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+OPERATOR = Actor(label="cli", is_staff=True)
+
+
+def seed(ctx: Context, clock: MutableClock) -> None:
+    org = tenancy.create_org(ctx, OPERATOR, name="Acme CRM", slug="acme")
+    tenancy.create_location(ctx, OPERATOR, org_slug="acme", name="Berlin office", slug="berlin")
+    for email, role, name in (
+        ("dana@acme.test", Role.OWNER, "Dana Owner"),
+        ("ann@acme.test", Role.ADMIN, "Ann Admin"),
+        ("max@acme.test", Role.MEMBER, "Max Member"),
+    ):
+        tenancy.create_user(
+            ctx, OPERATOR, org_slug="acme", email=email, role=role, name=name, password=PASSWORD
+        )
+    bot = tenancy.create_user(
+        ctx, OPERATOR, org_slug="acme", email="api@acme.test", service=True
+    ).user
+    tenancy.create_user(
+        ctx, OPERATOR, org_slug=None, email="ops@keyrack.test", staff=True, password=PASSWORD
+    )
+    vendor = tenancy.create_org(ctx, OPERATOR, name="Nexla", slug="nexla", kind=OrgKind.VENDOR)
+    sandbox, _ = keys.create_key(
+        ctx, OPERATOR, Scope(vendor.id), name="Nexla sandbox", permissions=["clients:read"]
+    )
+    app = apps.register_app(
+        ctx, OPERATOR, vendor_org_id=vendor.id, name="Nexla Sync", sandbox_key_ref=sandbox.ref
+    )
+    ann = tenancy.actor_for_user(tenancy.authenticate(ctx, "ann@acme.test", PASSWORD))  # type: ignore[arg-type]
+    scope = Scope(org.id)
+    made = []
+    for name, env, perms in (
+        ("HubSpot sync", Environment.PRODUCTION, ["clients:read", "contacts:read"]),
+        ("Marketing Automation", Environment.SANDBOX, ["usage:write"]),
+        ("Data warehouse export", Environment.PRODUCTION, ["exports:create"]),
+        ("Old Zapier", Environment.SANDBOX, ["clients:write"]),
+    ):
+        made.append(
+            keys.create_key(
+                ctx, ann, scope, name=name, environment=env, permissions=perms, owner_id=bot.id
+            )
+        )
+        clock.advance(timedelta(hours=5))
+    keys.record_last_used(ctx, {made[0][0].id: (clock(), "203.0.113.7")})
+    keys.revoke_key(ctx, ann, scope, made[3][0].ref, reason="integration retired")
+    leaks.revoke_leaked(ctx, made[1][1], "https://github.com/acme/scripts/blob/main/sync.py")
+    requests.create_request(ctx, ann, org_id=org.id, app_ref=app.ref)
+    clock.advance(timedelta(days=76))
+    expiry.run(ctx)
+    clock.advance(timedelta(hours=1))
+
+
+def sign_in(page: Page, email: str) -> None:
+    page.goto("/console/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/shots.db"
+        upgrade(url)
+        clock = MutableClock()
+        settings = Settings(database_url=url, secret_key=TEST_SECRET, environment="test")
+        ctx = Context(settings=settings, db=Database(url), clock=clock)
+        seed(ctx, clock)
+        with serve_in_thread(create_app(ctx=ctx)) as base, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            context = browser.new_context(base_url=base, viewport={"width": 1440, "height": 800})
+            page = context.new_page()
+
+            def shot(name: str) -> None:
+                page.screenshot(path=OUT / f"{name}.png", full_page=True)
+                sys.stdout.write(f"{OUT / name}.png\n")
+
+            page.goto("/console/login")
+            shot("sign-in")
+            sign_in(page, "ann@acme.test")
+            shot("settings-api-masked")
+            page.get_by_role("link", name="Generate key").click()
+            page.get_by_label("Name").fill("Nexla Integration")
+            page.get_by_label("clients:read").check()
+            page.get_by_label("contacts:read").check()
+            shot("generate-key")
+            page.get_by_role("button", name="Generate key").click()
+            shot("key-revealed")
+            page.get_by_role("navigation", name="Main").get_by_role(
+                "link", name="Settings → API"
+            ).click()
+            shot("settings-api-revealed")
+            page.goto("/console/settings/team")
+            shot("team")
+            page.goto("/console/audit")
+            shot("audit")
+            page.goto("/console/notifications")
+            shot("notifications")
+            context.close()
+            staff = browser.new_context(base_url=base, viewport={"width": 1440, "height": 800})
+            page = staff.new_page()
+            sign_in(page, "ops@keyrack.test")
+            page.goto("/console/staff/requests")
+            shot("staff-requests")
+            page.goto("/console/staff/orgs")
+            shot("staff-orgs")
+            mobile = browser.new_context(base_url=base, viewport={"width": 390, "height": 844})
+            page = mobile.new_page()
+            sign_in(page, "ann@acme.test")
+            shot("settings-api-mobile")
+            staff.close()
+            mobile.close()
+            browser.close()
+        ctx.db.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
