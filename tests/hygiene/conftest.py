@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import Message
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -27,13 +28,15 @@ class Inbox:
     """An aiosmtpd handler that keeps every message it receives."""
 
     def __init__(self) -> None:
-        self.messages: list[Message] = []
+        self.messages: list[EmailMessage] = []
         self.recipients: list[str] = []
         self._lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self._lock:
-            self.messages.append(message_from_bytes(envelope.content))
+            message = message_from_bytes(envelope.content, policy=policy.default)
+            assert isinstance(message, EmailMessage)
+            self.messages.append(message)
             self.recipients.extend(envelope.rcpt_tos)
         return "250 Message accepted for delivery"
 
@@ -42,10 +45,12 @@ class Inbox:
 def smtp_server() -> Iterator[tuple[str, Inbox]]:
     """A real SMTP server on 127.0.0.1; yields its ``smtp://`` URL and inbox."""
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=0)
+    with socket.socket() as probe:  # aiosmtpd's start() needs a concrete port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        port = controller.server.sockets[0].getsockname()[1]
         yield f"smtp://127.0.0.1:{port}", inbox
     finally:
         controller.stop()
