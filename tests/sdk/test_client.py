@@ -26,6 +26,21 @@ def test_keyrack_client_is_the_sdk_client() -> None:
     assert keyrack.Client is Client
 
 
+def test_health_names_the_organization_and_the_key(seeded: Seeded, sdk: Client) -> None:
+    assert sdk.health() == {"status": "ok", "organization": "Acme", "key": seeded.key.ref}
+
+
+def test_keys_self_introspects_the_calling_key_whatever_its_permissions(
+    live_url: str, seeded: Seeded
+) -> None:
+    view, secret = seeded.new_key(name="Reporting", permissions=[], rate_per_second=7)
+    with Client(secret, base_url=live_url) as client:
+        found = client.keys.self()
+    assert (found["ref"], found["name"], found["last4"]) == (view.ref, "Reporting", secret[-4:])
+    assert found["rate_limit"]["rate_per_second"] == 7
+    assert secret not in repr(found)
+
+
 def test_an_unknown_key_raises_authentication_error_with_the_problem_document(
     live_url: str, seeded: Seeded
 ) -> None:

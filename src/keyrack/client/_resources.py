@@ -1,7 +1,7 @@
 """The API's resources: one generic CRUD helper, specialised in a few lines each.
 
-Every method returns the decoded JSON body (a ``dict``), lists return a ``Page``
-and ``iter`` walks every page lazily.
+Every method returns the decoded JSON body (a ``dict``); a list returns one
+``Page`` and its ``iter…`` twin walks every page lazily.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ class Requester(Protocol):
     ) -> Any: ...
 
 
-class Resource:
-    """``list``/``iter``/``create``/``get``/``update``/``delete`` on ``/api/v2/<name>``."""
+class Listing:
+    """A cursor-paged ``GET`` list: ``list`` for one page, ``iter`` for every item."""
 
     def __init__(self, client: Requester, path: str) -> None:
         self._client = client
@@ -49,13 +49,17 @@ class Resource:
         """Every item, ``limit`` per request, fetching pages only as they are consumed."""
         return iterate(lambda cursor: self.list(limit=limit, cursor=cursor, **filters))
 
-    def create(self, **fields: Any) -> Record:
-        created: Record = self._client.request("POST", self._path, json=fields)
-        return created
-
     def get(self, ident: str | int) -> Record:
         found: Record = self._client.request("GET", self._item(ident))
         return found
+
+
+class Resource(Listing):
+    """``list``/``iter``/``get`` plus ``create``/``update``/``delete`` on ``/api/v2/<name>``."""
+
+    def create(self, **fields: Any) -> Record:
+        created: Record = self._client.request("POST", self._path, json=fields)
+        return created
 
     def update(self, ident: str | int, **fields: Any) -> Record:
         """Change only the fields given (``PATCH``)."""
@@ -106,37 +110,33 @@ class Keys(Resource):
 
 
 class Usage:
-    """Product usage events: push batches, read aggregates."""
+    """Product usage events: push batches, read aggregates per client and period."""
 
     def __init__(self, client: Requester) -> None:
         self._client = client
+        buckets = Listing(client, "/api/v2/usage")
+        self.aggregate = buckets.list
+        """One page of totals; filters: ``period``, ``client_id``, ``event``, ``since``, ``until``."""
+        self.iter_aggregate = buckets.iter
 
     def push(self, events: Iterable[Mapping[str, Any]]) -> Record:
-        """Send a batch of events (idempotent by each event's ``id``)."""
+        """Send a batch of events; an ``id`` already received is reported as a duplicate."""
         pushed: Record = self._client.request(
             "POST", "/api/v2/usage", json={"events": [dict(e) for e in events]}
         )
         return pushed
 
-    def aggregate(self, **params: Any) -> Record:
-        """Aggregates per client and period (filters as query parameters)."""
-        found: Record = self._client.request("GET", "/api/v2/usage", params=params)
-        return found
 
-
-class Pulse:
-    """Client feedback (NPS 0-10 and a comment): submit, list, summary."""
+class Pulse(Listing):
+    """Client feedback (NPS 0-10 and a comment): submit, list, get, and the NPS summary."""
 
     def __init__(self, client: Requester) -> None:
-        self._client = client
-        self._items = Resource(client, "/api/v2/pulse")
-        self.list = self._items.list
-        self.iter = self._items.iter
+        super().__init__(client, "/api/v2/pulse")
+        summaries = Listing(client, "/api/v2/pulse/summary")
+        self.summary = summaries.list
+        """One page of NPS per client and period; filters as for ``list`` plus ``period``."""
+        self.iter_summary = summaries.iter
 
     def submit(self, **fields: Any) -> Record:
-        return self._items.create(**fields)
-
-    def summary(self, **params: Any) -> Record:
-        """NPS summary per client and period."""
-        found: Record = self._client.request("GET", "/api/v2/pulse/summary", params=params)
-        return found
+        submitted: Record = self._client.request("POST", self._path, json=fields)
+        return submitted
