@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy import func, select
 from tests.conftest import MutableClock, Seeded
 
+from keyrack.domain.expiry import DeadlineKind
 from keyrack.domain.keys import digest
 from keyrack.domain.verification import KeyStatus, KeyVerifier, VerdictStatus
-from keyrack.services import jobs, keys
+from keyrack.services import expiry, jobs, keys
 from keyrack.services.context import Context
 from keyrack.services.events import Event, KeyChanged
 from keyrack.storage.database import Database
@@ -45,7 +46,7 @@ def expiring_days(ctx: Context, ref: str) -> list[int]:
 
 def status_of(ctx: Context, ref: str) -> KeyStatus:
     with ctx.db.session() as session:
-        return KeyStatus(session.scalar(select(ApiKey.status).where(ApiKey.ref == ref)))
+        return KeyStatus(session.scalar(select(ApiKey.status).where(ApiKey.ref == ref)) or "")
 
 
 def count(ctx: Context, table: Any) -> int:
@@ -209,6 +210,35 @@ def test_sweep_command_evaluates_at_now_and_reports_json(seeded: Seeded, databas
         [*KEYRACK, "sweep", "--now", "next tuesday"], env=env, capture_output=True, check=False
     )
     assert bad.returncode == 2
+
+
+def test_the_worker_sweeps_until_told_to_stop(seeded: Seeded, clock: MutableClock) -> None:
+    clock.now = seeded.key.created_at + 75 * DAY
+    stop = threading.Event()
+    reports: list[jobs.SweepReport] = []
+
+    def on_report(report: jobs.SweepReport) -> None:
+        reports.append(report)
+        clock.advance(8 * DAY)
+        if len(reports) == 3:
+            stop.set()
+
+    assert jobs.run_worker(seeded.ctx, stop=stop, interval=0.001, on_report=on_report) == 3
+    assert [r.notices for r in reports] == [1, 1, 0]
+    assert [r.expired for r in reports] == [0, 0, 1]
+
+
+def test_a_dry_run_lists_what_is_due_and_changes_nothing(seeded: Seeded) -> None:
+    at = seeded.key.created_at + 83 * DAY
+    [step] = expiry.plan(jobs.at(seeded.ctx, at))
+    assert (step.ref, step.step.threshold, step.step.deadline.kind) == (
+        seeded.key.ref,
+        "7",
+        DeadlineKind.INACTIVITY,
+    )
+    assert count(seeded.ctx, ExpiryNotice) == 0
+    jobs.sweep(seeded.ctx, at)
+    assert expiry.plan(jobs.at(seeded.ctx, at)) == []
 
 
 @pytest.mark.slow

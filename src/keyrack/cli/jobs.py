@@ -72,7 +72,7 @@ def sweep(
             emit_json(rows)
         else:
             emit_table(
-                "Due", ["ref", "name", "step", "deadline", "kind"], [r.values() for r in rows]
+                "Due", ["ref", "name", "step", "deadline", "kind"], [list(r.values()) for r in rows]
             )
         return
     _print_report(jobs.sweep(ctx, moment), as_json)
