@@ -42,9 +42,9 @@ from keyrack.services.keys import find_identity
 from keyrack.services.last_used import LastUsedBuffer
 
 ROUTERS = (
+    introspection.router,  # first: the hot path; and before keys (/keys/self ≠ /keys/{ref})
     health.router,
     metrics.router,
-    introspection.router,  # before keys: /keys/self is not /keys/{ref}
     keys.router,
     apps.router,
     requests.router,

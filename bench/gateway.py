@@ -1,0 +1,221 @@
+"""Gateway overhead: authenticated vs unauthenticated throughput on one server process.
+
+    .venv/bin/python bench/gateway.py [--seconds 6] [--connections 32]
+
+Starts ``uvicorn keyrack.http.app:create_app --factory`` (one process, SQLite in a
+temporary directory), then drives it from another process with 32 keep-alive
+connections: ``wrk`` when installed (``apt-get install wrk``), else a small asyncio
+HTTP/1.1 client. Endpoints: ``GET /healthz`` (no auth) and ``GET /api/v2/keys/self``
+with a valid key whose limits are raised out of the way; first with the in-process
+limiter, then with the Redis limiter (``KEYRACK_BENCH_REDIS_URL``, else
+``KEYRACK_TEST_REDIS_URL``, else redis://127.0.0.1:6379/0; skipped if unreachable).
+Prints req/s, p50/p99 latency and the authenticated/unauthenticated ratios.
+Targets: >= 0.85 in-process, >= 0.6 with Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis
+
+from keyrack.config import Settings
+from keyrack.services import keys, tenancy
+from keyrack.services.context import Actor, Context
+from keyrack.services.keys import Scope
+from keyrack.storage.migrate import upgrade
+
+SECRET_KEY = "bench-secret-key-0123456789abcdefghijklmnop"
+TARGETS = {"memory": 0.85, "redis": 0.6}
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def seed(database_url: str) -> str:
+    """Migrate, create an org and a key with limits out of the way; return the secret."""
+    upgrade(database_url)
+    ctx = Context.from_settings(Settings(database_url=database_url, secret_key=SECRET_KEY))
+    operator = Actor(label="bench", is_staff=True)
+    org = tenancy.create_org(ctx, operator, name="Bench", slug="bench")
+    _, secret = keys.create_key(
+        ctx, operator, Scope(org.id), name="Bench key", rate_per_second=100_000, concurrency=10_000
+    )
+    ctx.db.dispose()
+    return secret
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", "keyrack.http.app:create_app", "--factory"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+_WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, headers: dict[str, str], seconds: int, connections: int) -> Result:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "1", *command]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latency = {m[0]: float(m[1]) * _UNITS[m[2]] for m in _WRK_LATENCY.findall(out)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return Result(rps, latency["50"], latency["99"], int(bad.group(1)) if bad else 0)
+
+
+async def _client(
+    port: int, request: bytes, stop: float, latencies: list[float], errors: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if not head.startswith(b"HTTP/1.1 2"):
+                errors.append(1)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def run_asyncio(port: int, path: str, headers: dict[str, str], seconds: int, conns: int) -> Result:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"] + [f"{k}: {v}" for k, v in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    latencies: list[float] = []
+    errors: list[int] = []
+
+    async def main() -> float:
+        stop = time.perf_counter() + seconds
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(_client(port, request, stop, latencies, errors) for _ in range(conns))
+        )
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(main())
+    latencies.sort()
+    return Result(
+        len(latencies) / elapsed,
+        latencies[len(latencies) // 2] * 1000,
+        latencies[int(len(latencies) * 0.99)] * 1000,
+        len(errors),
+    )
+
+
+def measure(port: int, path: str, headers: dict[str, str], seconds: int, conns: int) -> Result:
+    if shutil.which("wrk"):
+        run_wrk(f"http://127.0.0.1:{port}{path}", headers, 1, conns)  # warm-up
+        return run_wrk(f"http://127.0.0.1:{port}{path}", headers, seconds, conns)
+    run_asyncio(port, path, headers, 1, conns)
+    return run_asyncio(port, path, headers, seconds, conns)
+
+
+def redis_url() -> str | None:
+    url = (
+        os.environ.get("KEYRACK_BENCH_REDIS_URL")
+        or os.environ.get("KEYRACK_TEST_REDIS_URL")
+        or "redis://127.0.0.1:6379/0"
+    )
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+    except redis.RedisError:
+        return None
+    return url
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    tool = "wrk" if shutil.which("wrk") else "asyncio client"
+    print(f"load generator: {tool}, {args.connections} connections, {args.seconds}s per run")
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        secret = seed(database_url)
+        base_env = {
+            **os.environ,
+            "KEYRACK_DATABASE_URL": database_url,
+            "KEYRACK_SECRET_KEY": SECRET_KEY,
+            "KEYRACK_REDIS_URL": "",
+        }
+        base_env.pop("KEYRACK_REDIS_URL")
+        limiters = {"memory": None, "redis": redis_url()}
+        for name, url in limiters.items():
+            if name == "redis" and url is None:
+                print("redis: unreachable, skipped")
+                continue
+            env = dict(base_env)
+            if url:
+                env["KEYRACK_REDIS_URL"] = url
+            port = free_port()
+            server = start_server(env, port)
+            try:
+                plain = measure(port, "/healthz", {}, args.seconds, args.connections)
+                authed = measure(
+                    port, "/api/v2/keys/self", {"X-API-Key": secret}, args.seconds, args.connections
+                )
+            finally:
+                server.terminate()
+                server.wait(timeout=20)
+            ratio = authed.rps / plain.rps
+            ok = ratio >= TARGETS[name]
+            failed |= not ok or bool(plain.errors or authed.errors)
+            print(f"\nlimiter: {name}")
+            for label, result in (("GET /healthz", plain), ("GET /api/v2/keys/self", authed)):
+                print(
+                    f"  {label:<24} {result.rps:>9.0f} req/s   p50 {result.p50_ms:6.2f} ms"
+                    f"   p99 {result.p99_ms:6.2f} ms   non-2xx {result.errors}"
+                )
+            print(f"  ratio authenticated/unauthenticated: {ratio:.2f} (target >= {TARGETS[name]})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
