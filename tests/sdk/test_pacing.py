@@ -22,7 +22,7 @@ from keyrack.client import (
 )
 from keyrack.client._client import masked
 from keyrack.client._errors import error_for
-from keyrack.client._pacing import Pacer, retry_after_seconds
+from keyrack.client._pacing import HEADROOM, Pacer, policy_rate, retry_after_seconds
 
 
 class FakeTime:
@@ -45,6 +45,10 @@ def paced(rate: float | None = 5, concurrency: int | None = None) -> tuple[Pacer
     return Pacer(rate, concurrency, clock=time.clock, sleep=time.sleep), time
 
 
+STEP = 1 / (5 * HEADROOM)
+"""Spacing of starts at 5 requests/s: a little over 0.2 s."""
+
+
 def starts(pacer: Pacer, time: FakeTime, count: int) -> list[float]:
     out = []
     for _ in range(count):
@@ -53,16 +57,17 @@ def starts(pacer: Pacer, time: FakeTime, count: int) -> list[float]:
     return out
 
 
-def test_request_starts_are_spaced_one_interval_apart() -> None:
+def test_request_starts_are_spaced_evenly_just_under_the_rate() -> None:
     pacer, time = paced(rate=5)
-    assert starts(pacer, time, 6) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert starts(pacer, time, 6) == pytest.approx([i * STEP for i in range(6)])
+    assert 0.2 < STEP < 0.22
 
 
 def test_idle_time_is_not_saved_up_for_a_burst() -> None:
     pacer, time = paced(rate=5)
     starts(pacer, time, 1)
     time.now = 10.0
-    assert starts(pacer, time, 3) == pytest.approx([10.0, 10.2, 10.4])
+    assert starts(pacer, time, 3) == pytest.approx([10.0, 10 + STEP, 10 + 2 * STEP])
 
 
 def test_slow_requests_are_not_delayed_further() -> None:
@@ -83,7 +88,7 @@ def test_hold_delays_every_start_until_retry_after_has_passed() -> None:
     pacer, time = paced(rate=5)
     starts(pacer, time, 1)
     pacer.hold(1.5)
-    assert starts(pacer, time, 2) == pytest.approx([1.5, 1.7])
+    assert starts(pacer, time, 2) == pytest.approx([1.5, 1.5 + STEP])
 
 
 def test_a_hold_reported_while_waiting_is_honoured_before_starting() -> None:
@@ -122,6 +127,37 @@ def test_concurrency_gate_lets_at_most_that_many_requests_in_flight() -> None:
     for thread in threads:
         thread.join()
     assert (most, inflight) == (2, 0)
+
+
+def test_a_stricter_server_policy_slows_the_pacer_down_but_never_speeds_it_up() -> None:
+    pacer, time = paced(rate=5)
+    pacer.tighten(10)
+    assert starts(pacer, time, 2) == pytest.approx([0.0, STEP])
+    pacer.tighten(2)  # applies from the latest start on
+    slow = 1 / (2 * HEADROOM)
+    assert starts(pacer, time, 2) == pytest.approx([STEP + slow, STEP + 2 * slow])
+
+
+def test_tighten_leaves_an_unpaced_client_unpaced() -> None:
+    pacer, time = paced(rate=None)
+    pacer.tighten(1)
+    assert starts(pacer, time, 3) == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("header", "rate"),
+    [
+        ('"key";q=5;w=1, "inflight";q=1', 5.0),
+        ('"default";q=100;w=60', 100 / 60),
+        ('"burst";q=10;w=1, "daily";q=1000;w=86400', 1000 / 86400),
+        ('"inflight";q=1', None),
+        ('"key";q=0;w=1', None),
+        ("garbage", None),
+        ("", None),
+    ],
+)
+def test_the_rate_is_read_from_the_ratelimit_policy_header(header: str, rate: float | None) -> None:
+    assert policy_rate(header) == (pytest.approx(rate) if rate else None)
 
 
 @pytest.mark.parametrize(("rate", "concurrency"), [(0, 1), (-1, 1), (5, 0)])

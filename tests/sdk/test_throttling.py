@@ -47,6 +47,16 @@ def test_a_paced_client_shared_by_three_threads_never_meets_a_429(
     assert elapsed >= 2.0
 
 
+def test_a_client_paced_faster_than_its_key_slows_down_to_the_servers_policy(
+    live_url: str, seeded: Seeded, wire: Wire
+) -> None:
+    _, secret = seeded.new_key(permissions=["keys:manage"], rate_per_second=1, concurrency=1)
+    with Client(secret, base_url=live_url, event_hooks=wire.hooks()) as client:
+        for _ in range(3):
+            client.keys.list(limit=1)
+    assert wire.statuses == [200, 200, 200]
+
+
 def test_an_unpaced_client_is_answered_429_and_retries_after_retry_after(
     live_url: str, seeded: Seeded, wire: Wire
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from keyrack.client._errors import KeyrackError, TransportError, error_for
-from keyrack.client._pacing import Pacer, retry_after_seconds
+from keyrack.client._pacing import Pacer, policy_rate, retry_after_seconds
 from keyrack.client._resources import Keys, Pulse, Resource, Usage
 from keyrack.domain.keys import PREFIX_LENGTH, looks_like_key, mask
 
@@ -71,7 +71,8 @@ class Client:
     """The Keyrack API for one key.
 
     ``Client(api_key, base_url=…)`` paces itself to the key's limits: at most
-    ``rate_per_second`` request starts per second (``None``: no pacing) and
+    ``rate_per_second`` request starts per second (``None``: no pacing; slowed
+    down further when the server's ``RateLimit-Policy`` shows a stricter key) and
     ``concurrency`` requests in flight (``None``: no limit), shared by every
     thread using this client. A 429 is retried after its ``Retry-After`` up to
     ``max_retries`` times, then raised as ``RateLimitedError``. Errors are the
@@ -184,6 +185,10 @@ class Client:
                     )
                 except httpx.RequestError as exc:
                     raise TransportError(f"{method} {path}: {exc}") from exc
+            if (policy := response.headers.get("RateLimit-Policy")) and (
+                rate := policy_rate(policy)
+            ):
+                self._pacer.tighten(rate)
             if response.status_code != 429:
                 break
             wait = retry_after_seconds(response.headers.get("Retry-After"))

@@ -2,13 +2,18 @@
 
 A ``Pacer`` is shared by every thread using one ``Client``. Each request first
 takes a slot of the concurrency gate (at most ``concurrency`` in flight), then a
-start time from a token bucket refilled at ``rate_per_second`` and holding one
-token, i.e. starts are spaced ``1 / rate_per_second`` apart. The server's bucket
-holds ``rate_per_second`` tokens, so evenly spaced starts never drain it, even
-when network jitter bunches a few requests together on arrival.
+start time from a token bucket holding one token and refilled at ``HEADROOM``
+times ``rate_per_second``: starts are evenly spaced, 5% wider than the limit
+allows. The server's bucket holds ``rate_per_second`` tokens, so evenly spaced
+starts never drain it; the headroom covers a one-token bucket (a 1/s key), where
+a request reaching the server a few milliseconds early would otherwise be
+refused.
 
 After a 429 the client calls ``hold(retry_after)``: no thread starts a request
-before that moment has passed.
+before that moment has passed. When the server's ``RateLimit-Policy`` header
+shows the key allows fewer requests per second than the pacer's rate, the client
+calls ``tighten`` so a stricter key costs no 429s; the pacer never speeds up
+beyond the rate it was given.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 DEFAULT_RETRY_AFTER = 1.0
+HEADROOM = 0.95
+"""Fraction of the configured rate actually used, for arrival jitter."""
 
 
 class Pacer:
@@ -41,13 +48,13 @@ class Pacer:
             raise ValueError("concurrency must be at least 1 (or None for no limit)")
         self.rate_per_second = rate_per_second
         self.concurrency = concurrency
-        self._interval = 1 / rate_per_second if rate_per_second else 0.0
+        self._interval = 1 / (rate_per_second * HEADROOM) if rate_per_second else 0.0
         self._gate = threading.BoundedSemaphore(concurrency) if concurrency else None
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._next_start = -math.inf
-        """Earliest start the bucket grants to the next request."""
+        self._last_start = -math.inf
+        """Start time granted to the latest request."""
         self._not_before = -math.inf
         """Set by ``hold``: nothing starts earlier."""
 
@@ -71,17 +78,42 @@ class Pacer:
         with self._lock:
             self._not_before = max(self._not_before, self._clock() + seconds)
 
+    def tighten(self, rate_per_second: float) -> None:
+        """Slow down to ``rate_per_second`` if that is stricter (no effect when pacing is off)."""
+        with self._lock:
+            if self.rate_per_second is not None and 0 < rate_per_second < self.rate_per_second:
+                self.rate_per_second = rate_per_second
+                self._interval = 1 / (rate_per_second * HEADROOM)
+
     def _reserve(self) -> float:
         """Book the next start time; returns how long to wait for it."""
         with self._lock:
             now = self._clock()
-            start = max(now, self._next_start, self._not_before)
-            self._next_start = start + self._interval
+            start = max(now, self._last_start + self._interval, self._not_before)
+            self._last_start = start
             return start - now
 
     def _held_for(self) -> float:
         with self._lock:
             return self._not_before - self._clock()
+
+
+def policy_rate(header: str) -> float | None:
+    """Requests per second of the strictest windowed quota in a ``RateLimit-Policy`` header.
+
+    ``"key";q=5;w=1, "inflight";q=1`` gives 5.0: only items with both a quota
+    ``q`` and a window ``w`` (seconds) are rates; anything unreadable is ignored.
+    """
+    rates = []
+    for item in header.split(","):
+        params = dict(part.strip().partition("=")[::2] for part in item.split(";")[1:])
+        try:
+            quota, window = float(params["q"]), float(params["w"])
+        except (KeyError, ValueError):
+            continue
+        if quota > 0 and window > 0 and math.isfinite(quota / window):
+            rates.append(quota / window)
+    return min(rates, default=None)
 
 
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float:
