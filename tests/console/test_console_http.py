@@ -383,3 +383,20 @@ def test_notifications_inbox_lists_and_marks_read(browser: Browser, people: Peop
     browser.sign_in(people.member)
     inbox = browser.get("/console/notifications")
     assert inbox.status_code == 200 and "Nothing new" in inbox.text
+
+
+def test_session_cookie_is_secure_when_served_over_https(browser: Browser, people: People) -> None:
+    """Behind a TLS-terminating proxy on loopback, uvicorn reports the https scheme."""
+    https = {"X-Forwarded-Proto": "https"}
+    page = browser.client.get("/console/login", headers=https)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    assert "Secure" in page.headers["set-cookie"]
+    browser.client.cookies.set("keyrack_login_csrf", token)
+    signed = browser.client.post(
+        "/console/login",
+        data={"email": people.owner, "password": PASSWORD, "csrf_token": token},
+        headers=https,
+    )
+    assert signed.status_code == 303
+    assert "keyrack_session=" in signed.headers["set-cookie"]
+    assert "Secure" in signed.headers["set-cookie"]
