@@ -195,7 +195,6 @@ def upgrade() -> None:
         batch_op.create_index("ix_crm_pulse_responses_org_id_id", ["org_id", "id"], unique=False)
 
 
-
 def downgrade() -> None:
     for table in (
         "crm_pulse_responses",
