@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,31 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return redact(json.dumps(line, default=str, ensure_ascii=False))
+
+
+def _stamp_request_id(
+    factory: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
+    """Record the request id when a record is made (it may be formatted elsewhere)."""
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return record
+
+    make.keyrack_stamped = True  # type: ignore[attr-defined]
+    return make
+
+
+def install_request_ids() -> None:
+    """Stamp every log record with the current request id (idempotent)."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "keyrack_stamped", False):
+        logging.setLogRecordFactory(_stamp_request_id(factory))
+
+
+install_request_ids()
 
 
 def configure(level: str = "INFO") -> None:

@@ -1,0 +1,205 @@
+"""The verification cache: hits touch no database; changes take effect at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import event
+
+from keyrack.cache.keycache import KeyCache
+from keyrack.config import Settings
+from keyrack.domain.verification import KeyIdentity
+from keyrack.http.app import create_app
+from keyrack.services import keys, tenancy
+from keyrack.services.context import Context
+from keyrack.services.events import KeyChanged, OrgChanged
+from keyrack.storage.database import Database
+from tests.conftest import OPERATOR, REDIS_URL, MutableClock, Seeded
+from tests.gateway.conftest import FakeMonotonic, Serve, problem_code
+
+
+@contextmanager
+def statements(ctx: Context) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def listener(*args: object) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(ctx.db.engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        event.remove(ctx.db.engine, "before_cursor_execute", listener)
+
+
+def test_a_cache_hit_runs_no_database_query(api: httpx.Client, seeded: Seeded) -> None:
+    _, fast = seeded.new_key(rate_per_second=100)
+    assert api.get("/api/v2/keys/self", headers=seeded.headers(fast)).status_code == 200
+    with statements(seeded.ctx) as seen:
+        for _ in range(20):
+            assert api.get("/api/v2/keys/self", headers=seeded.headers(fast)).status_code == 200
+            assert api.get("/api/v2/health", headers=seeded.headers(fast)).status_code == 200
+    assert seen == []
+
+
+def test_unknown_keys_are_cached_too(api: httpx.Client, seeded: Seeded) -> None:
+    from keyrack.domain.keys import Environment, generate
+
+    unknown = generate(Environment.PRODUCTION).secret
+    assert api.get("/api/v2/health", headers=seeded.headers(unknown)).status_code == 401
+    with statements(seeded.ctx) as seen:
+        for _ in range(5):
+            assert api.get("/api/v2/health", headers=seeded.headers(unknown)).status_code == 401
+    assert seen == []
+
+
+def test_a_roll_voids_the_cached_old_secret_at_once(api: httpx.Client, seeded: Seeded) -> None:
+    assert api.get("/api/v2/health", headers=seeded.headers()).status_code == 200
+    _, new_secret = keys.roll_key(seeded.ctx, OPERATOR, seeded.scope, seeded.key.ref)
+    old = api.get("/api/v2/health", headers=seeded.headers())
+    assert old.status_code == 401 and problem_code(old) == "invalid-key"
+    assert api.get("/api/v2/health", headers=seeded.headers(new_secret)).status_code == 200
+
+
+def test_a_permission_change_applies_to_the_next_request(
+    api: httpx.Client, seeded: Seeded, limiter_clock: FakeMonotonic
+) -> None:
+    assert api.get("/api/v2/keys", headers=seeded.headers()).status_code == 200
+    assert api.get("/api/v2/keys/self", headers=seeded.headers()).json()["permissions"] == [
+        "keys:manage"
+    ]
+    keys.update_key(
+        seeded.ctx, OPERATOR, seeded.scope, seeded.key.ref, permissions=["clients:read"]
+    )
+    limiter_clock.advance(1)
+    refused = api.get("/api/v2/keys", headers=seeded.headers())
+    assert refused.status_code == 403 and problem_code(refused) == "insufficient-permission"
+    me = api.get("/api/v2/keys/self", headers=seeded.headers()).json()
+    assert me["permissions"] == ["clients:read"]
+
+
+def test_keys_self_describes_the_key_with_its_latest_use(
+    api: httpx.Client, seeded: Seeded, clock: MutableClock
+) -> None:
+    first = api.get("/api/v2/keys/self", headers=seeded.headers()).json()
+    clock.advance(timedelta(minutes=5))
+    me = api.get("/api/v2/keys/self", headers=seeded.headers()).json()
+    assert me["ref"] == seeded.key.ref and me["name"] == "Seed key"
+    assert me["last4"] == seeded.secret[-4:] and seeded.secret not in str(me)
+    assert me["environment"] == "sandbox" and me["status"] == "active"
+    assert me["scope"] == {
+        "organization": {"id": seeded.org_id, "slug": "acme", "name": "Acme"},
+        "location_id": None,
+    }
+    assert me["rate_limit"] == {"rate_per_second": 5, "concurrency": 1}
+    assert me["last_used_at"] == "2026-01-05T09:05:00Z" and me["last_used_ip"] == "127.0.0.1"
+    assert me["inactivity_deadline"] == "2026-04-05T09:05:00Z"
+    assert first["created_at"] == me["created_at"] == "2026-01-05T09:00:00Z"
+
+
+def _identity(digest: str, org_id: int = 1) -> KeyIdentity:
+    from keyrack.domain.keys import Environment
+    from keyrack.domain.verification import KeyStatus
+
+    return KeyIdentity(
+        digest=digest,
+        key_id=7,
+        ref="key_x",
+        name="x",
+        org_id=org_id,
+        org_slug="acme",
+        org_api_enabled=True,
+        location_id=None,
+        owner_id=None,
+        environment=Environment.SANDBOX,
+        permissions=frozenset(),
+        rate_per_second=5,
+        concurrency=1,
+        status=KeyStatus.ACTIVE,
+        expires_at=None,
+        secret_valid_until=None,
+    )
+
+
+def test_without_invalidation_an_entry_lives_only_its_ttl() -> None:
+    loads: list[str] = []
+    clock = FakeMonotonic()
+
+    def load(digest: str) -> KeyIdentity:
+        loads.append(digest)
+        return _identity(digest)
+
+    cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=1.0, clock=clock)
+    cache.lookup("d1")
+    clock.advance(0.99)
+    cache.lookup("d1")
+    assert loads == ["d1"]
+    clock.advance(0.01)
+    cache.lookup("d1")
+    assert loads == ["d1", "d1"]
+
+
+def test_events_drop_entries_by_digest_and_by_organization() -> None:
+    cache: KeyCache[None] = KeyCache(
+        lambda d: _identity(d, org_id=2 if d == "other" else 1), lambda _: None, ttl=60
+    )
+    for digest in ("a", "b", "other"):
+        cache.lookup(digest)
+    cache.invalidate(KeyChanged(7, ("a",)))
+    assert not cache.cached("a") and cache.cached("b")
+    cache.invalidate(OrgChanged(1))
+    assert not cache.cached("b") and cache.cached("other")
+
+
+def test_a_load_that_raced_an_invalidation_is_not_kept() -> None:
+    cache: KeyCache[None]
+
+    def load(digest: str) -> KeyIdentity:
+        cache.invalidate(KeyChanged(7, (digest,)))  # the key changes while we read it
+        return _identity(digest)
+
+    cache = KeyCache(load, lambda _: None, ttl=60)
+    cache.lookup("a")
+    assert not cache.cached("a")
+
+
+def test_the_cache_is_bounded() -> None:
+    cache: KeyCache[None] = KeyCache(lambda d: None, lambda _: None, ttl=60, max_entries=3)
+    for digest in "abcd":
+        cache.lookup(digest)
+    assert len(cache) == 3 and not cache.cached("a") and cache.cached("d")
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="KEYRACK_TEST_REDIS_URL not set")
+def test_a_revoke_on_one_instance_reaches_another_through_redis(
+    ctx: Context, settings: Settings, seeded: Seeded, serve: Serve
+) -> None:
+    shared = settings.model_copy(update={"redis_url": REDIS_URL})
+    one = Context(settings=shared, db=Database(shared.database_url), clock=ctx.clock)
+    two = Context(settings=shared, db=Database(shared.database_url), clock=ctx.clock)
+    try:
+        _, secret = keys.create_key(one, OPERATOR, seeded.scope, name="Shared", rate_per_second=100)
+        with serve(create_app(ctx=one)) as api_one, serve(create_app(ctx=two)) as api_two:
+            assert api_two.get("/api/v2/health", headers=seeded.headers(secret)).status_code == 200
+            ref = api_one.get("/api/v2/keys/self", headers=seeded.headers(secret)).json()["ref"]
+            keys.revoke_key(one, OPERATOR, seeded.scope, ref, reason="rotated out")
+            deadline = time.monotonic() + 1.0
+            while True:
+                status = api_two.get("/api/v2/health", headers=seeded.headers(secret)).status_code
+                if status == 401 or time.monotonic() > deadline:
+                    break
+            assert status == 401
+    finally:
+        one.db.dispose()
+        two.db.dispose()
+
+
+def test_org_changes_reach_cached_keys(api: httpx.Client, seeded: Seeded) -> None:
+    assert api.get("/api/v2/health", headers=seeded.headers()).json()["organization"] == "Acme"
+    tenancy.update_org(seeded.ctx, OPERATOR, "acme", api_enabled=False)
+    assert api.get("/api/v2/health", headers=seeded.headers()).status_code == 403
