@@ -99,13 +99,14 @@ class Client:
             raise ValueError("max_retries must be 0 or more")
         from keyrack import __version__
 
+        api_key = api_key.strip()
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self._masked = masked(api_key)
         self._pacer = Pacer(rate_per_second, concurrency)
         self._http = httpx.Client(
             base_url=self.base_url,
-            auth=_KeyAuth(api_key.strip()),
+            auth=_KeyAuth(api_key),
             timeout=timeout,
             follow_redirects=False,
             headers={"User-Agent": f"keyrack-python/{__version__}"},
