@@ -70,32 +70,51 @@ class KeyRequestView:
         }
 
 
+def _views(session: Session, rows: Sequence[KeyRequest]) -> list[KeyRequestView]:
+    """Views of ``rows`` with their organizations, apps, keys and claims in four queries."""
+
+    org_ids = {row.org_id for row in rows}
+    app_ids = {row.app_id for row in rows if row.app_id is not None}
+    key_ids = {row.key_id for row in rows if row.key_id is not None}
+    orgs = {
+        o.id: o for o in session.scalars(select(Organization).where(Organization.id.in_(org_ids)))
+    }
+    apps = {a.id: a for a in session.scalars(select(App).where(App.id.in_(app_ids)))}
+    issued = {k.id: k for k in session.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))}
+    approved = [row.id for row in rows if row.key_id is not None]
+    claims = {
+        request_id: ref
+        for request_id, ref in session.execute(
+            select(Handoff.request_id, Handoff.ref).where(Handoff.request_id.in_(approved))
+        )
+    }
+    views = []
+    for row in rows:
+        app = apps.get(row.app_id) if row.app_id is not None else None
+        key = issued.get(row.key_id) if row.key_id is not None else None
+        views.append(
+            KeyRequestView(
+                ref=row.ref,
+                org_id=row.org_id,
+                org_slug=orgs[row.org_id].slug,
+                app_ref=app.ref if app else None,
+                app_name=app.name if app else None,
+                message=row.message,
+                status=RequestStatus(row.status),
+                requested_by=row.requested_by_label,
+                created_at=row.created_at,
+                decided_by=row.decided_by_label,
+                decided_at=row.decided_at,
+                reason=row.reason,
+                key_ref=key.ref if key else None,
+                claim_ref=claims.get(row.id),
+            )
+        )
+    return views
+
+
 def _view(session: Session, row: KeyRequest) -> KeyRequestView:
-    org = session.get(Organization, row.org_id)
-    assert org is not None
-    app = session.get(App, row.app_id) if row.app_id is not None else None
-    key = session.get(ApiKey, row.key_id) if row.key_id is not None else None
-    claim_ref = (
-        session.scalar(select(Handoff.ref).where(Handoff.request_id == row.id))
-        if row.key_id is not None
-        else None
-    )
-    return KeyRequestView(
-        ref=row.ref,
-        org_id=row.org_id,
-        org_slug=org.slug,
-        app_ref=app.ref if app else None,
-        app_name=app.name if app else None,
-        message=row.message,
-        status=RequestStatus(row.status),
-        requested_by=row.requested_by_label,
-        created_at=row.created_at,
-        decided_by=row.decided_by_label,
-        decided_at=row.decided_at,
-        reason=row.reason,
-        key_ref=key.ref if key else None,
-        claim_ref=claim_ref,
-    )
+    return _views(session, [row])[0]
 
 
 def _request_by_ref(session: Session, ref: str, *, lock: bool = False) -> KeyRequest:
@@ -183,7 +202,7 @@ def list_requests(
         stmt = stmt.where(KeyRequest.status == status.value)
     with ctx.db.session() as session:
         page = paginate(session, stmt, KeyRequest.id, limit=limit, cursor=cursor)
-        return page.map(lambda row: _view(session, row))
+        return Page(_views(session, page.data), page.next_cursor)
 
 
 def get_request(ctx: Context, ref: str, *, org_id: int | None = None) -> KeyRequestView:
