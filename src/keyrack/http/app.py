@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from keyrack import __version__, console
@@ -62,6 +63,7 @@ ROUTERS = (
 """Every router of the app; a new resource adds its router here."""
 
 _SUBSCRIBE_WAIT_SECONDS = 2.0
+_REDIS_CONNECTIONS = 128
 log = logging.getLogger(__name__)
 
 
@@ -120,7 +122,12 @@ async def _gateway_runtime(
     redis: AsyncRedis | None = None
     publisher: RedisPublisher | None = None
     if settings.redis_url:
-        redis = AsyncRedis.from_url(settings.redis_url)
+        # a blocking pool: a burst waits for a connection instead of failing the limiter
+        redis = AsyncRedis.from_pool(
+            BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=_REDIS_CONNECTIONS, timeout=1.0
+            )
+        )
         app.state.limiter = RedisLimiter(redis, lease_seconds=settings.concurrency_lease_seconds)
         publisher = RedisPublisher(settings.redis_url)
         ctx.bus.subscribe(publisher)
