@@ -63,7 +63,7 @@ def assert_gone_from_the_database(ctx: Context, secret: str, sealed: str) -> Non
 def test_a_link_opens_once_then_is_gone_and_leaves_nothing_at_rest(seeded: Seeded) -> None:
     ctx = seeded.ctx
     link = handoffs.create_link(ctx, ADMIN, seeded.scope, seeded.key.ref, seeded.secret)
-    assert link.path == f"/handoff/{link.token}" and len(link.token) >= 43
+    assert link.path == f"/console/handoff/{link.token}" and len(link.token) >= 43
     sealed = sealed_of(ctx, link.handoff.ref)
     assert seeded.secret not in sealed
 
@@ -218,6 +218,23 @@ def test_the_link_api_works_once_then_410_and_unknown_is_404(
     unknown = api.post(OPEN_LINK_PATH, json={"token": "A" * 43})
     assert unknown.status_code == 404
     assert seeded.secret not in again.text + unknown.text
+
+
+def test_the_link_url_is_the_console_page_and_viewing_it_does_not_use_it_up(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    created = api.post(
+        f"/api/v2/keys/{seeded.key.ref}/handoff",
+        headers=seeded.headers(),
+        json={"key": seeded.secret},
+    )
+    url = created.json()["url"]
+    assert url.startswith(f"{api.base_url}/console/handoff/")
+    page = api.get(url)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert seeded.secret not in page.text
+    token = url.rsplit("/", 1)[1]
+    assert handoffs.open_link(seeded.ctx, token).secret == seeded.secret
 
 
 def test_creating_a_link_refuses_a_wrong_secret_and_keys_without_keys_manage(

@@ -8,7 +8,7 @@ Two kinds share one table and one rule set (open once, expire, erase):
 * **link**: the customer admin passes a key to the vendor. The admin presents the
   secret they hold (in a request body, never a URL); Keyrack seals it and returns a
   one-time token (256 bits, stored only as its SHA-256 digest). Whoever holds the
-  token opens it once at ``/handoff/{token}``; no sign-in, the token is the capability.
+  token opens it once at ``/console/handoff/{token}``; no sign-in, the token is the capability.
 
 Opening returns the secret and erases the ciphertext in the same transaction (the
 row stays, with ``opened_at``, for the audit trail). A second opening, or one after
@@ -46,7 +46,9 @@ CLAIM_TTL = timedelta(days=7)
 
 After that its secret is erased; the admin can still roll the key for a new one."""
 TOKEN_BYTES = 32
-LINK_PATH = "/handoff/{token}"
+LINK_PATH = "/console/handoff/{token}"
+"""Where people open a link: the console page, which reveals on a button press (a GET
+alone, e.g. a chat app's link preview, does not use the link up)."""
 _SEALING_PURPOSE = "handoff"
 
 
@@ -231,7 +233,11 @@ def _audit(
         org_id=row.org_id,
         target_type="key",
         target_ref=key.ref,
-        after={"handoff": row.ref, "purpose": row.purpose, "expires_at": row.expires_at.isoformat()},
+        after={
+            "handoff": row.ref,
+            "purpose": row.purpose,
+            "expires_at": row.expires_at.isoformat(),
+        },
     )
 
 
