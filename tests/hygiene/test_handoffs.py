@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -276,3 +277,24 @@ def test_the_customer_opens_an_approved_key_claim_once_over_the_api(
         "usage:write",
     ]
     assert api.post(f"/api/v2/claims/{claim}/open", headers=customer).status_code == 410
+
+
+def test_concurrent_openings_reveal_the_secret_once(seeded: Seeded) -> None:
+    link = handoffs.create_link(seeded.ctx, ADMIN, seeded.scope, seeded.key.ref, seeded.secret)
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            handoffs.open_link(seeded.ctx, link.token)
+            outcomes.append("opened")
+        except NotFound as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["gone", "gone", "gone", "opened"]

@@ -25,8 +25,9 @@ import hmac
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Select, select, text
+from sqlalchemy import CursorResult, Select, select, text, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain import keys as keyformat
@@ -133,12 +134,25 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _erase(session: Session, row: Handoff, now: datetime) -> None:
-    """Drop the ciphertext so that it is unrecoverable, even from SQLite's free space."""
+def _erase(session: Session, row: Handoff, now: datetime, *, opened_by: str | None = None) -> bool:
+    """Drop the ciphertext, unrecoverably (even from SQLite's free space), if it is still there.
+
+    One conditional UPDATE, so of concurrent callers exactly one wins (returns True),
+    whatever the backend's locking; ``opened_by`` also marks the hand-off opened.
+    """
     if session.get_bind().dialect.name == "sqlite":
         session.execute(text("PRAGMA secure_delete=ON"))
-    row.sealed = None
-    row.erased_at = now
+    values: dict[str, object] = {"sealed": None, "erased_at": now}
+    if opened_by is not None:
+        values |= {"opened_at": now, "opened_by_label": opened_by}
+    result = session.execute(
+        update(Handoff)
+        .where(Handoff.id == row.id, Handoff.sealed.is_not(None))
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(row)
+    return cast(CursorResult[Any], result).rowcount == 1
 
 
 def _compact(ctx: Context) -> None:
@@ -252,22 +266,20 @@ def _open(
             raise NotFound(missing)
         key = session.get(ApiKey, row.key_id)
         assert key is not None
-        if row.sealed is None:
-            raise NotFound("this hand-off was already opened or has expired", code="gone")
+        sealed = row.sealed
         revealed: Revealed | None = None
-        if row.expires_at <= now or key.status != KeyStatus.ACTIVE.value:
-            _erase(session, row, now)
-            _audit(session, actor, "handoff.expired", row, key, now)
-        else:
-            secret = _sealer(ctx).open(row.sealed)
-            _erase(session, row, now)
-            row.opened_at = now
-            row.opened_by_label = actor.label
+        if sealed is None:
+            pass
+        elif row.expires_at <= now or key.status != KeyStatus.ACTIVE.value:
+            if _erase(session, row, now):
+                _audit(session, actor, "handoff.expired", row, key, now)
+        elif _erase(session, row, now, opened_by=actor.label):
+            secret = _sealer(ctx).open(sealed)
             _audit(session, actor, action, row, key, now)
             revealed = Revealed(HandoffView.of(row, key), KeyView.of(key), secret)
     _compact(ctx)
     if revealed is None:
-        raise NotFound("this hand-off has expired", code="gone")
+        raise NotFound("this hand-off was already opened or has expired", code="gone")
     return revealed
 
 
@@ -341,6 +353,7 @@ def purge_expired_handoffs(ctx: Context, now: datetime | None = None) -> int:
     """Erase the ciphertext of every hand-off past its expiry; returns how many (for the sweep)."""
     now = now or ctx.clock()
     actor = Actor.system("sweep")
+    erased = 0
     with ctx.db.transaction() as session:
         rows = list(
             session.scalars(
@@ -352,8 +365,9 @@ def purge_expired_handoffs(ctx: Context, now: datetime | None = None) -> int:
         for row in rows:
             key = session.get(ApiKey, row.key_id)
             assert key is not None
-            _erase(session, row, now)
-            _audit(session, actor, "handoff.expired", row, key, now)
-    if rows:
+            if _erase(session, row, now):
+                erased += 1
+                _audit(session, actor, "handoff.expired", row, key, now)
+    if erased:
         _compact(ctx)
-    return len(rows)
+    return erased
