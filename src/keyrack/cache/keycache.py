@@ -90,11 +90,11 @@ class KeyCache(Generic[V]):
         found, identity = self._identities.get(digest, self._clock())
         if found:
             return identity
-        generation = self._generation
+        generation, started = self._generation, self._clock()
         identity = self._load_identity(digest)
         with self._lock:
-            if generation == self._generation:
-                self._identities.put(digest, identity, self._clock() + self.ttl)
+            if generation == self._generation:  # the TTL counts from before the read
+                self._identities.put(digest, identity, started + self.ttl)
         return identity
 
     async def preload(self, digest: str) -> None:
@@ -122,11 +122,11 @@ class KeyCache(Generic[V]):
         found, entry = self._views.get(identity.key_id, self._clock())
         if found and entry is not None:
             return entry[1]
-        generation = self._generation
+        generation, started = self._generation, self._clock()
         view = await to_thread.run_sync(self._load_view, identity)
         with self._lock:
             if generation == self._generation:
-                self._views.put(identity.key_id, (identity.org_id, view), self._clock() + self.ttl)
+                self._views.put(identity.key_id, (identity.org_id, view), started + self.ttl)
         return view
 
     # -- invalidation -----------------------------------------------------------

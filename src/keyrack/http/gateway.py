@@ -165,7 +165,7 @@ class Gateway:
         if leaked is not None:
             await self._revoke_leaked(leaked, scope)
             raise _Refused(
-                "key-in-url", "API keys must not be sent in the URL; this one is revoked"
+                "key-in-url", "API keys must not be sent in the URL; a key sent there is revoked"
             )
         try:
             presented = self.parser.from_headers(headers)
@@ -187,7 +187,8 @@ class Gateway:
                 "browser-origin",
                 "API keys do not belong in browser code; this origin is not in the allow-list",
             )
-        if not ip_allowed(self._client_ip(scope, headers), identity.allowed_cidrs):
+        client_ip = self._client_ip(scope, headers)
+        if not ip_allowed(client_ip, identity.allowed_cidrs):
             raise _Refused("ip-not-allowed", "this key may not be used from your IP address")
         policy = policy_for(identity.rate_per_second, identity.concurrency)
         limiter, admission = await self._acquire(scope, identity.ref, policy)
@@ -205,7 +206,7 @@ class Gateway:
                     "RateLimit": admission.header,
                 },
             )
-        self.last_used.note(identity.key_id, self.ctx.clock(), self._client_ip(scope, headers))
+        self.last_used.note(identity.key_id, self.ctx.clock(), client_ip)
         return identity, admission, limiter
 
     async def _verify(self, presented: str) -> KeyIdentity:
