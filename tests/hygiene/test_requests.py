@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import httpx
@@ -349,3 +350,29 @@ def test_approval_writes_no_secret_into_the_audit_trail(market: Market) -> None:
         rows = session.scalars(select(AuditEvent)).all()
     text_ = repr([(r.before, r.after, r.target_ref) for r in rows])
     assert revealed.secret not in text_ and revealed.secret[8:40] not in text_
+
+
+def test_concurrent_approvals_issue_one_production_key(market: Market) -> None:
+    ctx = market.ctx
+    asked = requests.create_request(
+        ctx, market.customer_admin, org_id=market.customer.org_id, app_ref=market.app.ref
+    )
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            requests.approve_request(ctx, OPERATOR, asked.ref)
+            outcomes.append("approved")
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["approved", "conflict", "conflict", "conflict"]
+    production = keys.list_keys(ctx, market.customer.scope).data
+    assert [k.environment for k in production].count(Environment.PRODUCTION) == 1

@@ -17,8 +17,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain.ids import new_ref
@@ -219,6 +220,34 @@ def _require_staff(actor: Actor) -> None:
         raise AccessDenied("only platform staff decide key requests")
 
 
+def _decide(
+    session: Session,
+    row: KeyRequest,
+    status: RequestStatus,
+    actor: Actor,
+    now: datetime,
+    *,
+    reason: str | None = None,
+) -> None:
+    """Move a pending request to ``status`` with one conditional UPDATE: of concurrent
+    deciders exactly one wins, on every backend; the others get ``Conflict``."""
+    result = session.execute(
+        update(KeyRequest)
+        .where(KeyRequest.id == row.id, KeyRequest.status == RequestStatus.PENDING.value)
+        .values(
+            status=status.value,
+            decided_by_id=actor.user_id,
+            decided_by_label=actor.label,
+            decided_at=now,
+            reason=reason,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(row)
+    if cast(CursorResult[Any], result).rowcount != 1:
+        raise Conflict(f"request {row.ref} is already {row.status}")
+
+
 def approve_request(
     ctx: Context,
     actor: Actor,
@@ -237,9 +266,8 @@ def approve_request(
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = _request_by_ref(session, ref, lock=True)
-        if row.status != RequestStatus.PENDING.value:
-            raise Conflict(f"request {ref} is already {row.status}")
         before = _view(session, row)
+        _decide(session, row, RequestStatus.APPROVED, actor, now)
         if row.app_id is not None:
             if permissions is not None:
                 raise InvalidInput("an app's production key gets exactly its sandbox permissions")
@@ -266,10 +294,6 @@ def approve_request(
         handoffs.insert_claim(
             session, ctx, actor, key=key, secret=secret, request_id=row.id, now=now
         )
-        row.status = RequestStatus.APPROVED.value
-        row.decided_by_id = actor.user_id
-        row.decided_by_label = actor.label
-        row.decided_at = now
         row.key_id = key.id
         session.flush()
         view = _view(session, row)
@@ -294,14 +318,8 @@ def reject_request(ctx: Context, actor: Actor, ref: str, *, reason: str) -> KeyR
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = _request_by_ref(session, ref, lock=True)
-        if row.status != RequestStatus.PENDING.value:
-            raise Conflict(f"request {ref} is already {row.status}")
         before = _view(session, row)
-        row.status = RequestStatus.REJECTED.value
-        row.decided_by_id = actor.user_id
-        row.decided_by_label = actor.label
-        row.decided_at = now
-        row.reason = reason
+        _decide(session, row, RequestStatus.REJECTED, actor, now, reason=reason)
         view = _view(session, row)
         audit.record(
             session,
