@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from keyrack.config import Settings
+from keyrack.domain import passwords
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Role
 from keyrack.http.app import create_app
@@ -30,6 +31,9 @@ from keyrack.storage.database import Database, normalize_url
 from keyrack.storage.migrate import upgrade
 from keyrack.storage.tables import Base
 from tests.live import serve_in_thread
+
+# Still argon2id, at a cost that lets hundreds of test users be created quickly.
+passwords.use_parameters(time_cost=1, memory_cost_kib=1024)
 
 PG_URL = os.environ.get("KEYRACK_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("KEYRACK_TEST_REDIS_URL")
@@ -91,9 +95,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{target}"
     url: str = request.getfixturevalue("_postgres_schema")
     engine = create_engine(normalize_url(url))
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    with engine.begin() as conn:  # DELETE is ~100x faster than TRUNCATE on small tables
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
     engine.dispose()
     return url
 
