@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from keyrack.cache.memory import MemoryLimiter
 from keyrack.domain.limits import Admission, RateLimitPolicy
@@ -114,3 +115,24 @@ def test_throttled_and_refused_requests_are_counted_in_metrics(
     assert 'keyrack_http_requests_total{method="GET",status="429"} 1.0' in text
     assert "keyrack_http_request_duration_seconds_bucket" in text
     assert seeded.secret not in text
+
+
+class BrokenLimiter(MemoryLimiter):
+    """A shared limiter whose backend is down."""
+
+    async def acquire(self, bucket: str, policy: RateLimitPolicy) -> Admission:
+        raise RedisConnectionError("connection refused")
+
+
+def test_when_the_shared_limiter_fails_requests_are_limited_per_process(
+    app: FastAPI, serve: Serve, seeded: Seeded
+) -> None:
+    app.state.limiter = BrokenLimiter()
+    _, slow = seeded.new_key(rate_per_second=1)
+    with serve(app) as api:
+        statuses = [
+            api.get("/api/v2/health", headers=seeded.headers(slow)).status_code for _ in range(3)
+        ]
+        other = api.get("/api/v2/health", headers=seeded.headers())
+    assert statuses[0] == 200 and 429 in statuses  # still limited, never a 500
+    assert other.status_code == 200 and other.headers["ratelimit-policy"].startswith('"key";q=5')
