@@ -28,6 +28,7 @@ from keyrack.storage.tables.keys import ApiKey, KeySecret
 from keyrack.storage.tables.notices import ExpiryNotice
 
 SWEEPER = Actor.system("expiry-sweep")
+_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +69,45 @@ def _taken(session: Session, key_id: int, step: Due) -> bool:
 def plan(ctx: Context) -> list[PlannedStep]:
     """The steps due at ``ctx.clock()`` that no sweep has taken yet (nothing is written)."""
     now = ctx.clock()
-    steps = []
+    candidates: list[PlannedStep] = []
     with ctx.db.session() as session:
-        active = session.scalars(
-            select(ApiKey).where(ApiKey.status == KeyStatus.ACTIVE.value).order_by(ApiKey.id)
+        active = session.execute(
+            select(
+                ApiKey.id,
+                ApiKey.ref,
+                ApiKey.name,
+                ApiKey.created_at,
+                ApiKey.last_used_at,
+                ApiKey.inactivity_days,
+                ApiKey.expires_at,
+            )
+            .where(ApiKey.status == KeyStatus.ACTIVE.value)
+            .order_by(ApiKey.id)
         )
-        for row in active:
-            step = _step_of(row, now)
-            if step is not None and not _taken(session, row.id, step):
-                steps.append(PlannedStep(row.id, row.ref, row.name, step))
-    return steps
+        for key_id, ref, name, created_at, last_used_at, days, expires_at in active:
+            deadline = expiry.deadline_of(created_at, last_used_at, days, expires_at)
+            step = expiry.due(deadline, now)
+            if step is not None:
+                candidates.append(PlannedStep(key_id, ref, name, step))
+        taken: set[tuple[int, str, datetime, str]] = set()
+        for chunk in range(0, len(candidates), _CHUNK):
+            ids = [c.key_id for c in candidates[chunk : chunk + _CHUNK]]
+            rows = session.execute(
+                select(
+                    ExpiryNotice.key_id,
+                    ExpiryNotice.kind,
+                    ExpiryNotice.anchor,
+                    ExpiryNotice.threshold,
+                ).where(ExpiryNotice.key_id.in_(ids))
+            )
+            taken.update(
+                (key_id, kind, anchor, threshold) for key_id, kind, anchor, threshold in rows
+            )
+    return [c for c in candidates if _identity(c.key_id, c.step) not in taken]
+
+
+def _identity(key_id: int, step: Due) -> tuple[int, str, datetime, str]:
+    return (key_id, step.deadline.kind.value, step.deadline.anchor, step.threshold)
 
 
 def _take(ctx: Context, key_id: int, now: datetime) -> tuple[Due, tuple[str, ...]] | None:
