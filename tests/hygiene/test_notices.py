@@ -171,3 +171,5 @@ def test_notification_api_errors_are_problem_documents(api: httpx.Client, seeded
     assert bad.status_code == 400
     wrong = api.post("/api/v2/notifications/abc/read", headers=seeded.headers())
     assert wrong.status_code == 400
+    huge = api.post(f"/api/v2/notifications/{2**70}/read", headers=seeded.headers())
+    assert huge.status_code == 400

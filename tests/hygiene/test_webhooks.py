@@ -175,6 +175,8 @@ def test_the_signing_secret_is_sealed_at_rest(seeded: Seeded) -> None:
     [
         ({"url": "ftp://hooks.example/x"}, "http"),
         ({"url": "javascript:alert(1)"}, "http"),
+        ({"url": "http://[::1/hooks"}, "http"),
+        ({"url": "http://hooks.example:99999/"}, "http"),
         ({"url": "https://hooks.example/x", "events": ["key.exploded"]}, "unknown event"),
         ({"url": "https://hooks.example/x", "colour": "red"}, "colour"),
     ],
@@ -216,6 +218,7 @@ def test_another_organizations_webhooks_are_not_found(
     )
     headers = {"X-API-Key": other}
     assert api.get(f"/api/v2/webhooks/{webhook_id}/deliveries", headers=headers).status_code == 404
+    assert api.delete(f"/api/v2/webhooks/{2**64}", headers=headers).status_code == 400
     assert api.delete(f"/api/v2/webhooks/{webhook_id}", headers=headers).status_code == 404
     assert api.get("/api/v2/webhooks", headers=headers).json()["data"] == []
 

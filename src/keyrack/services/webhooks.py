@@ -97,8 +97,12 @@ class DeliveryView:
 
 def validate_url(url: str) -> str:
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL_LENGTH:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # e.g. an unclosed IPv6 bracket or a port out of range
+        valid = False
+    if not valid or len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
         raise InvalidInput("a webhook URL must be an http:// or https:// URL")
     return url
 

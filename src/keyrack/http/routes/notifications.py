@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from keyrack.http.deps import ContextDep, PrincipalDep, require
 from keyrack.http.paging import link_header
@@ -17,6 +17,7 @@ router = APIRouter(
     tags=["notifications"],
     dependencies=[Depends(require("keys:manage"))],
 )
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("")
@@ -42,7 +43,7 @@ def list_notifications(
 
 
 @router.post("/{notification_id}/read")
-def mark_read(ctx: ContextDep, principal: PrincipalDep, notification_id: int) -> NotificationOut:
+def mark_read(ctx: ContextDep, principal: PrincipalDep, notification_id: RowId) -> NotificationOut:
     view = notifications.mark_read(
         ctx, principal.owner_id, notification_id, org_id=principal.org_id
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import AccessDenied
@@ -29,6 +29,7 @@ router = APIRouter(
 )
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200)]
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.get("")
@@ -55,7 +56,7 @@ def create_webhook(
 
 @router.delete("/{webhook_id}")
 def delete_webhook(
-    ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, webhook_id: int
+    ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, webhook_id: RowId
 ) -> WebhookOut:
     return WebhookOut.of(webhooks.delete_endpoint(ctx, actor, principal.org_id, webhook_id))
 
@@ -66,7 +67,7 @@ def list_deliveries(
     principal: PrincipalDep,
     request: Request,
     response: Response,
-    webhook_id: int,
+    webhook_id: RowId,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ListPage[DeliveryOut]:
@@ -77,6 +78,6 @@ def list_deliveries(
 
 @router.post("/deliveries/{delivery_id}/redeliver")
 def redeliver(
-    ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, delivery_id: int
+    ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, delivery_id: RowId
 ) -> DeliveryOut:
     return DeliveryOut.of(webhooks.redeliver(ctx, actor, principal.org_id, delivery_id))
