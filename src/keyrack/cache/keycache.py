@@ -18,11 +18,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
 
-from keyrack.domain.verification import KeyIdentity
+from keyrack.domain import keys as keyformat
+from keyrack.domain.verification import Clock, KeyIdentity, KeyVerifier, Verdict
 from keyrack.services.events import Event, KeyChanged, OrgChanged
 
 DEFAULT_MAX_ENTRIES = 100_000
@@ -161,3 +162,28 @@ class KeyCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._identities.entries)
+
+
+class CachedVerifier:
+    """``KeyVerifier`` over a ``KeyCache`` for async callers (the gateway, ``keys/verify``).
+
+    A hit is answered on the event loop; a miss is loaded once in a worker thread
+    (concurrent misses for one digest share the load). ``on_miss`` is told of each.
+    """
+
+    def __init__(
+        self, cache: KeyCache[Any], clock: Clock, *, on_miss: Callable[[], None] | None = None
+    ) -> None:
+        self.cache = cache
+        self._verifier = KeyVerifier(cache.lookup, clock)
+        self._on_miss = on_miss
+
+    async def verify(self, presented: str) -> Verdict:
+        """The verdict for ``presented``; raises only if the database cannot be read."""
+        if keyformat.is_well_formed(presented):
+            wanted = keyformat.digest(presented)
+            if not self.cache.cached(wanted):
+                if self._on_miss is not None:
+                    self._on_miss()
+                await self.cache.preload(wanted)
+        return self._verifier.verify(presented)

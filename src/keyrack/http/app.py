@@ -14,7 +14,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from keyrack import __version__, console
 from keyrack import logging as keyrack_logging
-from keyrack.cache.keycache import KeyCache
+from keyrack.cache.keycache import CachedVerifier, KeyCache
 from keyrack.cache.memory import MemoryLimiter
 from keyrack.cache.redis import RedisLimiter
 from keyrack.cache.relay import RedisListener, RedisPublisher
@@ -105,8 +105,15 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
     app.state.metrics = metrics.Metrics()
     # the active limiter; replaced by a RedisLimiter at startup when Redis is configured
     app.state.limiter = MemoryLimiter(lease_seconds=ctx.settings.concurrency_lease_seconds)
+    app.state.verifier = CachedVerifier(
+        key_cache, ctx.clock, on_miss=app.state.metrics.cache_misses.inc
+    )
     app.add_middleware(
-        Gateway, ctx=ctx, cache=key_cache, last_used=last_used, metrics=app.state.metrics
+        Gateway,
+        ctx=ctx,
+        verifier=app.state.verifier,
+        last_used=last_used,
+        metrics=app.state.metrics,
     )
     return app
 

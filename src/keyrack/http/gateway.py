@@ -26,7 +26,6 @@ import re
 import time
 import uuid
 from functools import lru_cache
-from typing import Any
 
 from anyio import to_thread
 from prometheus_client import Counter
@@ -36,11 +35,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyrack.cache.base import Limiter
-from keyrack.cache.keycache import KeyCache
+from keyrack.cache.keycache import CachedVerifier
 from keyrack.cache.memory import MemoryLimiter
-from keyrack.domain import keys as keyformat
 from keyrack.domain.limits import Admission, RateLimitPolicy
-from keyrack.domain.verification import KeyIdentity, KeyVerifier
+from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import KeyrackError
 from keyrack.http.auth import KeyParser, principal_from
 from keyrack.http.metrics import Metrics
@@ -93,18 +91,17 @@ class Gateway:
         app: ASGIApp,
         *,
         ctx: Context,
-        cache: KeyCache[Any],
+        verifier: CachedVerifier,
         last_used: LastUsedBuffer,
         metrics: Metrics,
         trust_forwarded_for: bool = False,
     ) -> None:
         self.app = app
         self.ctx = ctx
-        self.cache = cache
         self.last_used = last_used
         self.metrics = metrics
         self.trust_forwarded_for = trust_forwarded_for
-        self.verifier = KeyVerifier(cache.lookup, ctx.clock)
+        self.verifier = verifier
         self.parser = KeyParser()
         self.host_suffix = "." + ctx.settings.base_domain.lower().strip(".")
         self.max_body = ctx.settings.max_body_bytes
@@ -210,19 +207,13 @@ class Gateway:
         return identity, admission, limiter
 
     async def _verify(self, presented: str) -> KeyIdentity:
-        if keyformat.is_well_formed(presented):
-            digest = keyformat.digest(presented)
-            if not self.cache.cached(digest):
-                self.metrics.cache_misses.inc()
-                try:
-                    await self.cache.preload(digest)
-                except Exception:
-                    log.exception("key lookup failed")
-                    raise _Refused(
-                        "unavailable", "key verification is unavailable; retry"
-                    ) from None
         try:
-            return principal_from(self.verifier.verify(presented))
+            verdict = await self.verifier.verify(presented)
+        except Exception:
+            log.exception("key lookup failed")
+            raise _Refused("unavailable", "key verification is unavailable; retry") from None
+        try:
+            return principal_from(verdict)
         except KeyrackError as exc:
             raise _Refused(exc.code, exc.detail) from None
 
