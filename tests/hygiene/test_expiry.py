@@ -226,6 +226,8 @@ def test_the_worker_sweeps_until_told_to_stop(seeded: Seeded, clock: MutableCloc
     assert jobs.run_worker(seeded.ctx, stop=stop, interval=0.001, on_report=on_report) == 3
     assert [r.notices for r in reports] == [1, 1, 0]
     assert [r.expired for r in reports] == [0, 0, 1]
+    assert [r.idle for r in reports] == [False, False, False]
+    assert jobs.sweep(seeded.ctx).idle
 
 
 def test_a_dry_run_lists_what_is_due_and_changes_nothing(seeded: Seeded) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -247,3 +249,13 @@ def test_the_receiver_clock_is_wall_time_even_when_sweeping_at_another_moment(
     jobs.sweep(seeded.ctx, far)
     assert receiver.received and all(r["verified"] for r in receiver.received)
     assert abs(int(receiver.received[0]["headers"]["keyrack-signature"][2:12]) - time.time()) < 60
+
+
+@pytest.mark.parametrize(
+    "module", ["keyrack.client.webhooks", "keyrack.domain.webhooks", "keyrack.domain.expiry"]
+)
+def test_the_verify_helper_and_expiry_rules_import_no_server_dependency(module: str) -> None:
+    code = f"import sys, {module}; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = {name.split(".")[0] for name in out.stdout.split()}
+    assert not loaded & {"fastapi", "sqlalchemy", "redis", "starlette", "alembic"}

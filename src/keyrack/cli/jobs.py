@@ -97,9 +97,12 @@ def worker(
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    runs = jobs.run_worker(
-        ctx, stop=stop, interval=interval, on_report=lambda r: _print_report(r, as_json)
-    )
+
+    def report(result: jobs.SweepReport) -> None:
+        if as_json or not result.idle:
+            _print_report(result, as_json)
+
+    runs = jobs.run_worker(ctx, stop=stop, interval=interval, on_report=report)
     if not as_json:
         console.print(f"worker stopped after {runs} sweep(s)")
 

@@ -42,6 +42,7 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    """Append an audit record; notice-worthy actions fan out in the same transaction."""
     _assert_no_secret(before)
     _assert_no_secret(after)
     event = AuditEvent(

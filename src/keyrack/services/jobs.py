@@ -34,6 +34,11 @@ class SweepReport:
     emails_retrying: int
     emails_failed: int
 
+    @property
+    def idle(self) -> bool:
+        """Nothing was due."""
+        return not any(v for k, v in dataclasses.asdict(self).items() if k != "now")
+
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "now": self.now.isoformat()}
 
