@@ -42,10 +42,22 @@ def best_rate(fn: Callable[[], object], n: int) -> float:
 
 def identity(digest: str, i: int) -> KeyIdentity:
     return KeyIdentity(
-        digest=digest, key_id=i, ref=f"key_{i}", name="bench", org_id=1, org_slug="bench",
-        org_api_enabled=True, location_id=None, owner_id=None, environment=Environment.PRODUCTION,
-        permissions=frozenset({"clients:read"}), rate_per_second=5, concurrency=1,
-        status=KeyStatus.ACTIVE, expires_at=None, secret_valid_until=None,
+        digest=digest,
+        key_id=i,
+        ref=f"key_{i}",
+        name="bench",
+        org_id=1,
+        org_slug="bench",
+        org_api_enabled=True,
+        location_id=None,
+        owner_id=None,
+        environment=Environment.PRODUCTION,
+        permissions=frozenset({"clients:read"}),
+        rate_per_second=5,
+        concurrency=1,
+        status=KeyStatus.ACTIVE,
+        expires_at=None,
+        secret_valid_until=None,
     )
 
 
@@ -78,10 +90,14 @@ def main() -> None:
         ctx.db.dispose()
 
     print(f"baseline sha256 + dict lookup : {base:12,.0f} ops/s")
-    print(f"verify, cache hit             : {cached:12,.0f} ops/s  "
-          f"ratio {cached / base:.2f} of baseline  ({1e6 / cached:.2f} µs each)")
-    print(f"verify, SQLite lookup (no cache): {uncached:10,.0f} ops/s  "
-          f"ratio {uncached / base:.3f} of baseline")
+    print(
+        f"verify, cache hit             : {cached:12,.0f} ops/s  "
+        f"ratio {cached / base:.2f} of baseline  ({1e6 / cached:.2f} µs each)"
+    )
+    print(
+        f"verify, SQLite lookup (no cache): {uncached:10,.0f} ops/s  "
+        f"ratio {uncached / base:.3f} of baseline"
+    )
 
 
 if __name__ == "__main__":

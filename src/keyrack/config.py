@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
 
     log_level: str = "INFO"
+    trust_forwarded_for: bool = False
+    """Take the client IP from X-Forwarded-For: only behind a proxy that sets it."""
 
     @classmethod
     def settings_customise_sources(

@@ -26,8 +26,11 @@ def test_create_returns_the_secret_once_and_lists_it_masked(
     created = api.post(
         "/api/v2/keys",
         headers=seeded.headers(),
-        json={"name": "Nexla Integration", "environment": "production",
-              "permissions": ["clients:read"]},
+        json={
+            "name": "Nexla Integration",
+            "environment": "production",
+            "permissions": ["clients:read"],
+        },
     )
     assert created.status_code == 201
     body = created.json()
@@ -63,7 +66,8 @@ def test_bad_create_bodies_are_validation_problems(
 
 def test_invalid_json_is_a_validation_problem(api: httpx.Client, seeded: Seeded) -> None:
     response = api.post(
-        "/api/v2/keys", headers={**seeded.headers(), "content-type": "application/json"},
+        "/api/v2/keys",
+        headers={**seeded.headers(), "content-type": "application/json"},
         content=b"{not json",
     )
     assert response.status_code == 400 and problem_code(response) == "validation-error"
@@ -123,7 +127,8 @@ def test_roll_returns_a_new_secret_and_the_old_one_is_refused(
 
 def test_roll_grace_over_seven_days_is_refused(api: httpx.Client, seeded: Seeded) -> None:
     response = api.post(
-        f"/api/v2/keys/{seeded.key.ref}/roll", headers=seeded.headers(),
+        f"/api/v2/keys/{seeded.key.ref}/roll",
+        headers=seeded.headers(),
         json={"grace_seconds": 8 * 86400},
     )
     assert response.status_code == 400
@@ -142,7 +147,8 @@ def test_revoke_then_the_key_is_refused_as_revoked(api: httpx.Client, seeded: Se
 def test_patch_changes_name_and_permissions(api: httpx.Client, seeded: Seeded) -> None:
     victim, _ = seeded.new_key(name="Old name")
     response = api.patch(
-        f"/api/v2/keys/{victim.ref}", headers=seeded.headers(),
+        f"/api/v2/keys/{victim.ref}",
+        headers=seeded.headers(),
         json={"name": "New name", "permissions": ["usage:read", "usage:write"]},
     )
     assert response.status_code == 200
@@ -167,8 +173,9 @@ def test_list_pages_with_cursor_and_link_header(api: httpx.Client, seeded: Seede
     seen = [k["name"] for k in first.json()["data"]]
     cursor = first.json()["next_cursor"]
     while cursor:
-        page = api.get("/api/v2/keys", params={"limit": 2, "cursor": cursor},
-                       headers=seeded.headers()).json()
+        page = api.get(
+            "/api/v2/keys", params={"limit": 2, "cursor": cursor}, headers=seeded.headers()
+        ).json()
         seen += [k["name"] for k in page["data"]]
         cursor = page["next_cursor"]
     assert seen == ["k3", "k2", "k1", "k0", "Seed key"]

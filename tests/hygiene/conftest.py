@@ -18,10 +18,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from tests.live import serve_in_thread
 
 from keyrack.client.webhooks import SIGNATURE_HEADER, verify_signature
 from keyrack.services.context import Context
+from tests.live import serve_in_thread
 
 
 class Inbox:

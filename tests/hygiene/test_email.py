@@ -11,14 +11,14 @@ import threading
 from datetime import timedelta
 
 import pytest
-from tests.conftest import MutableClock, Seeded
-from tests.hygiene.conftest import Inbox
 
 from keyrack.errors import InvalidInput
 from keyrack.services import email, jobs
 from keyrack.services.context import Context
 from keyrack.services.email import SmtpTarget, parse_smtp_url
 from keyrack.storage.database import Database
+from tests.conftest import MutableClock, Seeded
+from tests.hygiene.conftest import Inbox
 
 DAY = timedelta(days=1)
 

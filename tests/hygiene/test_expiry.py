@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import MutableClock, Seeded
 
 from keyrack.domain.expiry import DeadlineKind
 from keyrack.domain.keys import digest
@@ -27,6 +26,7 @@ from keyrack.storage.database import Database
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.keys import ApiKey, KeySecret
 from keyrack.storage.tables.notices import ExpiryNotice, Notification, OutboxEmail
+from tests.conftest import MutableClock, Seeded
 
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)

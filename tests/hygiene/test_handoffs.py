@@ -10,17 +10,16 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
-from tests.conftest import OPERATOR, MutableClock, Seeded, seed_org
-from tests.hygiene.test_requests import Market, seed_market
 
 from keyrack.errors import InvalidInput, NotFound
-from keyrack.http.gateway import PUBLIC_PATHS
 from keyrack.http.routes.handoffs import OPEN_LINK_PATH
 from keyrack.services import audit, handoffs, keys, requests
 from keyrack.services.context import Actor, Context
 from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.storage.tables import Base
 from keyrack.storage.tables.requests import Handoff
+from tests.conftest import OPERATOR, MutableClock, Seeded, seed_org
+from tests.hygiene.test_requests import Market, seed_market
 
 ADMIN = Actor(label="user:admin@acme.test")
 
@@ -191,11 +190,6 @@ def test_an_unopened_claim_expires_after_seven_days(market: Market, clock: Mutab
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    OPEN_LINK_PATH not in PUBLIC_PATHS,
-    reason="the gateway does not yet let the hand-off opening path through without a key",
-    strict=True,
-)
 def test_the_link_api_works_once_then_410_and_unknown_is_404(
     api: httpx.Client, seeded: Seeded
 ) -> None:

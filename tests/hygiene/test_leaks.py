@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from tests.conftest import Seeded
 
 from keyrack.domain.keys import Environment, generate
 from keyrack.domain.verification import KeyStatus
 from keyrack.services import audit, keys
+from tests.conftest import Seeded
 
 LEAKS = "/api/v2/leaks"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import OPERATOR, Seeded
 
 from keyrack.domain.tenancy import Role
 from keyrack.errors import NotFound
@@ -13,6 +12,7 @@ from keyrack.services import audit, keys, notifications, tenancy, webhooks
 from keyrack.services.context import Actor
 from keyrack.storage.tables.notices import Notification, OutboxEmail
 from keyrack.storage.tables.webhooks import WebhookDelivery
+from tests.conftest import OPERATOR, Seeded
 
 
 def _record(seeded: Seeded, action: str, **after: object) -> None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from sqlalchemy import select
-from tests.conftest import OPERATOR, Seeded, seed_org
 
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import OrgKind, Role
@@ -21,6 +20,7 @@ from keyrack.services.keys import Scope
 from keyrack.services.requests import RequestStatus
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.tenancy import User
+from tests.conftest import OPERATOR, Seeded, seed_org
 
 APP_PERMISSIONS = ("clients:read", "contacts:read", "usage:write")
 

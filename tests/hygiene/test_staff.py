@@ -6,14 +6,14 @@ import json
 
 import httpx
 import pytest
-from tests.conftest import OPERATOR
-from tests.hygiene.test_requests import APP_PERMISSIONS, Market, seed_market
 from typer.testing import CliRunner
 
 from keyrack.cli import app as cli
 from keyrack.errors import Conflict
 from keyrack.services import audit, keys, requests
 from keyrack.services.context import Context
+from tests.conftest import OPERATOR
+from tests.hygiene.test_requests import APP_PERMISSIONS, Market, seed_market
 
 
 @pytest.fixture

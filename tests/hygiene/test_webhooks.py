@@ -11,14 +11,14 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlalchemy import select
-from tests.conftest import MutableClock, Seeded
-from tests.hygiene.conftest import Receiver
 
 from keyrack.client.webhooks import sign_payload, verify_signature
 from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
 from keyrack.services import jobs, keys, tenancy, webhooks
 from keyrack.services.context import Actor
 from keyrack.storage.tables.webhooks import WebhookEndpoint
+from tests.conftest import MutableClock, Seeded
+from tests.hygiene.conftest import Receiver
 
 SECRET = "whsec_test-secret"
 BODY = b'{"id":"evt_1","type":"key.revoked"}'

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import Seeded
 
 from keyrack import Client
+from tests.conftest import Seeded
 
 
 class Wire:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-from tests.conftest import Seeded
-from tests.sdk.conftest import Wire
 
 import keyrack
 from keyrack.client import (
@@ -20,6 +18,8 @@ from keyrack.client import (
     ValidationError,
 )
 from keyrack.domain.keys import Environment, generate
+from tests.conftest import Seeded
+from tests.sdk.conftest import Wire
 
 
 def test_keyrack_client_is_the_sdk_client() -> None:

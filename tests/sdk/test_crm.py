@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from tests.conftest import Seeded
-from tests.sdk.conftest import Wire
 
 from keyrack.client import Client, NotFoundError, PermissionDeniedError, ValidationError
+from tests.conftest import Seeded
+from tests.sdk.conftest import Wire
 
 CRM = [
     f"{resource}:{access}"

@@ -10,10 +10,10 @@ import threading
 import time
 
 import pytest
-from tests.conftest import Seeded
-from tests.sdk.conftest import Wire
 
 from keyrack.client import Client, RateLimitedError
+from tests.conftest import Seeded
+from tests.sdk.conftest import Wire
 
 
 def test_a_paced_client_shared_by_three_threads_never_meets_a_429(

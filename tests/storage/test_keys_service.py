@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, select
-from tests.conftest import OPERATOR, MutableClock, Seeded
 
 from keyrack.domain.keys import Environment
 from keyrack.domain.verification import KeyStatus, KeyVerifier, VerdictStatus
@@ -17,6 +16,7 @@ from keyrack.services.events import KeyChanged
 from keyrack.services.keys import Scope
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.keys import KeySecret
+from tests.conftest import OPERATOR, MutableClock, Seeded
 
 
 def verifier(ctx: Context) -> KeyVerifier:

@@ -31,9 +31,21 @@ def database_image(ctx: Context) -> bytes:
         pytest.fail("pg_dump is needed to dump the PostgreSQL test schema")
     url = make_url(ctx.db.url)
     dump = subprocess.run(
-        ["pg_dump", "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
-         "-U", url.username or "postgres", "-n", schema, "--data-only", url.database or "test"],
-        capture_output=True, check=True,
+        [
+            "pg_dump",
+            "-h",
+            url.host or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            "-n",
+            schema,
+            "--data-only",
+            url.database or "test",
+        ],
+        capture_output=True,
+        check=True,
     )
     return dump.stdout
 
@@ -50,7 +62,9 @@ def test_keys_leave_no_secret_in_the_database_or_logs(
     secrets = [seeded.secret]
     view, secret = seeded.new_key(name="Production", permissions=["keys:manage"])
     secrets.append(secret)
-    _, rolled = keys.roll_key(seeded.ctx, OPERATOR, seeded.scope, view.ref, grace=timedelta(hours=1))
+    _, rolled = keys.roll_key(
+        seeded.ctx, OPERATOR, seeded.scope, view.ref, grace=timedelta(hours=1)
+    )
     secrets.append(rolled)
     created = api.post("/api/v2/keys", headers=seeded.headers(), json={"name": "Via API"})
     secrets.append(created.json()["key"])

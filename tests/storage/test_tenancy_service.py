@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from tests.conftest import OPERATOR
 
 from keyrack.domain.tenancy import OrgKind, Role
 from keyrack.errors import AccessDenied, Conflict, InvalidInput
 from keyrack.services import tenancy
 from keyrack.services.context import Actor, Context
+from tests.conftest import OPERATOR
 
 
 def test_org_slugs_are_unique_and_validated(ctx: Context) -> None:

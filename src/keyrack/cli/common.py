@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from keyrack.cache.relay import RedisPublisher
 from keyrack.config import Settings
 from keyrack.services.context import Actor, Context
 
@@ -28,7 +29,11 @@ JsonOption = typer.Option(False, "--json", help="Print JSON for programs instead
 
 @cache
 def context() -> Context:
-    return Context.from_settings(Settings())
+    """The CLI's context; with Redis configured, its key changes reach every server at once."""
+    ctx = Context.from_settings(Settings())
+    if ctx.settings.redis_url:
+        ctx.bus.subscribe(RedisPublisher(ctx.settings.redis_url))
+    return ctx
 
 
 def emit_json(value: Any) -> None:

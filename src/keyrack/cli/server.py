@@ -41,4 +41,5 @@ def serve(
         workers=workers,
         log_config=None,
         server_header=False,
+        proxy_headers=ctx.settings.trust_forwarded_for,
     )

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse
 
-from keyrack.console import sessions
 from keyrack.console.web import (
     PREFIX,
     ActorDep,
@@ -23,7 +22,7 @@ from keyrack.console.web import (
 from keyrack.domain.keys import Environment
 from keyrack.domain.permissions import PERMISSIONS
 from keyrack.errors import InvalidInput
-from keyrack.services import keys, tenancy
+from keyrack.services import keys, sessions, tenancy
 from keyrack.services.context import Context
 from keyrack.services.keys import Scope
 

@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse
 
-from keyrack.console import sessions
 from keyrack.console.web import (
     COOKIE,
     LOGIN_COOKIE,
@@ -25,6 +24,7 @@ from keyrack.console.web import (
     see_other,
 )
 from keyrack.errors import AccessDenied, AuthenticationFailed, Throttled
+from keyrack.services import sessions
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 

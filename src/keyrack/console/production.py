@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse
 
-from keyrack.console import sessions
 from keyrack.console.web import (
     PREFIX,
     ActorDep,
@@ -22,7 +21,7 @@ from keyrack.console.web import (
     see_other,
 )
 from keyrack.errors import AccessDenied, InvalidInput
-from keyrack.services import apps, handoffs, requests
+from keyrack.services import apps, handoffs, requests, sessions
 from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.services.keys import Scope
 

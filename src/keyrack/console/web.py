@@ -15,12 +15,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from keyrack.console import sessions
-from keyrack.console.sessions import SignedIn
 from keyrack.domain.tenancy import Role, UserKind
 from keyrack.errors import AccessDenied, InvalidInput, KeyrackError, NotFound, Throttled
 from keyrack.http.problems import STATUS_BY_CODE
+from keyrack.services import sessions
 from keyrack.services.context import Actor, Context
+from keyrack.services.sessions import SignedIn
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "keyrack_session"

@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
         verifier=app.state.verifier,
         last_used=last_used,
         metrics=app.state.metrics,
+        trust_forwarded_for=ctx.settings.trust_forwarded_for,
     )
     return app
 

@@ -49,7 +49,9 @@ from keyrack.services.last_used import LastUsedBuffer
 from keyrack.services.leaks import revoke_leaked
 
 API_PREFIX = "/api/v2/"
-PUBLIC_PATHS = frozenset({"/api/v2/openapi.json", "/api/v2/leaks"})
+PUBLIC_PATHS = frozenset({"/api/v2/openapi.json", "/api/v2/leaks", "/api/v2/handoffs/open"})
+"""Paths that take no key: the API document, leak reports, and the capability-holding
+hand-off link (its token travels in the body)."""
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Periodic work: ``sweep`` runs it once, ``run_worker`` on a schedule.
 
-A sweep expires keys and takes due notices, then sends due webhook deliveries
-and outbox emails. Every step is idempotent in the database, so several
+A sweep expires keys and takes due notices, erases expired hand-off links and
+console reveals, then sends due webhook deliveries and outbox emails. Every step is idempotent in the database, so several
 workers at once, or a worker restarted mid-run, neither repeat nor skip one.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from keyrack.services import email, expiry, webhooks
+from keyrack.services import email, expiry, handoffs, sessions, webhooks
 from keyrack.services.context import Clock, Context
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ class SweepReport:
     now: datetime
     notices: int
     expired: int
+    handoffs_erased: int
+    reveals_erased: int
     webhooks_delivered: int
     webhooks_retrying: int
     webhooks_failed: int
@@ -57,12 +59,16 @@ def sweep(ctx: Context, now: datetime | None = None) -> SweepReport:
     if now is not None:
         ctx = at(ctx, now)
     expired = expiry.run(ctx)
+    handoffs_erased = handoffs.purge_expired_handoffs(ctx)
+    reveals_erased = sessions.purge_expired(ctx)
     delivered = webhooks.deliver_due(ctx)
     mailed = email.send_due(ctx)
     return SweepReport(
         now=ctx.clock(),
         notices=expired.notices,
         expired=expired.expired,
+        handoffs_erased=handoffs_erased,
+        reveals_erased=reveals_erased,
         webhooks_delivered=delivered.delivered,
         webhooks_retrying=delivered.retrying,
         webhooks_failed=delivered.failed,

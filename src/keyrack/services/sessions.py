@@ -258,3 +258,12 @@ def take_reveals(
                 target_ref=row.key_ref,
             )
     return shown
+
+
+def purge_expired(ctx: Context, now: datetime | None = None) -> int:
+    """Erase ended sessions and every sealed secret whose reveal window closed (for the sweep)."""
+    now = now or ctx.clock()
+    with ctx.db.transaction() as session:
+        reveals = session.execute(delete(ConsoleReveal).where(ConsoleReveal.expires_at <= now))
+        session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+    return int(getattr(reveals, "rowcount", 0) or 0)

@@ -1,0 +1,24 @@
+"""X-Forwarded-For is believed only when the operator says a proxy sets it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from keyrack.http.app import create_app
+from tests.conftest import Seeded
+from tests.live import serve_in_thread
+
+
+@pytest.mark.parametrize(("trusted", "status"), [(False, 403), (True, 200)])
+def test_a_forwarded_address_counts_for_the_ip_allow_list_only_when_trusted(
+    seeded: Seeded, trusted: bool, status: int
+) -> None:
+    _, secret = seeded.new_key(permissions=["keys:manage"], allowed_cidrs=["203.0.113.0/24"])
+    seeded.ctx.settings.trust_forwarded_for = trusted
+    with serve_in_thread(create_app(ctx=seeded.ctx)) as url:
+        response = httpx.get(
+            f"{url}/api/v2/health",
+            headers={"X-API-Key": secret, "X-Forwarded-For": "203.0.113.5, 10.0.0.1"},
+        )
+    assert response.status_code == status
