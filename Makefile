@@ -21,7 +21,7 @@ run: $(STAMP) ## Migrate ./keyrack.db and serve on http://127.0.0.1:8000
 	$(BIN)/keyrack serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP) ## Run the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(or $(JOBS),auto) $(PYTEST_ARGS)
 
 check: $(STAMP) ## Lint and type-check
 	$(BIN)/ruff check src tests bench

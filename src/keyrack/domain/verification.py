@@ -124,3 +124,37 @@ def judge(identity: KeyIdentity, now: datetime) -> Verdict:
     if not identity.org_api_enabled:
         return Verdict(VerdictStatus.DISABLED, identity)
     return Verdict(VerdictStatus.VALID, identity)
+
+
+class RemoteCode(enum.StrEnum):
+    """The answer of ``POST /api/v2/keys/verify`` (SPEC §6), for services verifying keys."""
+
+    VALID = "VALID"
+    NOT_FOUND = "NOT_FOUND"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    RATE_LIMITED = "RATE_LIMITED"
+    INSUFFICIENT_PERMISSIONS = "INSUFFICIENT_PERMISSIONS"
+    DISABLED = "DISABLED"
+
+
+_REMOTE_CODES = {
+    VerdictStatus.VALID: RemoteCode.VALID,
+    VerdictStatus.MALFORMED: RemoteCode.NOT_FOUND,
+    VerdictStatus.NOT_FOUND: RemoteCode.NOT_FOUND,
+    VerdictStatus.REVOKED: RemoteCode.REVOKED,
+    VerdictStatus.EXPIRED: RemoteCode.EXPIRED,
+    VerdictStatus.DISABLED: RemoteCode.DISABLED,
+}
+
+
+def remote_code(verdict: Verdict, required: frozenset[str] = frozenset()) -> RemoteCode:
+    """The verify-endpoint code for a verdict and the permissions the caller requires."""
+    code = _REMOTE_CODES[verdict.status]
+    if (
+        code is RemoteCode.VALID
+        and verdict.key is not None
+        and not required <= verdict.key.permissions
+    ):
+        return RemoteCode.INSUFFICIENT_PERMISSIONS
+    return code

@@ -36,6 +36,7 @@ from keyrack.http.routes import (
     requests,
     staff,
     usage,
+    verify,
     webhooks,
 )
 from keyrack.services.context import Context
@@ -46,6 +47,7 @@ ROUTERS = (
     introspection.router,  # first: the hot path; and before keys (/keys/self ≠ /keys/{ref})
     health.router,
     metrics.router,
+    verify.router,  # before keys: POST /keys/verify is not a key ref
     keys.router,
     apps.router,
     requests.router,

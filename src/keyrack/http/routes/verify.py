@@ -1,0 +1,55 @@
+"""``POST /api/v2/keys/verify``: other services of the CRM check a key presented to them.
+
+The answer is always 200 with a code (SPEC §6). A valid key's limits are consumed:
+one token from its rate, and its concurrency checked at that instant (the in-flight
+slot is handed back at once, since the caller's own request is not ours to follow).
+Callers see only keys of their own organization; platform staff keys see every key.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from redis import RedisError
+
+from keyrack.cache.base import Limiter
+from keyrack.cache.keycache import CachedVerifier
+from keyrack.domain import permissions as perms
+from keyrack.domain.verification import KeyIdentity, RemoteCode, remote_code
+from keyrack.errors import KeyrackError
+from keyrack.http.deps import ActorDep, ContextDep, require
+from keyrack.http.gateway import policy_for
+from keyrack.http.schemas.verify import VerifiedKey, VerifyIn, VerifyOut
+from keyrack.services.last_used import LastUsedBuffer
+
+router = APIRouter(prefix="/api/v2/keys", tags=["keys"])
+
+
+@router.post("/verify", dependencies=[Depends(require("keys:verify"))])
+async def verify_key(
+    body: VerifyIn, request: Request, ctx: ContextDep, actor: ActorDep
+) -> VerifyOut:
+    required = frozenset(perms.normalize(body.permissions))
+    verifier: CachedVerifier = request.app.state.verifier
+    verdict = await verifier.verify(body.key)
+    found: KeyIdentity | None = verdict.key
+    if found is not None and not actor.is_staff and found.org_id != actor.org_id:
+        return VerifyOut(valid=False, code=RemoteCode.NOT_FOUND, key=None)
+    code = remote_code(verdict, required)
+    shown = VerifiedKey.of(found) if found is not None else None
+    if code is not RemoteCode.VALID or found is None:
+        return VerifyOut(valid=False, code=code, key=shown)
+    limiter: Limiter = request.app.state.limiter
+    policy = policy_for(found.rate_per_second, found.concurrency)
+    try:
+        admission = await limiter.acquire(found.ref, policy)
+    except RedisError:
+        raise KeyrackError("the shared limiter is unavailable; retry", code="unavailable") from None
+    if not admission.allowed:
+        return VerifyOut(
+            valid=False, code=RemoteCode.RATE_LIMITED, key=shown, retry_after=admission.retry_after
+        )
+    if admission.lease is not None:
+        limiter.release(found.ref, admission.lease)
+    last_used: LastUsedBuffer = request.app.state.last_used
+    last_used.note(found.key_id, ctx.clock(), None)
+    return VerifyOut(valid=True, code=RemoteCode.VALID, key=shown)
