@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Required, TypedDict, Unpack
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -140,40 +141,27 @@ def _digests(session: Session, key_id: int) -> tuple[str, ...]:
     return tuple(session.scalars(select(KeySecret.digest).where(KeySecret.key_id == key_id)))
 
 
+class NewKey(TypedDict, total=False):
+    """The fields of a new key, as ``insert_key`` takes them."""
+
+    name: Required[str]
+    environment: Environment
+    location_id: int | None
+    owner_id: int | None
+    permissions: Sequence[str]
+    rate_per_second: int | None
+    concurrency: int | None
+    allowed_cidrs: Sequence[str]
+    expires_at: datetime | None
+    inactivity_days: int
+
+
 def create_key(
-    ctx: Context,
-    actor: Actor,
-    scope: Scope,
-    *,
-    name: str,
-    environment: Environment = Environment.SANDBOX,
-    location_id: int | None = None,
-    owner_id: int | None = None,
-    permissions: Sequence[str] = (),
-    rate_per_second: int | None = None,
-    concurrency: int | None = None,
-    allowed_cidrs: Sequence[str] = (),
-    expires_at: datetime | None = None,
-    inactivity_days: int = DEFAULT_INACTIVITY_DAYS,
+    ctx: Context, actor: Actor, scope: Scope, **fields: Unpack[NewKey]
 ) -> tuple[KeyView, str]:
     """Issue a key. Returns the view and the secret, which is never stored or shown again."""
     with ctx.db.transaction() as session:
-        return insert_key(
-            session,
-            actor,
-            scope,
-            now=ctx.clock(),
-            name=name,
-            environment=environment,
-            location_id=location_id,
-            owner_id=owner_id,
-            permissions=permissions,
-            rate_per_second=rate_per_second,
-            concurrency=concurrency,
-            allowed_cidrs=allowed_cidrs,
-            expires_at=expires_at,
-            inactivity_days=inactivity_days,
-        )
+        return insert_key(session, actor, scope, now=ctx.clock(), **fields)
 
 
 def insert_key(
