@@ -6,6 +6,8 @@ import asyncio
 import time
 
 import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from keyrack.cache.redis import RedisLimiter
 from keyrack.domain.limits import Decision, RateLimitPolicy
@@ -90,3 +92,68 @@ async def test_two_instances_hammering_one_bucket_admit_at_most_rate_times_windo
     assert most_in_flight <= policy.concurrency
     assert refused[Decision.RATE_LIMITED] > 0
     assert refused[Decision.CONCURRENCY_LIMITED] > 0
+
+
+async def _zrem_calls(client) -> int:
+    """ZREM commands run by the server so far (every client, scripts included)."""
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_zrem", {}).get("calls", 0))
+
+
+async def test_a_burst_of_releases_goes_out_in_one_zrem_per_bucket_and_aclose_sends_it(
+    connect, redis_prefix
+) -> None:
+    client = connect()
+    limiter = RedisLimiter(client, prefix=redis_prefix)
+    policy = RateLimitPolicy(rate_per_second=100, concurrency=100)
+    buckets = ("a", "b", "c")
+    leases = [
+        (bucket, (await limiter.acquire(bucket, policy)).lease)
+        for bucket in buckets
+        for _ in range(40)
+    ]
+    before = await _zrem_calls(client)
+
+    for bucket, lease in leases:
+        limiter.release(bucket, lease)
+    await limiter.aclose()
+
+    sent = await _zrem_calls(client) - before
+    assert 0 < sent < len(leases)  # other clients of this Redis can only add to it
+    for bucket in buckets:
+        assert await client.zcard(f"{redis_prefix}{{{bucket}}}:leases") == 0
+
+
+async def test_a_release_reaches_redis_without_waiting_for_aclose(connect, redis_prefix) -> None:
+    client = connect()
+    limiter = RedisLimiter(client, prefix=redis_prefix)
+    admission = await limiter.acquire("k", RateLimitPolicy())
+    leases_key = f"{redis_prefix}{{k}}:leases"
+
+    limiter.release("k", admission.lease)
+    async with asyncio.timeout(5):  # a guard against hanging, not a latency assertion
+        while await client.exists(leases_key):
+            await asyncio.sleep(0.001)
+    await limiter.aclose()
+
+
+async def test_a_release_carried_by_an_acquire_that_never_reached_redis_is_still_sent(
+    redis_url, redis_prefix
+) -> None:
+    pool = BlockingConnectionPool.from_url(redis_url, max_connections=1, timeout=0.05)
+    client = Redis.from_pool(pool)
+    try:
+        limiter = RedisLimiter(client, prefix=redis_prefix)
+        policy = RateLimitPolicy(rate_per_second=5, concurrency=1)
+        admission = await limiter.acquire("k", policy)
+        held = await pool.get_connection()  # the acquire below finds no free connection
+
+        limiter.release("k", admission.lease)
+        with pytest.raises(RedisConnectionError):  # this acquire carries the release, and fails
+            await limiter.acquire("k", policy)
+        await pool.release(held)
+        await limiter.aclose()
+
+        assert await client.zcard(f"{redis_prefix}{{k}}:leases") == 0
+    finally:
+        await client.aclose()

@@ -4,19 +4,26 @@ Each bucket owns two keys, hash-tagged so they share a cluster slot:
 ``<prefix>{<bucket>}:tokens`` (hash: ``tokens`` in millionths, ``stamp`` in µs) and
 ``<prefix>{<bucket>}:leases`` (sorted set: lease id scored by its expiry in µs).
 Both carry TTLs, so idle buckets vanish on their own.
+
+Releases cost no round trip of their own when they can help it: a released lease id
+waits (at most ``_FLUSH_SECONDS``) in a queue; the next acquire on the same bucket
+carries it to its script, and whatever is still queued when the timer fires goes out
+in one pipeline with one ``ZREM`` per bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import hashlib
+import itertools
 import logging
 import math
-import uuid
+import secrets
 from collections.abc import Callable
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from keyrack.cache.base import CONCURRENCY_RETRY_SECONDS, DEFAULT_LEASE_SECONDS, MICRO
 from keyrack.domain.limits import Admission, Decision, RateLimitPolicy
@@ -26,9 +33,12 @@ log = logging.getLogger(__name__)
 _TTL_SLACK_MS = 1000
 """Kept beyond the exact idle horizon, for callers that inject their own clock."""
 
+_FLUSH_SECONDS = 0.001
+"""How long a release may wait for an acquire on its bucket to carry it to Redis."""
+
 # KEYS[1] token hash, KEYS[2] lease zset.
 # ARGV: rate, concurrency, lease µs, new lease id, now µs ('' = Redis TIME),
-#       then ids of leases this caller released whose ZREM may still be in flight.
+#       then ids of leases this caller released that may still be in Redis.
 # Returns {decision, remaining whole tokens, reset µs (0 when concurrency-limited)};
 # decision 0 = allowed, 1 = concurrency-limited, 2 = rate-limited.
 _ACQUIRE = f"""
@@ -94,32 +104,53 @@ class RedisLimiter:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         self._redis = redis
-        self._script = redis.register_script(_ACQUIRE)
+        self._sha = hashlib.sha1(_ACQUIRE.encode(), usedforsecurity=False).hexdigest()
         self._lease_us = math.ceil(lease_seconds * MICRO)
         self._prefix = prefix
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._releasing: dict[str, set[str]] = {}
-        """Lease key -> ids whose ZREM is in flight; the next acquire removes them too,
-        so a release is never overtaken by this instance's following acquire."""
+        self._lease_prefix = secrets.token_hex(8) + ":"
+        """Lease ids are this (random per instance) plus a counter: unique, and cheap."""
+        self._lease_ids = itertools.count()
+        self._queued: dict[str, list[str]] = {}
+        """Lease key -> released ids not sent yet."""
+        self._sending: dict[str, set[str]] = {}
+        """Lease key -> released ids sent but not confirmed; every acquire on the bucket
+        removes them too, so a release is never overtaken by this instance's own
+        following acquire."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        """At most one of the two is set: the flush is scheduled, or running."""
 
     async def acquire(self, bucket: str, policy: RateLimitPolicy) -> Admission:
         key = f"{self._prefix}{{{bucket}}}"
-        leases_key = f"{key}:leases"
-        lease = uuid.uuid4().hex
+        leases_key = key + ":leases"
+        lease = f"{self._lease_prefix}{next(self._lease_ids):x}"
         now = "" if self._clock is None else round(self._clock() * MICRO)
-        released = self._releasing.get(leases_key, ())
-        result = await self._script(
-            keys=(f"{key}:tokens", leases_key),
-            args=(
-                policy.rate_per_second,
-                policy.concurrency,
-                self._lease_us,
-                lease,
-                now,
-                *released,
-            ),
-        )
+        args: list[str | int] = [
+            key + ":tokens",
+            leases_key,
+            policy.rate_per_second,
+            policy.concurrency,
+            self._lease_us,
+            lease,
+            now,
+        ]
+        sending = self._sending.get(leases_key)
+        if sending:
+            args.extend(sending)
+        carried = self._queued.pop(leases_key, None)
+        if carried is None:
+            result = await self._evalsha(args)
+        else:
+            args.extend(carried)
+            self._mark_sending(leases_key, carried)
+            try:
+                result = await self._evalsha(args)
+            except BaseException:
+                self._enqueue(leases_key, carried)
+                raise
+            finally:
+                self._mark_sent(leases_key, carried)
         code, remaining, reset_us = cast(list[int], result)
         decision = _DECISIONS[code]
         if decision is Decision.CONCURRENCY_LIMITED:
@@ -133,27 +164,82 @@ class RedisLimiter:
         )
 
     def release(self, bucket: str, lease: str) -> None:
-        """Schedule the ZREM and return at once; a lost release expires after lease_seconds."""
-        leases_key = f"{self._prefix}{{{bucket}}}:leases"
-        self._releasing.setdefault(leases_key, set()).add(lease)
-        task = asyncio.get_running_loop().create_task(self._zrem(leases_key, lease))
-        self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._released, leases_key, lease))
+        """Queue the lease for removal and return at once; it reaches Redis within about
+        ``_FLUSH_SECONDS`` (plus one round trip), and a lost one expires after
+        lease_seconds."""
+        self._enqueue(f"{self._prefix}{{{bucket}}}:leases", [lease])
 
     async def aclose(self) -> None:
-        """Wait for scheduled releases; does not close the Redis client."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Send every queued release and wait for it; does not close the Redis client."""
+        while True:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._flusher is not None:
+                await asyncio.wait((self._flusher,))
+            elif self._queued:
+                self._start_flush()
+            else:
+                return
 
-    async def _zrem(self, leases_key: str, lease: str) -> None:
-        await self._redis.zrem(leases_key, lease)
+    async def _evalsha(self, args: list[str | int]) -> object:
+        """Run the acquire script (``args``: its two keys, then ARGV), loading it if the
+        server lost it."""
+        try:
+            return await self._redis.evalsha(self._sha, 2, *args)
+        except NoScriptError:
+            self._sha = await self._redis.script_load(_ACQUIRE)
+            return await self._redis.evalsha(self._sha, 2, *args)
 
-    def _released(self, leases_key: str, lease: str, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        pending = self._releasing.get(leases_key)
-        if pending is not None:
-            pending.discard(lease)
-            if not pending:
-                del self._releasing[leases_key]
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.warning("lease release failed, it will expire by itself: %r", error)
+    def _enqueue(self, leases_key: str, leases: list[str]) -> None:
+        queued = self._queued.get(leases_key)
+        if queued is None:
+            self._queued[leases_key] = leases
+        else:
+            queued.extend(leases)
+        if self._timer is None and self._flusher is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(_FLUSH_SECONDS, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        if self._queued:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Send everything queued: one ZREM per bucket, all in one round trip."""
+        batch, self._queued = self._queued, {}
+        for leases_key, leases in batch.items():
+            self._mark_sending(leases_key, leases)
+        try:
+            if len(batch) == 1:
+                [(leases_key, leases)] = batch.items()
+                await self._redis.zrem(leases_key, *leases)
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for leases_key, leases in batch.items():
+                        pipe.zrem(leases_key, *leases)
+                    await pipe.execute()
+        except Exception as error:
+            log.warning("lease release failed, the leases will expire by themselves: %r", error)
+        finally:
+            for leases_key, leases in batch.items():
+                self._mark_sent(leases_key, leases)
+            self._flusher = None
+            if self._queued:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(_FLUSH_SECONDS, self._start_flush)
+
+    def _mark_sending(self, leases_key: str, leases: list[str]) -> None:
+        sending = self._sending.get(leases_key)
+        if sending is None:
+            self._sending[leases_key] = set(leases)
+        else:
+            sending.update(leases)
+
+    def _mark_sent(self, leases_key: str, leases: list[str]) -> None:
+        sending = self._sending.get(leases_key)
+        if sending is not None:
+            sending.difference_update(leases)
+            if not sending:
+                del self._sending[leases_key]
