@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from keyrack.errors import InvalidInput
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
 
@@ -30,15 +32,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def _refuse_nul(
+    _conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, _many: bool
+) -> None:
+    """Refuse text with a NUL character on every backend, before it reaches the driver.
+
+    PostgreSQL cannot store NUL in text (the driver raises, a 500) while SQLite
+    would keep it; any input, from any adapter, gets the same 400 instead.
+    """
+    if parameters and _has_nul(parameters):
+        raise InvalidInput("text must not contain NUL (\\u0000) characters")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    if "poolclass" not in kwargs:
-        kwargs = {"pool_size": 10, "max_overflow": 20, **kwargs}
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    else:
+        if "poolclass" not in kwargs:
+            kwargs = {"pool_size": 10, "max_overflow": 20, **kwargs}
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    event.listen(engine, "before_cursor_execute", _refuse_nul)
+    return engine
 
 
 class Database:
