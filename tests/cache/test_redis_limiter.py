@@ -157,3 +157,22 @@ async def test_a_release_carried_by_an_acquire_that_never_reached_redis_is_still
         assert await client.zcard(f"{redis_prefix}{{k}}:leases") == 0
     finally:
         await client.aclose()
+
+
+async def test_an_acquire_can_carry_more_released_leases_than_lua_can_unpack_at_once(
+    connect, redis_prefix
+) -> None:
+    client = connect()
+    limiter = RedisLimiter(client, prefix=redis_prefix)
+    policy = RateLimitPolicy(rate_per_second=5, concurrency=1)
+    leases_key = f"{redis_prefix}{{k}}:leases"
+    held = [f"held-{n}" for n in range(10_000)]
+    await client.zadd(leases_key, dict.fromkeys(held, 2**50))
+
+    for lease in held:
+        limiter.release("k", lease)
+    admission = await limiter.acquire("k", policy)  # carries all 10,000 releases
+
+    assert admission.allowed
+    assert await client.zrange(leases_key, 0, -1) == [admission.lease.encode()]
+    await limiter.aclose()

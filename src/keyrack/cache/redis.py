@@ -38,7 +38,8 @@ _FLUSH_SECONDS = 0.001
 
 # KEYS[1] token hash, KEYS[2] lease zset.
 # ARGV: rate, concurrency, lease µs, new lease id, now µs ('' = Redis TIME),
-#       then ids of leases this caller released that may still be in Redis.
+#       then, optionally, the space-separated ids of leases this caller released that
+#       may still be in Redis (one argument, however many: cheap to encode).
 # Returns {decision, remaining whole tokens, reset µs (0 when concurrency-limited)};
 # decision 0 = allowed, 1 = concurrency-limited, 2 = rate-limited.
 _ACQUIRE = f"""
@@ -50,8 +51,18 @@ if not now then
   local time = redis.call('TIME')
   now = tonumber(time[1]) * {MICRO} + tonumber(time[2])
 end
-if #ARGV > 5 then
-  redis.call('ZREM', KEYS[2], unpack(ARGV, 6))
+if ARGV[6] then
+  local released = {{}}
+  for id in string.gmatch(ARGV[6], '%S+') do
+    released[#released + 1] = id
+    if #released == 1000 then  -- unpack() has a stack limit
+      redis.call('ZREM', KEYS[2], unpack(released))
+      released = {{}}
+    end
+  end
+  if #released > 0 then
+    redis.call('ZREM', KEYS[2], unpack(released))
+  end
 end
 
 local capacity = rate * {MICRO}
@@ -136,13 +147,12 @@ class RedisLimiter:
             now,
         ]
         sending = self._sending.get(leases_key)
-        if sending:
-            args.extend(sending)
         carried = self._queued.pop(leases_key, None)
+        if sending or carried:
+            args.append(" ".join(itertools.chain(sending or (), carried or ())))
         if carried is None:
             result = await self._evalsha(args)
         else:
-            args.extend(carried)
             self._mark_sending(leases_key, carried)
             try:
                 result = await self._evalsha(args)
