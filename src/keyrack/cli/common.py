@@ -6,7 +6,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -36,16 +36,27 @@ def context() -> Context:
     return ctx
 
 
+def _json_value(value: Any) -> str:
+    """Times in ISO 8601, as the API writes them; anything else as its string."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, default=str, indent=2) + "\n")
+    sys.stdout.write(json.dumps(value, default=_json_value, indent=2) + "\n")
 
 
 def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table whose first column (the ref or id the next command takes) is never cut short."""
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    for index, column in enumerate(columns):
+        if index == 0:
+            widest = max((len(row[0]) for row in cells), default=0)
+            table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
+        else:
+            table.add_column(column)
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
 
 
