@@ -5,11 +5,13 @@ Every test runs against the real app on a socket, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import httpx
 import pytest
 
+from keyrack.logging import JsonFormatter
 from tests.conftest import Seeded
 
 PASSWORD = "correct horse battery staple"
@@ -47,3 +49,61 @@ def test_a_nul_character_in_the_sign_in_email_is_a_page_not_a_500(api: httpx.Cli
     )
     assert response.status_code == 400
     assert "text/html" in response.headers["content-type"]
+
+
+def _still_valid(api: httpx.Client, seeded: Seeded) -> bool:
+    return api.get("/api/v2/health", headers=seeded.headers()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/console/login?next=/console&key={secret}"),
+        ("GET", "/healthz?x={secret}"),
+        ("POST", "/api/v2/handoffs/open?api_key={secret}"),
+    ],
+)
+def test_a_key_in_any_url_query_is_refused_and_revoked_not_only_under_the_api(
+    api: httpx.Client, seeded: Seeded, method: str, path: str
+) -> None:
+    assert _still_valid(api, seeded)
+    response = api.request(method, path.format(secret=seeded.secret), json={"token": "x"})
+    assert response.status_code == 400
+    assert response.json()["type"].endswith("/key-in-url")
+    assert seeded.secret not in response.text
+    refused = api.get("/api/v2/health", headers=seeded.headers())
+    assert refused.json()["type"].endswith("/revoked-key")
+
+
+def test_a_query_without_a_key_shaped_value_leaves_console_pages_alone(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    assert api.get("/console/login?next=/console/audit&token=abc").status_code == 200
+    assert _still_valid(api, seeded)
+
+
+def test_an_instance_host_with_a_trailing_dot_is_still_bound_to_its_tenant(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    for host in ("other.localhost", "other.localhost.", "OTHER.localhost.:8000"):
+        response = api.get("/api/v2/health", headers={**seeded.headers(), "Host": host})
+        assert response.status_code == 403, host
+        assert response.json()["type"].endswith("/wrong-tenant")
+
+
+def test_api_responses_are_never_stored_by_caches(api: httpx.Client, seeded: Seeded) -> None:
+    created = api.post("/api/v2/keys", headers=seeded.headers(), json={"name": "Zapier"})
+    assert created.status_code == 201
+    assert created.headers["cache-control"] == "no-store"
+    assert api.post("/api/v2/leaks", json=[{"token": "x"}]).headers["cache-control"] == "no-store"
+
+
+def test_a_hand_off_link_token_never_reaches_the_access_log(
+    api: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "Zx9capabilityToken0123456789abcdefghijklmnop"
+    with caplog.at_level(logging.INFO, logger="keyrack.access"):
+        assert api.get(f"/console/handoff/{token}").status_code == 200
+    lines = [JsonFormatter().format(r) for r in caplog.records if r.name == "keyrack.access"]
+    assert any("/console/handoff/[redacted]" in line for line in lines)
+    assert not any(token in line for line in lines)

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyrack.cache.base import Limiter
 from keyrack.cache.keycache import CachedVerifier
 from keyrack.cache.memory import MemoryLimiter
+from keyrack.domain.keys import looks_like_key
 from keyrack.domain.limits import Admission, RateLimitPolicy
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import KeyrackError
@@ -45,6 +46,7 @@ from keyrack.http.metrics import Metrics
 from keyrack.http.problems import STATUS_BY_CODE, problem
 from keyrack.logging import REQUEST_ID
 from keyrack.services.context import Context
+from keyrack.services.handoffs import LINK_PATH
 from keyrack.services.last_used import LastUsedBuffer
 from keyrack.services.leaks import revoke_leaked
 
@@ -52,6 +54,7 @@ API_PREFIX = "/api/v2/"
 PUBLIC_PATHS = frozenset({"/api/v2/openapi.json", "/api/v2/leaks", "/api/v2/handoffs/open"})
 """Paths that take no key: the API document, leak reports, and the capability-holding
 hand-off link (its token travels in the body)."""
+HANDOFF_LINK_PREFIX = LINK_PATH.split("{", 1)[0]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 log = logging.getLogger(__name__)
@@ -124,12 +127,15 @@ class Gateway:
         token = REQUEST_ID.set(request_id)
         extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
         status = 500
+        no_store = scope["path"].startswith(API_PREFIX)  # API answers may carry secrets
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *extra]
+                if no_store and all(k.lower() != b"cache-control" for k, _ in message["headers"]):
+                    message["headers"].append((b"cache-control", b"no-store"))
             await send(message)
 
         admitted: tuple[Limiter, str, str] | None = None
@@ -145,6 +151,8 @@ class Gateway:
                     extra.append((b"ratelimit", admission.header.encode()))
                     if admission.lease is not None:
                         admitted = (limiter, principal.ref, admission.lease)
+                else:
+                    await self._refuse_key_in_url(scope, any_credential_name=False)
             except _Refused as refused:
                 await self._refuse(refused, request_id, scope, receive, send_with_headers)
                 return
@@ -160,12 +168,7 @@ class Gateway:
     async def _admit(
         self, scope: Scope, headers: dict[str, str]
     ) -> tuple[KeyIdentity, Admission, Limiter]:
-        leaked = self.parser.from_query(scope.get("query_string", b""))
-        if leaked is not None:
-            await self._revoke_leaked(leaked, scope)
-            raise _Refused(
-                "key-in-url", "API keys must not be sent in the URL; a key sent there is revoked"
-            )
+        await self._refuse_key_in_url(scope, any_credential_name=True)
         try:
             presented = self.parser.from_headers(headers)
         except KeyrackError as exc:
@@ -208,6 +211,20 @@ class Gateway:
         self.last_used.note(identity.key_id, self.ctx.clock(), client_ip)
         return identity, admission, limiter
 
+    async def _refuse_key_in_url(self, scope: Scope, *, any_credential_name: bool) -> None:
+        """Revoke a key found in the query string and refuse the request (400 key-in-url).
+
+        On guarded API paths any value under a credential name counts; elsewhere
+        (console, public API paths, health) only a key-shaped value does.
+        """
+        leaked = self.parser.from_query(scope.get("query_string", b""))
+        if leaked is None or not (any_credential_name or looks_like_key(leaked)):
+            return
+        await self._revoke_leaked(leaked, scope)
+        raise _Refused(
+            "key-in-url", "API keys must not be sent in the URL; a key sent there is revoked"
+        )
+
     async def _verify(self, presented: str) -> KeyIdentity:
         try:
             verdict = await self.verifier.verify(presented)
@@ -249,6 +266,7 @@ class Gateway:
         name = host.lower()
         if not name.startswith("["):
             name = name.rpartition(":")[0] or name
+        name = name.rstrip(".")  # "acme.example.com." is the same host as "acme.example.com"
         if name.endswith(self.host_suffix) and len(name) > len(self.host_suffix):
             return name[: -len(self.host_suffix)]
         return None
@@ -314,7 +332,7 @@ class Gateway:
             access_log.info(
                 "%s %s %s",
                 method,
-                scope["path"],
+                loggable_path(scope["path"]),
                 status,
                 extra={
                     "status": status,
@@ -322,6 +340,13 @@ class Gateway:
                     "key": principal.ref if principal else None,
                 },
             )
+
+
+def loggable_path(path: str) -> str:
+    """``path`` for a log line: a hand-off link's token is a capability, never logged."""
+    if path.startswith(HANDOFF_LINK_PREFIX):
+        return HANDOFF_LINK_PREFIX + "[redacted]"
+    return path
 
 
 def _origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
