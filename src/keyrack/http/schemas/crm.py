@@ -47,12 +47,13 @@ def _utc(value: datetime) -> datetime:
         raise ValueError("date and time out of range") from None
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+Storable = AfterValidator(_storable)
+"""Checked after the length limits, so a bad length reads "at least 1 character", not "item"."""
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
-Ref = Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_storable)]
-Name = Annotated[Text, Field(min_length=1, max_length=200)]
-Email = Annotated[Text, Field(max_length=320)]
-Phone = Annotated[Text, Field(max_length=40)]
+Ref = Annotated[str, Field(min_length=1, max_length=40), Storable]
+Name = Annotated[str, Field(min_length=1, max_length=200), Storable]
+Email = Annotated[str, Field(max_length=320), Storable]
+Phone = Annotated[str, Field(max_length=40), Storable]
 Cents = Annotated[int, Field(ge=0, le=MAX_MONEY_CENTS, description="integer minor units")]
 Currency = Annotated[str, Field(pattern=r"^[A-Za-z]{3}$", description="ISO 4217 code")]
 Health = Annotated[int, Field(ge=0, le=100, description="0-100; >=70 green, 40-69 yellow")]
@@ -199,7 +200,7 @@ class ContactCreate(Strict):
     name: Name
     email: Email | None = None
     phone: Phone | None = None
-    title: Annotated[Text, Field(max_length=200)] | None = None
+    title: Annotated[str, Field(max_length=200), Storable] | None = None
 
 
 class ContactUpdate(Patch):
@@ -208,7 +209,7 @@ class ContactUpdate(Patch):
     name: Name | SkipJsonSchema[None] = None
     email: Email | None = None
     phone: Phone | None = None
-    title: Annotated[Text, Field(max_length=200)] | None = None
+    title: Annotated[str, Field(max_length=200), Storable] | None = None
 
 
 # -- contracts -------------------------------------------------------------------------
@@ -273,11 +274,11 @@ class ContractUpdate(Patch):
 
 
 class UsageEventIn(Strict):
-    id: Annotated[Text, Field(min_length=1, max_length=128)] = Field(
+    id: Annotated[str, Field(min_length=1, max_length=128), Storable] = Field(
         description="your id for the event: re-sending it is harmless"
     )
     client_id: Ref
-    event: Annotated[Text, Field(min_length=1, max_length=64)]
+    event: Annotated[str, Field(min_length=1, max_length=64), Storable]
     count: Annotated[int, Field(ge=1, le=MAX_USAGE_COUNT)] = 1
     timestamp: Timestamp
 
@@ -327,7 +328,7 @@ class PulseCreate(Strict):
     client_id: Ref
     contact_id: Ref | None = None
     score: Annotated[int, Field(ge=0, le=10)]
-    comment: Annotated[Text, Field(max_length=MAX_COMMENT)] | None = None
+    comment: Annotated[str, Field(max_length=MAX_COMMENT), Storable] | None = None
     responded_at: Timestamp | None = Field(default=None, description="default: now")
 
 
