@@ -176,3 +176,18 @@ async def test_an_acquire_can_carry_more_released_leases_than_lua_can_unpack_at_
     assert admission.allowed
     assert await client.zrange(leases_key, 0, -1) == [admission.lease.encode()]
     await limiter.aclose()
+
+
+async def test_concurrent_acquires_still_work_after_redis_lost_the_script(
+    connect, redis_prefix
+) -> None:
+    client = connect()
+    limiter = RedisLimiter(client, prefix=redis_prefix)
+    policy = RateLimitPolicy(rate_per_second=10, concurrency=10)
+    assert (await limiter.acquire("k", policy)).allowed
+    await client.script_flush()
+
+    admissions = await asyncio.gather(*(limiter.acquire("k", policy) for _ in range(5)))
+
+    assert all(admission.allowed for admission in admissions)
+    await limiter.aclose()

@@ -1,4 +1,4 @@
-"""Throttling shared by every instance through Redis: one Lua script, one round trip.
+"""Throttling shared by every instance through Redis: one Lua script per acquire.
 
 Each bucket owns two keys, hash-tagged so they share a cluster slot:
 ``<prefix>{<bucket>}:tokens`` (hash: ``tokens`` in millionths, ``stamp`` in µs) and
@@ -8,7 +8,8 @@ Both carry TTLs, so idle buckets vanish on their own.
 Releases cost no round trip of their own when they can help it: a released lease id
 waits (at most ``_FLUSH_SECONDS``) in a queue; the next acquire on the same bucket
 carries it to its script, and whatever is still queued when the timer fires goes out
-in one pipeline with one ``ZREM`` per bucket.
+in one pipeline with one ``ZREM`` per bucket. Likewise the acquires made in one
+event-loop tick (concurrent requests) share one pipelined round trip.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from keyrack.cache.base import CONCURRENCY_RETRY_SECONDS, DEFAULT_LEASE_SECONDS, MICRO
 from keyrack.domain.limits import Admission, Decision, RateLimitPolicy
@@ -131,6 +132,9 @@ class RedisLimiter:
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         """At most one of the two is set: the flush is scheduled, or running."""
+        self._calls: list[tuple[list[str | int], asyncio.Future[object]]] | None = None
+        """Script calls made in this event-loop tick, sent together at its end."""
+        self._sending_calls: set[asyncio.Task[None]] = set()
 
     async def acquire(self, bucket: str, policy: RateLimitPolicy) -> Admission:
         key = f"{self._prefix}{{{bucket}}}"
@@ -193,13 +197,60 @@ class RedisLimiter:
                 return
 
     async def _evalsha(self, args: list[str | int]) -> object:
-        """Run the acquire script (``args``: its two keys, then ARGV), loading it if the
-        server lost it."""
+        """Run the acquire script (``args``: its two keys, then ARGV). Calls made in the
+        same event-loop tick share one pipelined round trip."""
+        loop = asyncio.get_running_loop()
+        call: asyncio.Future[object] = loop.create_future()
+        if self._calls is None:
+            self._calls = []
+            loop.call_soon(self._send_calls)
+        self._calls.append((args, call))
+        return await call
+
+    def _send_calls(self) -> None:
+        calls, self._calls = self._calls or [], None
+        task = asyncio.get_running_loop().create_task(self._answer(calls))
+        self._sending_calls.add(task)
+        task.add_done_callback(self._sending_calls.discard)
+
+    async def _answer(self, calls: list[tuple[list[str | int], asyncio.Future[object]]]) -> None:
         try:
-            return await self._redis.evalsha(self._sha, 2, *args)
-        except NoScriptError:
+            results = await self._run_scripts([args for args, _ in calls])
+        except Exception as error:
+            results = [error] * len(calls)
+        except BaseException:
+            for _, call in calls:
+                call.cancel()
+            raise
+        for (_, call), result in zip(calls, results, strict=True):
+            if call.done():  # its caller was cancelled
+                continue
+            if isinstance(result, Exception):
+                call.set_exception(result)
+            else:
+                call.set_result(result)
+
+    async def _run_scripts(self, batch: list[list[str | int]]) -> list[object]:
+        """One result (or ResponseError) per call, loading the script if Redis lost it."""
+        results = await self._send_scripts(batch)
+        missing = [n for n, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
             self._sha = await self._redis.script_load(_ACQUIRE)
-            return await self._redis.evalsha(self._sha, 2, *args)
+            retried = await self._send_scripts([batch[n] for n in missing])
+            for n, result in zip(missing, retried, strict=True):
+                results[n] = result
+        return results
+
+    async def _send_scripts(self, batch: list[list[str | int]]) -> list[object]:
+        if len(batch) == 1:
+            try:
+                return [await self._redis.evalsha(self._sha, 2, *batch[0])]
+            except ResponseError as error:
+                return [error]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for args in batch:
+                pipe.evalsha(self._sha, 2, *args)
+            return cast(list[object], await pipe.execute(raise_on_error=False))
 
     def _enqueue(self, leases_key: str, leases: list[str]) -> None:
         queued = self._queued.get(leases_key)
