@@ -11,8 +11,13 @@ import re
 import httpx
 import pytest
 
+from keyrack.domain.tenancy import Role
+from keyrack.http.app import create_app
 from keyrack.logging import JsonFormatter
-from tests.conftest import Seeded
+from keyrack.services import tenancy
+from keyrack.services.context import Context
+from tests.conftest import OPERATOR, Seeded
+from tests.live import serve_in_thread
 
 PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -99,11 +104,89 @@ def test_api_responses_are_never_stored_by_caches(api: httpx.Client, seeded: See
 
 
 def test_a_hand_off_link_token_never_reaches_the_access_log(
-    api: httpx.Client, caplog: pytest.LogCaptureFixture
+    ctx: Context, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = "Zx9capabilityToken0123456789abcdefghijklmnop"
-    with caplog.at_level(logging.INFO, logger="keyrack.access"):
+    with (
+        caplog.at_level(logging.INFO, logger="keyrack.access"),
+        serve_in_thread(create_app(ctx=ctx)) as url,  # stopped: every line is written
+        httpx.Client(base_url=url) as api,
+    ):
         assert api.get(f"/console/handoff/{token}").status_code == 200
     lines = [JsonFormatter().format(r) for r in caplog.records if r.name == "keyrack.access"]
     assert any("/console/handoff/[redacted]" in line for line in lines)
     assert not any(token in line for line in lines)
+
+
+@pytest.fixture
+def team(ctx: Context) -> dict[str, int]:
+    """An organization with one user of each role, all with PASSWORD."""
+    tenancy.create_org(ctx, OPERATOR, name="Acme", slug="acme")
+    return {
+        role.value: tenancy.create_user(
+            ctx,
+            OPERATOR,
+            org_slug="acme",
+            email=f"{role.value}@acme.test",
+            role=role,
+            password=PASSWORD,
+        ).user.id
+        for role in Role
+    }
+
+
+def _signed_in(api: httpx.Client, email: str) -> str:
+    """Sign ``api`` in as ``email``; the CSRF token of its session."""
+    token = _login_form(api)
+    response = api.post(
+        "/console/login", data={"email": email, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 303
+    found = _CSRF.search(api.get("/console/settings/team").text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_an_admin_cannot_deactivate_the_owner(
+    api: httpx.Client, ctx: Context, team: dict[str, int]
+) -> None:
+    csrf = _signed_in(api, "admin@acme.test")
+    response = api.post(
+        f"/console/settings/team/users/{team['owner']}/active",
+        data={"csrf_token": csrf, "active": "false"},
+    )
+    assert response.status_code == 403
+    assert tenancy.authenticate(ctx, "owner@acme.test", PASSWORD) is not None
+    member = api.post(
+        f"/console/settings/team/users/{team['member']}/active",
+        data={"csrf_token": csrf, "active": "false"},
+    )
+    assert member.status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("path", "form"),
+    [
+        ("/console/settings/api", {"name": "a", "owner": "99999999999999999999"}),
+        ("/console/settings/api", {"name": "a", "owner": "9999999999"}),
+        ("/console/settings/api", {"name": "a", "scope": "9999999999"}),
+        ("/console/settings/team/users/99999999999999999999/active", {"active": "true"}),
+        ("/console/settings/team/users/9999999999/active", {"active": "true"}),
+    ],
+)
+def test_out_of_range_ids_in_console_forms_are_a_page_not_a_500(
+    api: httpx.Client, team: dict[str, int], path: str, form: dict[str, str]
+) -> None:
+    csrf = _signed_in(api, "owner@acme.test")
+    response = api.post(path, data={"csrf_token": csrf, **form})
+    assert 400 <= response.status_code < 500, response.text
+    assert "text/html" in response.headers["content-type"]
+
+
+def test_an_audit_filter_at_the_end_of_time_is_a_page_not_a_500(
+    api: httpx.Client, team: dict[str, int]
+) -> None:
+    _signed_in(api, "owner@acme.test")
+    response = api.get("/console/audit?until=9999-12-31")
+    assert response.status_code == 400
+    assert "text/html" in response.headers["content-type"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import MAXYEAR, UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
@@ -115,9 +115,12 @@ def _day(value: str, what: str) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        day = datetime.fromisoformat(value).replace(tzinfo=UTC)
     except ValueError:
         raise InvalidInput(f"{what} must be a date like 2026-01-31") from None
+    if day.year == MAXYEAR:  # ``until`` takes the whole day: the next one must exist
+        raise InvalidInput(f"{what} must be a date before the year {MAXYEAR}")
+    return day
 
 
 @router.get("/audit")

@@ -279,6 +279,10 @@ def set_user_active(ctx: Context, actor: Actor, user_id: int, active: bool) -> U
         user = session.get(User, user_id)
         if user is None or (not actor.is_staff and user.org_id != actor.org_id):
             raise NotFound("no such user")
+        if user.role == Role.OWNER.value and not actor.is_staff:
+            acting = session.get(User, actor.user_id) if actor.user_id is not None else None
+            if acting is None or acting.role != Role.OWNER.value:
+                raise AccessDenied("only an owner can deactivate or reactivate an owner")
         before = _user_snapshot(user)
         user.active = active
         audit.record(

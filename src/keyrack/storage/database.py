@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyrack.errors import InvalidInput
@@ -54,6 +55,19 @@ def _refuse_nul(
         raise InvalidInput("text must not contain NUL (\\u0000) characters")
 
 
+@contextmanager
+def _unstorable_values_refused() -> Iterator[None]:
+    """A value the database cannot hold is bad input (400), never a 500.
+
+    PostgreSQL refuses e.g. an id beyond its column's range (``DataError``) and
+    SQLite an integer beyond 64 bits (``OverflowError``), wherever the value came from.
+    """
+    try:
+        yield
+    except (DataError, OverflowError):
+        raise InvalidInput("a value is out of range for what it names") from None
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
     if make_url(url).get_backend_name() == "sqlite":
@@ -82,13 +96,13 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with self._sessions() as session, session.begin():
+        with _unstorable_values_refused(), self._sessions() as session, session.begin():
             yield session
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A read session (no implicit commit)."""
-        with self._sessions() as session:
+        with _unstorable_values_refused(), self._sessions() as session:
             yield session
 
     def is_migrated(self) -> bool:
