@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from keyrack.cli import app as cli
@@ -46,3 +48,19 @@ def test_json_output_writes_times_in_iso_8601_like_the_api(
     assert created_at[10] == "T"  # not str(datetime), which has a space there
     assert datetime.fromisoformat(created_at).utcoffset() is not None
     assert body["last_used_at"] is None
+
+
+def test_every_command_says_what_it_does_in_help() -> None:
+    missing: list[str] = []
+
+    def walk(command: Any, path: str) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:
+            if not (command.help or "").strip():
+                missing.append(path)
+            return
+        for name, sub in subcommands.items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(cli), "keyrack")
+    assert missing == []

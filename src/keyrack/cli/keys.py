@@ -98,6 +98,7 @@ def list_keys(
     cursor: str | None = typer.Option(None, help="Continue from a previous page."),
     as_json: bool = JsonOption,
 ) -> None:
+    """An organization's keys, newest first (secrets masked)."""
     ctx = context()
     organization = tenancy.get_org(ctx, org)
     page = keys.list_keys(ctx, Scope(organization.id), limit=limit, cursor=cursor)
@@ -138,5 +139,6 @@ def roll(
 
 @app.command("revoke")
 def revoke(ref: str, reason: str = typer.Option(..., help="Why, for the audit trail.")) -> None:
+    """Stop a key at once, on every instance."""
     view = keys.revoke_key(context(), OPERATOR, _scope_of(ref), ref, reason=reason)
     console.print(f"revoked key [bold]{view.ref}[/bold]")

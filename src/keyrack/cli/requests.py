@@ -91,6 +91,7 @@ def reject(
     reason: str = typer.Option(..., help="Why, shown to the customer."),
     as_json: bool = JsonOption,
 ) -> None:
+    """Refuse a production-key request, with a reason for the customer."""
     view = requests.reject_request(context(), OPERATOR, ref, reason=reason)
     if as_json:
         emit_json(_as_dict(view))
@@ -115,6 +116,7 @@ def list_apps(
     cursor: str | None = typer.Option(None, help="Continue from a previous page."),
     as_json: bool = JsonOption,
 ) -> None:
+    """The apps vendors offer, with the permissions their keys get."""
     page = apps.list_apps(context(), limit=limit, cursor=cursor)
     if as_json:
         emit_json({"data": [_app_dict(v) for v in page.data], "next_cursor": page.next_cursor})

@@ -21,6 +21,7 @@ def create_org(
     no_api: bool = typer.Option(False, "--no-api", help="Create with API access disabled."),
     as_json: bool = JsonOption,
 ) -> None:
+    """Create an organization (a customer or a vendor)."""
     org = tenancy.create_org(
         context(), OPERATOR, name=name, slug=slug, kind=kind, api_enabled=False if no_api else None
     )
@@ -42,6 +43,7 @@ def create_org(
 
 @orgs.command("list")
 def list_orgs(as_json: bool = JsonOption) -> None:
+    """Every organization and whether its API access is on."""
     rows = tenancy.list_orgs(context())
     if as_json:
         emit_json(
@@ -75,6 +77,7 @@ def create_location(
     slug: str = typer.Option(...),
     as_json: bool = JsonOption,
 ) -> None:
+    """Create a location (sub-account) in an organization."""
     location = tenancy.create_location(context(), OPERATOR, org_slug=org, name=name, slug=slug)
     if as_json:
         emit_json({"id": location.id, "slug": location.slug, "name": location.name})
@@ -90,6 +93,7 @@ def create_user(
     service: bool = typer.Option(False, "--service", help="A service user (API Access)."),
     as_json: bool = JsonOption,
 ) -> None:
+    """Create a person (prints a one-time password) or a service user."""
     created = tenancy.create_user(
         context(), OPERATOR, org_slug=org, email=email, role=role, service=service
     )
