@@ -115,6 +115,7 @@ def settings(database_url: str) -> Settings:
         environment="test",
         redis_url=None,
         smtp_url=None,
+        webhook_allow_private_targets=True,  # webhook receivers in tests listen on loopback
     )
 
 

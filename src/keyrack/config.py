@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # periodic jobs (keyrack worker): expiry notices, webhook deliveries, outbox emails
     worker_interval_seconds: float = Field(default=60.0, gt=0)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_allow_private_targets: bool = False
+    """Let webhook URLs reach loopback, private, link-local and other non-public
+    addresses. Off by default: an org admin must not make the server call its own
+    network (SSRF). Tests and single-host setups turn it on."""
 
     log_level: str = "INFO"
     trust_forwarded_for: bool = False

@@ -14,7 +14,7 @@ import pytest
 from keyrack.domain.tenancy import Role
 from keyrack.http.app import create_app
 from keyrack.logging import JsonFormatter
-from keyrack.services import tenancy
+from keyrack.services import jobs, keys, tenancy, webhooks
 from keyrack.services.context import Context
 from tests.conftest import OPERATOR, Seeded
 from tests.live import serve_in_thread
@@ -190,3 +190,54 @@ def test_an_audit_filter_at_the_end_of_time_is_a_page_not_a_500(
     response = api.get("/console/audit?until=9999-12-31")
     assert response.status_code == 400
     assert "text/html" in response.headers["content-type"]
+
+
+@pytest.fixture
+def strict_ctx(ctx: Context) -> Context:
+    """``ctx`` with the production default: webhooks may not reach internal addresses."""
+    settings = ctx.settings.model_copy(update={"webhook_allow_private_targets": False})
+    return Context(settings=settings, db=ctx.db, clock=ctx.clock, bus=ctx.bus)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://localhost:9000/",
+        "http://metadata.localhost./",
+        "http://100.64.0.1/",
+    ],
+)
+def test_a_webhook_url_naming_an_internal_address_is_refused_by_default(
+    strict_ctx: Context, seeded: Seeded, url: str
+) -> None:
+    with (
+        serve_in_thread(create_app(ctx=strict_ctx)) as base,
+        httpx.Client(base_url=base) as api,
+    ):
+        response = api.post("/api/v2/webhooks", headers=seeded.headers(), json={"url": url})
+        assert response.status_code == 400, response.text
+        assert "KEYRACK_WEBHOOK_ALLOW_PRIVATE_TARGETS" in response.json()["detail"]
+        public = api.post(
+            "/api/v2/webhooks", headers=seeded.headers(), json={"url": "https://hooks.example/x"}
+        )
+        assert public.status_code == 201
+
+
+def test_a_delivery_to_a_host_resolving_to_loopback_is_never_sent(
+    strict_ctx: Context, seeded: Seeded
+) -> None:
+    # 2130706433 is 127.0.0.1 as one number: not an IP literal to the URL check
+    view, _ = webhooks.create_endpoint(
+        strict_ctx, OPERATOR, seeded.org_id, url="http://2130706433:9/hook"
+    )
+    keys.revoke_key(strict_ctx, OPERATOR, seeded.scope, seeded.key.ref, reason="test")
+    report = jobs.sweep(strict_ctx)
+    assert report.webhooks_delivered == 0
+    [delivery] = webhooks.list_deliveries(strict_ctx, seeded.org_id, view.id).data
+    assert delivery.last_status_code is None
+    assert delivery.last_error is not None and "non-public address" in delivery.last_error

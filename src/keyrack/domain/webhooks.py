@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from datetime import timedelta
 
@@ -63,6 +64,31 @@ def verify(
     for candidate in signatures:
         matched |= hmac.compare_digest(expected, candidate)
     return matched
+
+
+def is_public_address(address: str) -> bool:
+    """True for a globally routable unicast address: not loopback, private, link-local
+    (cloud metadata), shared, reserved or multicast. IPv4-mapped IPv6 counts as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def names_internal_host(hostname: str) -> bool:
+    """True when ``hostname`` is, by its name alone, an internal target (an IP literal
+    that is not public, or ``localhost``). Other names are checked when resolved."""
+    name = hostname.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    return not is_public_address(name)
 
 
 MAX_ATTEMPTS = 8

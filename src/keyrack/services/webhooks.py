@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,7 +96,8 @@ class DeliveryView:
         )
 
 
-def validate_url(url: str) -> str:
+def validate_url(url: str, *, allow_private: bool = False) -> str:
+    """An http(s) URL; unless ``allow_private``, not naming a loopback/private/link-local host."""
     url = url.strip()
     try:
         parts = urlsplit(url)
@@ -104,7 +106,33 @@ def validate_url(url: str) -> str:
         valid = False
     if not valid or len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
         raise InvalidInput("a webhook URL must be an http:// or https:// URL")
+    if not allow_private and signing.names_internal_host(parts.hostname or ""):
+        raise InvalidInput(_INTERNAL_TARGET)
     return url
+
+
+_INTERNAL_TARGET = (
+    "a webhook URL must not point at a loopback, private or link-local address "
+    "(an operator may allow it with KEYRACK_WEBHOOK_ALLOW_PRIVATE_TARGETS=true)"
+)
+
+
+def internal_target(url: str) -> str | None:
+    """Why a delivery to ``url`` is refused: its host resolves to a non-public address.
+
+    Checked before every attempt, so a name that later resolves inside the network
+    (or an IP literal in another notation, e.g. ``http://2130706433/``) is not called.
+    A name that does not resolve is left to the HTTP client to report.
+    """
+    parts = urlsplit(url)
+    try:
+        found = socket.getaddrinfo(parts.hostname or "", parts.port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    for *_, address in found:
+        if not signing.is_public_address(str(address[0])):
+            return f"refused: {parts.hostname} resolves to a non-public address"
+    return None
 
 
 def validate_events(events: Sequence[str]) -> tuple[str, ...]:
@@ -135,7 +163,7 @@ def create_endpoint(
     description: str = "",
 ) -> tuple[EndpointView, str]:
     """Register an endpoint. Returns it and its signing secret (``whsec_…``), shown once."""
-    url = validate_url(url)
+    url = validate_url(url, allow_private=ctx.settings.webhook_allow_private_targets)
     subscribed = validate_events(events)
     description = description.strip()
     if len(description) > 200:
@@ -291,6 +319,7 @@ def deliver_due(ctx: Context) -> DeliveryReport:
     if not claimed:
         return DeliveryReport()
     sealer = _sealer(ctx)
+    allow_private = ctx.settings.webhook_allow_private_targets
     timeout = httpx.Timeout(ctx.settings.webhook_timeout_seconds)
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
         for delivery_id in claimed:
@@ -303,10 +332,12 @@ def deliver_due(ctx: Context) -> DeliveryReport:
             code: int | None = None
             error: str | None = "endpoint deleted"
             elapsed = 0
-            if endpoint.active:
-                code, error, elapsed = _attempt(client, sealer, row, endpoint)
-            else:
+            if not endpoint.active:
                 attempts = MAX_ATTEMPTS
+            elif not allow_private and (refused := internal_target(endpoint.url)):
+                error = refused
+            else:
+                code, error, elapsed = _attempt(client, sealer, row, endpoint)
             now = ctx.clock()
             values: dict[str, object]
             if error is None:
