@@ -134,7 +134,8 @@ class RedisLimiter:
         """At most one of the two is set: the flush is scheduled, or running."""
         self._calls: list[tuple[list[str | int], asyncio.Future[object]]] | None = None
         """Script calls made in this event-loop tick, sent together at its end."""
-        self._sending_calls: set[asyncio.Task[None]] = set()
+        self._call_tasks: set[asyncio.Task[None]] = set()
+        """Tasks sending a tick's script calls (held so they are not collected)."""
 
     async def acquire(self, bucket: str, policy: RateLimitPolicy) -> Admission:
         key = f"{self._prefix}{{{bucket}}}"
@@ -210,8 +211,8 @@ class RedisLimiter:
     def _send_calls(self) -> None:
         calls, self._calls = self._calls or [], None
         task = asyncio.get_running_loop().create_task(self._answer(calls))
-        self._sending_calls.add(task)
-        task.add_done_callback(self._sending_calls.discard)
+        self._call_tasks.add(task)
+        task.add_done_callback(self._call_tasks.discard)
 
     async def _answer(self, calls: list[tuple[list[str | int], asyncio.Future[object]]]) -> None:
         try:
