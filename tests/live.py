@@ -6,15 +6,22 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve ``app`` on a free port; yields its base URL and stops the server after."""
-    config = uvicorn.Config(app, host=host, port=0, log_config=None, lifespan="on", ws="none")
+def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", **options: Any) -> Iterator[str]:
+    """Serve ``app`` on a free port; yields its base URL and stops the server after.
+
+    ``options`` go to ``uvicorn.Config`` (e.g. ``proxy_headers=False``, as ``keyrack serve``
+    runs unless the operator trusts a proxy).
+    """
+    config = uvicorn.Config(
+        app, host=host, port=0, log_config=None, lifespan="on", ws="none", **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

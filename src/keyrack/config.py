@@ -51,7 +51,8 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     trust_forwarded_for: bool = False
-    """Take the client IP from X-Forwarded-For: only behind a proxy that sets it."""
+    """Take the client IP from X-Forwarded-For: only behind a proxy that appends it.
+    The last entry counts (the address the proxy saw); earlier ones can be forged."""
 
     @classmethod
     def settings_customise_sources(

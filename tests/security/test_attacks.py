@@ -241,3 +241,16 @@ def test_a_delivery_to_a_host_resolving_to_loopback_is_never_sent(
     [delivery] = webhooks.list_deliveries(strict_ctx, seeded.org_id, view.id).data
     assert delivery.last_status_code is None
     assert delivery.last_error is not None and "non-public address" in delivery.last_error
+
+
+def test_a_forged_first_x_forwarded_for_entry_does_not_pass_the_ip_allow_list(
+    seeded: Seeded,
+) -> None:
+    _, secret = seeded.new_key(permissions=["keys:manage"], allowed_cidrs=["203.0.113.0/24"])
+    seeded.ctx.settings.trust_forwarded_for = True
+    with serve_in_thread(create_app(ctx=seeded.ctx), proxy_headers=False) as url:
+        # the client wrote 203.0.113.5; the proxy appended the address it saw
+        forged = {"X-API-Key": secret, "X-Forwarded-For": "203.0.113.5, 198.51.100.7"}
+        response = httpx.get(f"{url}/api/v2/health", headers=forged)
+    assert response.status_code == 403
+    assert response.json()["type"].endswith("/ip-not-allowed")

@@ -273,7 +273,8 @@ class Gateway:
 
     def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
         if self.trust_forwarded_for and (forwarded := headers.get("x-forwarded-for")):
-            return forwarded.split(",", 1)[0].strip() or None
+            # the last entry is the one our proxy appended; earlier ones are the client's word
+            return forwarded.rsplit(",", 1)[-1].strip() or None
         client = scope.get("client")
         return client[0] if client else None
 
