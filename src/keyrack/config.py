@@ -11,6 +11,7 @@ from pydantic_settings import (
 )
 
 _UNSAFE_SECRETS = {"changethis", "secret", "changeme", ""}
+_MIN_DISTINCT_CHARACTERS = 8
 DEV_SECRET_KEY = "dev-insecure-secret-key-do-not-deploy-0000"  # noqa: S105 - refused in production
 
 
@@ -68,9 +69,13 @@ class Settings(BaseSettings):
     @field_validator("secret_key")
     @classmethod
     def _refuse_weak_secret(cls, value: str) -> str:
-        if value.strip().lower() in _UNSAFE_SECRETS or len(value) < 32:
+        if (
+            value.strip().lower() in _UNSAFE_SECRETS
+            or len(value) < 32
+            or len(set(value)) < _MIN_DISTINCT_CHARACTERS  # "aaaa…", "abab…": guessable
+        ):
             raise ValueError(
-                "KEYRACK_SECRET_KEY must be at least 32 characters and not a placeholder"
+                "KEYRACK_SECRET_KEY must be at least 32 random characters and not a placeholder"
             )
         return value
 

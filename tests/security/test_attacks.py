@@ -10,7 +10,9 @@ import re
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from keyrack.config import Settings
 from keyrack.domain.tenancy import Role
 from keyrack.http.app import create_app
 from keyrack.logging import JsonFormatter
@@ -254,3 +256,9 @@ def test_a_forged_first_x_forwarded_for_entry_does_not_pass_the_ip_allow_list(
         response = httpx.get(f"{url}/api/v2/health", headers=forged)
     assert response.status_code == 403
     assert response.json()["type"].endswith("/ip-not-allowed")
+
+
+@pytest.mark.parametrize("weak", ["a" * 64, "ab" * 32, "0123456" * 6, "changeme"])
+def test_a_guessable_secret_key_is_refused(weak: str) -> None:
+    with pytest.raises(ValidationError, match="KEYRACK_SECRET_KEY"):
+        Settings(secret_key=weak)
