@@ -262,3 +262,17 @@ def test_a_forged_first_x_forwarded_for_entry_does_not_pass_the_ip_allow_list(
 def test_a_guessable_secret_key_is_refused(weak: str) -> None:
     with pytest.raises(ValidationError, match="KEYRACK_SECRET_KEY"):
         Settings(secret_key=weak)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v2/keys/{secret}", "/api/v2/clients/{secret}", "/console/settings/api/keys/{secret}"],
+)
+def test_a_key_in_the_url_path_is_never_echoed_and_is_revoked(
+    api: httpx.Client, seeded: Seeded, path: str
+) -> None:
+    response = api.get(path.format(secret=seeded.secret), headers=seeded.headers())
+    assert response.status_code == 400
+    assert response.json()["type"].endswith("/key-in-url")
+    assert seeded.secret not in response.text
+    assert not _still_valid(api, seeded)

@@ -63,6 +63,15 @@ class KeyParser:
                 found = value.strip()
         return found or None
 
+    def from_path(self, path: str) -> str | None:
+        """A key-shaped path segment (e.g. ``/api/v2/keys/kr_live_…`` in place of a ref)."""
+        if "kr_" not in path:
+            return None
+        for segment in path.split("/"):
+            if looks_like_key(segment.strip()):
+                return segment.strip()
+        return None
+
 
 def _malformed(detail: str) -> AuthenticationFailed:
     return AuthenticationFailed(detail, code="malformed-key")

@@ -212,13 +212,16 @@ class Gateway:
         return identity, admission, limiter
 
     async def _refuse_key_in_url(self, scope: Scope, *, any_credential_name: bool) -> None:
-        """Revoke a key found in the query string and refuse the request (400 key-in-url).
+        """Revoke a key found in the query string or the path; refuse the request (400 key-in-url).
 
-        On guarded API paths any value under a credential name counts; elsewhere
-        (console, public API paths, health) only a key-shaped value does.
+        In the query of guarded API paths any value under a credential name counts;
+        elsewhere (console, public API paths, health), and in the path, only a
+        key-shaped value does.
         """
         leaked = self.parser.from_query(scope.get("query_string", b""))
         if leaked is None or not (any_credential_name or looks_like_key(leaked)):
+            leaked = self.parser.from_path(scope["path"])
+        if leaked is None:
             return
         await self._revoke_leaked(leaked, scope)
         raise _Refused(
