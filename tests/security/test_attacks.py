@@ -276,3 +276,24 @@ def test_a_key_in_the_url_path_is_never_echoed_and_is_revoked(
     assert response.json()["type"].endswith("/key-in-url")
     assert seeded.secret not in response.text
     assert not _still_valid(api, seeded)
+
+
+def test_a_revocation_reason_with_braces_is_text_not_a_format_template(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    victim, _ = seeded.new_key(name="Victim")
+    reason = "{boom} {ref.__class__} {0}"
+    response = api.post(
+        f"/api/v2/keys/{victim.ref}/revoke", headers=seeded.headers(), json={"reason": reason}
+    )
+    assert response.status_code == 200, response.text
+    notes = api.get("/api/v2/notifications", headers=seeded.headers()).json()["data"]
+    assert any(note["body"].endswith(f"Reason: {reason}") for note in notes)
+
+
+def test_a_leaked_key_is_revoked_even_when_the_report_url_has_braces(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    report = [{"token": seeded.secret, "url": "https://gist.example/{id}/{0}"}]
+    assert api.post("/api/v2/leaks", json=report).status_code == 202
+    assert not _still_valid(api, seeded)

@@ -142,9 +142,10 @@ def describe(action: str, data: dict[str, Any]) -> Message:
     }
     title, body = simple.get(action, ("{ref}: " + action, "{ref}: " + action))
     name = f"“{data.get('name', ref)}”"
-    if data.get("reason"):
-        body += f" Reason: {data['reason']}"
-    return Message(title.format(name=name, ref=ref), body.format(key=key, ref=ref))
+    text = body.format(key=key, ref=ref)
+    if data.get("reason"):  # after formatting: a reason is text, never a template
+        text += f" Reason: {data['reason']}"
+    return Message(title.format(name=name, ref=ref), text)
 
 
 def event_payload(event: AuditEvent, org: Organization, event_id: str) -> dict[str, Any]:
