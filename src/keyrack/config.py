@@ -17,7 +17,10 @@ DEV_SECRET_KEY = "dev-insecure-secret-key-do-not-deploy-0000"  # noqa: S105 - re
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="KEYRACK_", toml_file="keyrack.toml", extra="ignore"
+        env_prefix="KEYRACK_",
+        toml_file="keyrack.toml",
+        extra="ignore",
+        hide_input_in_errors=True,  # a refused secret key or database password is not echoed
     )
 
     database_url: str = "sqlite:///./keyrack.db"

@@ -297,3 +297,10 @@ def test_a_leaked_key_is_revoked_even_when_the_report_url_has_braces(
     report = [{"token": seeded.secret, "url": "https://gist.example/{id}/{0}"}]
     assert api.post("/api/v2/leaks", json=report).status_code == 202
     assert not _still_valid(api, seeded)
+
+
+def test_a_refused_setting_is_not_echoed_in_the_error() -> None:
+    candidate = "short-but-real-Secret-9f8e7d"
+    with pytest.raises(ValidationError) as refused:
+        Settings(secret_key=candidate)
+    assert candidate not in str(refused.value)
