@@ -304,3 +304,20 @@ def test_a_refused_setting_is_not_echoed_in_the_error() -> None:
     with pytest.raises(ValidationError) as refused:
         Settings(secret_key=candidate)
     assert candidate not in str(refused.value)
+
+
+def test_an_org_admin_key_cannot_mint_a_key_acting_as_a_staff_member_of_its_org(
+    api: httpx.Client, ctx: Context, seeded: Seeded
+) -> None:
+    # the first-run owner is both an org owner and platform staff
+    staff = tenancy.create_user(
+        ctx, OPERATOR, org_slug="acme", email="ops@acme.test", role=Role.OWNER, staff=True
+    ).user
+    response = api.post(
+        "/api/v2/keys",
+        headers=seeded.headers(),
+        json={"name": "Escalate", "owner_id": staff.id, "permissions": ["keys:manage"]},
+    )
+    assert response.status_code == 403, response.text
+    listed = api.get("/api/v2/keys", headers=seeded.headers()).json()["data"]
+    assert [k["name"] for k in listed] == ["Seed key"]

@@ -16,7 +16,7 @@ from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import validate_name
 from keyrack.domain.verification import KeyIdentity, KeyStatus
-from keyrack.errors import Conflict, InvalidInput, NotFound
+from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.services.events import KeyChanged
@@ -206,6 +206,8 @@ def insert_key(
         owner = session.get(User, owner_id)
         if owner is None or owner.org_id != scope.org_id:
             raise NotFound("no such owner user")
+        if owner.is_staff and not actor.is_staff:  # the key would act with staff powers
+            raise AccessDenied("only platform staff may issue a key acting as a staff user")
     row = ApiKey(
         ref=new_ref("key"),
         org_id=scope.org_id,
