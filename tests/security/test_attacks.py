@@ -321,3 +321,17 @@ def test_an_org_admin_key_cannot_mint_a_key_acting_as_a_staff_member_of_its_org(
     assert response.status_code == 403, response.text
     listed = api.get("/api/v2/keys", headers=seeded.headers()).json()["data"]
     assert [k["name"] for k in listed] == ["Seed key"]
+
+
+def test_a_key_pasted_into_a_field_is_not_echoed_in_the_problem(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    _, other = seeded.new_key(name="Pasted")
+    response = api.post(
+        "/api/v2/keys",
+        headers=seeded.headers(),
+        json={"name": "Office only", "allowed_cidrs": [other]},
+    )
+    assert response.status_code == 400, response.text
+    assert other not in response.text
+    assert "kr_test_[redacted]" in response.text

@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from keyrack.domain.tenancy import Role, UserKind
 from keyrack.errors import AccessDenied, InvalidInput, KeyrackError, NotFound, Throttled
 from keyrack.http.problems import STATUS_BY_CODE
+from keyrack.logging import redact
 from keyrack.services import sessions
 from keyrack.services.context import Actor, Context
 from keyrack.services.sessions import SignedIn
@@ -178,7 +179,12 @@ CsrfDep = Depends(check_csrf)
 def error_page(request: Request, exc: KeyrackError) -> HTMLResponse:
     status = STATUS_BY_CODE.get(exc.code, 400)
     response = render(
-        request, "error.html", status_code=status, title=exc.title, detail=exc.detail, status=status
+        request,
+        "error.html",
+        status_code=status,
+        title=exc.title,
+        detail=redact(exc.detail),
+        status=status,
     )
     if isinstance(exc, Throttled):
         response.headers["Retry-After"] = str(int(exc.retry_after))

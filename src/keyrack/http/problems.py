@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 from keyrack.errors import KeyrackError, Throttled
+from keyrack.logging import redact
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def problem(
         "type": PROBLEM_BASE + code,
         "title": TITLES.get(code, code.replace("-", " ").capitalize()),
         "status": status,
-        "detail": detail,
+        "detail": redact(detail),  # e.g. "no client 'kr_live_…'" when a key was pasted as an id
         "request_id": request_id,
         **(extra or {}),
     }
@@ -108,8 +109,8 @@ _HTTP_CODES = {
 def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     errors = []
     for error in exc.errors():
-        location = ".".join(str(part) for part in error.get("loc", ()))
-        errors.append({"field": location, "message": str(error.get("msg", "invalid"))})
+        location = redact(".".join(str(part) for part in error.get("loc", ())))
+        errors.append({"field": location, "message": redact(str(error.get("msg", "invalid")))})
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return summary or "the request is invalid", errors
 
