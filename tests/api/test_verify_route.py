@@ -107,3 +107,18 @@ def test_staff_callers_see_every_org_and_a_disabled_orgs_key_is_disabled(
     _, staff_secret = seeded.new_key(permissions=["keys:verify"], owner_id=staff_user.id)
     result = verify(api, {"X-API-Key": staff_secret}, key=other.secret)
     assert (result["valid"], result["code"]) == (False, "DISABLED")
+
+
+def test_a_location_key_verifies_only_its_own_locations_keys(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    other = tenancy.create_location(seeded.ctx, OPERATOR, org_slug="acme", name="B", slug="b")
+    _, caller = seeded.new_key(
+        permissions=["keys:verify"], location_id=seeded.location_id, rate_per_second=1000
+    )
+    _, same = seeded.new_key(location_id=seeded.location_id)
+    _, elsewhere = seeded.new_key(location_id=other.id)
+    headers = {"X-API-Key": caller}
+    assert verify(api, headers, key=same)["code"] == "VALID"
+    assert verify(api, headers, key=elsewhere)["code"] == "NOT_FOUND"
+    assert verify(api, headers, key=seeded.secret)["code"] == "NOT_FOUND"  # an agency key

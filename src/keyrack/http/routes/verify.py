@@ -3,7 +3,8 @@
 The answer is always 200 with a code (SPEC §6). A valid key's limits are consumed:
 one token from its rate, and its concurrency checked at that instant (the in-flight
 slot is handed back at once, since the caller's own request is not ours to follow).
-Callers see only keys of their own organization; platform staff keys see every key.
+Callers see only keys in their own scope (their organization, or their location for a
+location key); platform staff keys see every key.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from keyrack.cache.keycache import CachedVerifier
 from keyrack.domain import permissions as perms
 from keyrack.domain.verification import KeyIdentity, RemoteCode, remote_code
 from keyrack.errors import KeyrackError
-from keyrack.http.deps import ActorDep, ContextDep, require
+from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
 from keyrack.http.gateway import policy_for
 from keyrack.http.schemas.verify import VerifiedKey, VerifyIn, VerifyOut
 from keyrack.services.last_used import LastUsedBuffer
@@ -26,13 +27,13 @@ router = APIRouter(prefix="/api/v2/keys", tags=["keys"])
 
 @router.post("/verify", dependencies=[Depends(require("keys:verify"))])
 async def verify_key(
-    body: VerifyIn, request: Request, ctx: ContextDep, actor: ActorDep
+    body: VerifyIn, request: Request, ctx: ContextDep, actor: ActorDep, caller: PrincipalDep
 ) -> VerifyOut:
     required = frozenset(perms.normalize(body.permissions))
     verifier: CachedVerifier = request.app.state.verifier
     verdict = await verifier.verify(body.key)
     found: KeyIdentity | None = verdict.key
-    if found is not None and not actor.is_staff and found.org_id != actor.org_id:
+    if found is not None and not actor.is_staff and not _in_scope(found, caller):
         return VerifyOut(valid=False, code=RemoteCode.NOT_FOUND, key=None)
     code = remote_code(verdict, required)
     shown = VerifiedKey.of(found) if found is not None else None
@@ -53,3 +54,9 @@ async def verify_key(
     last_used: LastUsedBuffer = request.app.state.last_used
     last_used.note(found.key_id, ctx.clock(), None)
     return VerifyOut(valid=True, code=RemoteCode.VALID, key=shown)
+
+
+def _in_scope(found: KeyIdentity, caller: KeyIdentity) -> bool:
+    if found.org_id != caller.org_id:
+        return False
+    return caller.location_id is None or found.location_id == caller.location_id
