@@ -87,6 +87,7 @@ def fuzz(operation: APIOperation, mode: GenerationMode, served: Served) -> None:
     run()
 
 
+@pytest.mark.timeout(600)  # every operation in one test: ~15 s here, far longer on a loaded box
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_no_operation_answers_5xx_or_breaks_its_documented_schema(
     served: Served, mode: GenerationMode
