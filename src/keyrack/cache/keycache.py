@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from anyio import to_thread
 
 from keyrack.domain import keys as keyformat
-from keyrack.domain.verification import Clock, KeyIdentity, KeyVerifier, Verdict
+from keyrack.domain.verification import MALFORMED, Clock, KeyIdentity, KeyVerifier, Verdict
 from keyrack.services.events import Event, KeyChanged, OrgChanged
 
 DEFAULT_MAX_ENTRIES = 100_000
@@ -180,10 +180,11 @@ class CachedVerifier:
 
     async def verify(self, presented: str) -> Verdict:
         """The verdict for ``presented``; raises only if the database cannot be read."""
-        if keyformat.is_well_formed(presented):
-            wanted = keyformat.digest(presented)
-            if not self.cache.cached(wanted):
-                if self._on_miss is not None:
-                    self._on_miss()
-                await self.cache.preload(wanted)
-        return self._verifier.verify(presented)
+        if not keyformat.is_well_formed(presented):
+            return MALFORMED
+        wanted = keyformat.digest(presented)
+        if not self.cache.cached(wanted):
+            if self._on_miss is not None:
+                self._on_miss()
+            await self.cache.preload(wanted)
+        return self._verifier.verify_digest(wanted)

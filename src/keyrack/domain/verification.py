@@ -104,7 +104,10 @@ class KeyVerifier:
     def verify(self, presented: str) -> Verdict:
         if not is_well_formed(presented):
             return MALFORMED
-        wanted = digest(presented)
+        return self.verify_digest(digest(presented))
+
+    def verify_digest(self, wanted: str) -> Verdict:
+        """The verdict for the digest of a presented key already known to be well formed."""
         identity = self._lookup(wanted)
         if identity is None or not hmac.compare_digest(identity.digest, wanted):
             return NOT_FOUND

@@ -23,8 +23,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import secrets
 import time
-import uuid
 from functools import lru_cache
 
 from anyio import to_thread
@@ -69,6 +69,18 @@ def policy_for(rate_per_second: int, concurrency: int) -> RateLimitPolicy:
 @lru_cache(maxsize=4096)
 def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+@lru_cache(maxsize=4096)
+def bound_slug(host: str, suffix: str) -> str | None:
+    """The slug in ``{slug}{suffix}`` (port and a trailing dot ignored), or None."""
+    name = host.lower()
+    if not name.startswith("["):
+        name = name.rpartition(":")[0] or name
+    name = name.rstrip(".")  # "acme.example.com." is the same host as "acme.example.com"
+    if name.endswith(suffix) and len(name) > len(suffix):
+        return name[: -len(suffix)]
+    return None
 
 
 def ip_allowed(ip: str | None, cidrs: tuple[str, ...]) -> bool:
@@ -122,7 +134,7 @@ class Gateway:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id", "")
         if not _REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
@@ -266,13 +278,7 @@ class Gateway:
 
     def _bound_slug(self, host: str) -> str | None:
         """The org slug an instance host is bound to; None for any other host."""
-        name = host.lower()
-        if not name.startswith("["):
-            name = name.rpartition(":")[0] or name
-        name = name.rstrip(".")  # "acme.example.com." is the same host as "acme.example.com"
-        if name.endswith(self.host_suffix) and len(name) > len(self.host_suffix):
-            return name[: -len(self.host_suffix)]
-        return None
+        return bound_slug(host, self.host_suffix)
 
     def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
         if self.trust_forwarded_for and (forwarded := headers.get("x-forwarded-for")):
