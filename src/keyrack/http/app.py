@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
+from starlette.routing import Route
 
 from keyrack import __version__, console
 from keyrack import logging as keyrack_logging
@@ -42,6 +43,12 @@ from keyrack.http.routes import (
 from keyrack.services.context import Context
 from keyrack.services.keys import find_identity
 from keyrack.services.last_used import LastUsedBuffer
+
+HOT_ENDPOINTS = (
+    ("/healthz", health.healthz),
+    ("/api/v2/health", introspection.health),
+    ("/api/v2/keys/self", introspection.key_self),
+)
 
 ROUTERS = (
     introspection.router,  # first: the hot path; and before keys (/keys/self ≠ /keys/{ref})
@@ -101,6 +108,11 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # The hot endpoints take only the request: serve them as plain routes at the front of
+    # the table, past FastAPI's per-route matching and dependency work (their FastAPI
+    # declarations above stay, and document them in the OpenAPI schema).
+    for path, endpoint in HOT_ENDPOINTS:
+        app.router.routes.insert(0, Route(path, endpoint, methods=["GET"]))
     console.install(app)
     app.state.key_cache = key_cache
     app.state.last_used = last_used

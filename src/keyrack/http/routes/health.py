@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from starlette.responses import JSONResponse
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.responses import JSONResponse, Response
 
 from keyrack.http.deps import ContextDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class Liveness(BaseModel):
+    status: str
+
+
+_ALIVE = b'{"status":"ok"}'
+
+
+@router.get("/healthz", response_model=Liveness)
+async def healthz(request: Request) -> Response:
+    """Liveness: answers as long as the process serves requests."""
+    return Response(_ALIVE, media_type="application/json")
 
 
 @router.get("/readyz", responses={503: {"description": "database unreachable"}})
