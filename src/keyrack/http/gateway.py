@@ -190,7 +190,7 @@ class Gateway:
                 "missing-key", "send your API key in the X-API-Key or Authorization header"
             )
         identity = await self._verify(presented)
-        if headers.get("host") and self._bound_slug(headers["host"]) not in (
+        if headers.get("host") and bound_slug(headers["host"], self.host_suffix) not in (
             None,
             identity.org_slug,
         ):
@@ -275,10 +275,6 @@ class Gateway:
             await to_thread.run_sync(revoke_leaked, self.ctx, secret, where)
         except Exception:
             log.exception("could not revoke a key found in a URL")
-
-    def _bound_slug(self, host: str) -> str | None:
-        """The org slug an instance host is bound to; None for any other host."""
-        return bound_slug(host, self.host_suffix)
 
     def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
         if self.trust_forwarded_for and (forwarded := headers.get("x-forwarded-for")):
