@@ -23,7 +23,7 @@ ContextDep = Annotated[Context, Depends(get_context)]
 
 def get_principal(request: Request) -> KeyIdentity:
     """The verified key of this request (set by the gateway before routing)."""
-    principal: KeyIdentity | None = getattr(request.state, "principal", None)
+    principal: KeyIdentity | None = request.scope.get("state", {}).get("principal")
     if principal is None:
         raise AuthenticationFailed("an API key is required", code="missing-key")
     return principal
@@ -33,7 +33,11 @@ PrincipalDep = Annotated[KeyIdentity, Depends(get_principal)]
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The caller's address as the gateway determined it (X-Forwarded-For when trusted)."""
+    ip: str | None = request.scope.get("state", {}).get("client_ip")
+    if ip is None and request.client:
+        ip = request.client.host
+    return ip
 
 
 def get_actor(request: Request, principal: PrincipalDep) -> Actor:

@@ -25,7 +25,6 @@ from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 
 router = APIRouter(tags=["hand-offs"])
 managed = [Depends(require("keys:manage"))]
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 @router.get("/api/v2/handoffs", dependencies=managed)
@@ -48,11 +47,10 @@ def list_handoffs(
 
 
 @router.post("/api/v2/claims/{ref}/open", dependencies=managed)
-def open_claim(
-    ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, ref: str, response: Response
-) -> RevealedOut:
-    """Read, once, the secret of a production key issued on approval; then it is erased."""
-    response.headers.update(NO_STORE)
+def open_claim(ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, ref: str) -> RevealedOut:
+    """Read, once, the secret of a production key issued on approval; then it is erased.
+
+    Like every API answer, it goes out with ``Cache-Control: no-store`` (the gateway)."""
     return RevealedOut.of(handoffs.open_claim(ctx, actor, principal.org_id, ref))
 
 
@@ -75,13 +73,10 @@ OPEN_LINK_PATH = "/api/v2/handoffs/open"
 
 
 @router.post(OPEN_LINK_PATH, responses={404: {}, 410: {}})
-def open_link(
-    ctx: ContextDep, body: HandoffOpen, request: Request, response: Response
-) -> RevealedOut:
+def open_link(ctx: ContextDep, body: HandoffOpen, request: Request) -> RevealedOut:
     """Read the handed-off secret, once; afterwards 410 gone, unknown tokens 404.
 
     The token travels in the body, not the URL, so that it stays out of access logs.
     People open the link page ``/handoff/{token}`` in the console instead.
     """
-    response.headers.update(NO_STORE)
     return RevealedOut.of(handoffs.open_link(ctx, body.token, ip=client_ip(request)))

@@ -19,7 +19,6 @@ from fastapi import APIRouter, Body, Request
 from pydantic import Field
 
 from keyrack.cache.base import Limiter
-from keyrack.cache.memory import MemoryLimiter
 from keyrack.domain.keys import is_well_formed
 from keyrack.domain.limits import RateLimitPolicy
 from keyrack.errors import Throttled
@@ -32,17 +31,6 @@ router = APIRouter(tags=["leaks"])
 POLICY = RateLimitPolicy(rate_per_second=2, concurrency=4)
 
 
-def _limiter(request: Request) -> Limiter:
-    """The app's limiter (shared across instances with Redis); per process as a fallback."""
-    state = request.app.state
-    limiter: Limiter | None = getattr(state, "limiter", None)
-    if limiter is None:
-        limiter = getattr(state, "leaks_limiter", None)
-        if limiter is None:
-            limiter = state.leaks_limiter = MemoryLimiter()
-    return limiter
-
-
 @router.post("/api/v2/leaks", status_code=202)
 async def report_leaks(
     ctx: ContextDep,
@@ -53,7 +41,7 @@ async def report_leaks(
     ],
 ) -> LeakReceipt:
     found = body.tokens if isinstance(body, LeakReport) else body
-    limiter = _limiter(request)
+    limiter: Limiter = request.app.state.limiter
     bucket = f"leaks:{client_ip(request) or 'unknown'}"
     admission = await limiter.acquire(bucket, POLICY)
     if not admission.allowed:

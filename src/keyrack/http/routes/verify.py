@@ -10,13 +10,11 @@ location key); platform staff keys see every key.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from redis import RedisError
 
 from keyrack.cache.base import Limiter
 from keyrack.cache.keycache import CachedVerifier
 from keyrack.domain import permissions as perms
 from keyrack.domain.verification import KeyIdentity, RemoteCode, remote_code
-from keyrack.errors import KeyrackError
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
 from keyrack.http.gateway import policy_for
 from keyrack.http.schemas.verify import VerifiedKey, VerifyIn, VerifyOut
@@ -41,10 +39,7 @@ async def verify_key(
         return VerifyOut(valid=False, code=code, key=shown)
     limiter: Limiter = request.app.state.limiter
     policy = policy_for(found.rate_per_second, found.concurrency)
-    try:
-        admission = await limiter.acquire(found.ref, policy)
-    except RedisError:
-        raise KeyrackError("the shared limiter is unavailable; retry", code="unavailable") from None
+    admission = await limiter.acquire(found.ref, policy)
     if not admission.allowed:
         return VerifyOut(
             valid=False, code=RemoteCode.RATE_LIMITED, key=shown, retry_after=admission.retry_after
