@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -126,7 +129,8 @@ def _identity(digest: str, org_id: int = 1) -> KeyIdentity:
     )
 
 
-def test_without_invalidation_an_entry_lives_only_its_ttl() -> None:
+@pytest.mark.anyio
+async def test_without_invalidation_an_entry_lives_only_its_ttl() -> None:
     loads: list[str] = []
     clock = FakeMonotonic()
 
@@ -135,44 +139,111 @@ def test_without_invalidation_an_entry_lives_only_its_ttl() -> None:
         return _identity(digest)
 
     cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=1.0, clock=clock)
-    cache.lookup("d1")
-    clock.advance(0.99)
-    cache.lookup("d1")
+    await cache.identity("d1")
+    clock.advance(0.79)
+    await cache.identity("d1")
     assert loads == ["d1"]
-    clock.advance(0.01)
-    cache.lookup("d1")
+    clock.advance(0.21)
+    assert cache.peek("d1") is None
+    await cache.identity("d1")
     assert loads == ["d1", "d1"]
 
 
-def test_events_drop_entries_by_digest_and_by_organization() -> None:
+@pytest.mark.anyio
+async def test_a_busy_entry_is_reloaded_in_the_background_before_it_expires() -> None:
+    versions = iter(range(1, 100))
+    clock = FakeMonotonic()
+    reloaded = threading.Event()
+
+    def load(digest: str) -> KeyIdentity:
+        version = next(versions)
+        if version > 1:
+            reloaded.set()
+        return replace(_identity(digest), key_id=version)
+
+    cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=1.0, clock=clock)
+    first = await cache.identity("d1")
+    assert first is not None and first.key_id == 1
+    clock.advance(0.9)  # in the last fifth of its life: answered, and reloaded behind
+    assert cache.peek("d1") == (first,)
+    await cache.aclose()  # waits for the reload
+    assert reloaded.is_set()
+    clock.advance(0.5)  # the first load would have expired by now; the reload has not
+    boxed = cache.peek("d1")
+    assert boxed is not None and boxed[0] is not None and boxed[0].key_id == 2
+
+
+@pytest.mark.anyio
+async def test_concurrent_misses_share_one_load() -> None:
+    loads: list[str] = []
+    release = threading.Event()
+
+    def load(digest: str) -> KeyIdentity:
+        loads.append(digest)
+        release.wait(5)
+        return _identity(digest)
+
+    cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=60)
+    waiters = [asyncio.create_task(cache.identity("d1")) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    release.set()
+    found = await asyncio.gather(*waiters)
+    assert loads == ["d1"] and all(identity is found[0] for identity in found)
+
+
+@pytest.mark.anyio
+async def test_a_failed_load_reaches_its_waiters_and_is_not_kept() -> None:
+    attempts: list[str] = []
+
+    def load(digest: str) -> KeyIdentity:
+        attempts.append(digest)
+        if len(attempts) == 1:
+            raise OSError("database unreachable")
+        return _identity(digest)
+
+    cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=60)
+    with pytest.raises(OSError, match="unreachable"):
+        await cache.identity("d1")
+    assert cache.peek("d1") is None
+    assert await cache.identity("d1") is not None and len(attempts) == 2
+
+
+@pytest.mark.anyio
+async def test_events_drop_entries_by_digest_and_by_organization() -> None:
     cache: KeyCache[None] = KeyCache(
         lambda d: _identity(d, org_id=2 if d == "other" else 1), lambda _: None, ttl=60
     )
     for digest in ("a", "b", "other"):
-        cache.lookup(digest)
+        await cache.identity(digest)
     cache.invalidate(KeyChanged(7, ("a",)))
-    assert not cache.cached("a") and cache.cached("b")
+    assert cache.peek("a") is None and cache.peek("b") is not None
     cache.invalidate(OrgChanged(1))
-    assert not cache.cached("b") and cache.cached("other")
+    assert cache.peek("b") is None and cache.peek("other") is not None
 
 
-def test_a_load_that_raced_an_invalidation_is_not_kept() -> None:
+@pytest.mark.anyio
+async def test_a_load_that_raced_an_invalidation_is_read_again() -> None:
     cache: KeyCache[None]
+    reads: list[str] = []
 
-    def load(digest: str) -> KeyIdentity:
-        cache.invalidate(KeyChanged(7, (digest,)))  # the key changes while we read it
-        return _identity(digest)
+    def load(digest: str) -> KeyIdentity | None:
+        reads.append(digest)
+        if len(reads) == 1:
+            cache.invalidate(KeyChanged(7, (digest,)))  # the key changes while we read it
+            return _identity(digest)  # what the first read saw: stale
+        return None  # what it is now: gone
 
     cache = KeyCache(load, lambda _: None, ttl=60)
-    cache.lookup("a")
-    assert not cache.cached("a")
+    assert await cache.identity("a") is None and len(reads) == 2
+    assert cache.peek("a") == (None,)
 
 
-def test_the_cache_is_bounded() -> None:
+@pytest.mark.anyio
+async def test_the_cache_is_bounded() -> None:
     cache: KeyCache[None] = KeyCache(lambda d: None, lambda _: None, ttl=60, max_entries=3)
     for digest in "abcd":
-        cache.lookup(digest)
-    assert len(cache) == 3 and not cache.cached("a") and cache.cached("d")
+        await cache.identity(digest)
+    assert len(cache) == 3 and cache.peek("a") is None and cache.peek("d") == (None,)
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="KEYRACK_TEST_REDIS_URL not set")

@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from keyrack.cache.failover import FailoverLimiter
 from keyrack.cache.memory import MemoryLimiter
 from keyrack.domain.limits import Admission, RateLimitPolicy
 from keyrack.services import tenancy
@@ -127,7 +128,7 @@ class BrokenLimiter(MemoryLimiter):
 def test_when_the_shared_limiter_fails_requests_are_limited_per_process(
     app: FastAPI, serve: Serve, seeded: Seeded
 ) -> None:
-    app.state.limiter = BrokenLimiter()
+    app.state.limiter = FailoverLimiter(BrokenLimiter(), MemoryLimiter())
     _, slow = seeded.new_key(rate_per_second=1)
     with serve(app) as api:
         statuses = [
@@ -136,3 +137,17 @@ def test_when_the_shared_limiter_fails_requests_are_limited_per_process(
         other = api.get("/api/v2/health", headers=seeded.headers())
     assert statuses[0] == 200 and 429 in statuses  # still limited, never a 500
     assert other.status_code == 200 and other.headers["ratelimit-policy"].startswith('"key";q=5')
+
+
+def test_when_the_shared_limiter_fails_verify_and_leak_reports_still_answer(
+    app: FastAPI, serve: Serve, seeded: Seeded
+) -> None:
+    app.state.limiter = FailoverLimiter(BrokenLimiter(), MemoryLimiter())
+    _, checker = seeded.new_key(permissions=["keys:verify"], rate_per_second=100)
+    with serve(app) as api:
+        verified = api.post(
+            "/api/v2/keys/verify", headers=seeded.headers(checker), json={"key": seeded.secret}
+        )
+        reported = api.post("/api/v2/leaks", json=[{"token": "not-a-key"}])
+    assert verified.status_code == 200 and verified.json()["code"] == "VALID"
+    assert reported.status_code == 202

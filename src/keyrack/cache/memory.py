@@ -43,6 +43,8 @@ class MemoryLimiter:
         self._clock = clock
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._lease_ids = itertools.count(1)
+        self._evict_at = 0
+        """No bucket can be idle long enough before this microsecond."""
 
     def __len__(self) -> int:
         """Number of buckets currently remembered."""
@@ -50,18 +52,22 @@ class MemoryLimiter:
 
     async def acquire(self, bucket: str, policy: RateLimitPolicy) -> Admission:
         now = round(self._clock() * MICRO)
-        self._evict_idle(now)
+        if now >= self._evict_at:
+            self._evict_idle(now)
         rate = policy.rate_per_second
         capacity = rate * MICRO
-        state = self._buckets.get(bucket)
+        buckets = self._buckets
+        state = buckets.get(bucket)
         if state is None:
-            state = self._buckets[bucket] = _Bucket(tokens=capacity, stamp=now)
+            state = buckets[bucket] = _Bucket(tokens=capacity, stamp=now)
         else:
-            self._buckets.move_to_end(bucket)
-            # clamped: a bucket is full one second after its last admission anyway
-            elapsed = min(max(now - state.stamp, 0), MICRO)
-            state.stamp = max(state.stamp, now)
-            state.tokens = min(capacity, state.tokens + elapsed * rate)
+            buckets.move_to_end(bucket)
+            elapsed = now - state.stamp
+            if elapsed > 0:
+                state.stamp = now
+                # clamped: a bucket is full one second after its last admission anyway
+                tokens = state.tokens + min(elapsed, MICRO) * rate
+                state.tokens = tokens if tokens < capacity else capacity
 
         leases = state.leases
         if len(leases) >= policy.concurrency:
@@ -78,11 +84,11 @@ class MemoryLimiter:
             wait_us = -(-(MICRO - state.tokens) // rate)
             return Admission(Decision.RATE_LIMITED, 0, wait_us / MICRO, policy)
 
-        state.tokens -= MICRO
+        tokens = state.tokens = state.tokens - MICRO
         lease = str(next(self._lease_ids))
         leases[lease] = now + self._lease_us
-        full_us = -(-(capacity - state.tokens) // rate)
-        return Admission(Decision.ALLOWED, state.tokens // MICRO, full_us / MICRO, policy, lease)
+        full_us = -(-(capacity - tokens) // rate)
+        return Admission(Decision.ALLOWED, tokens // MICRO, full_us / MICRO, policy, lease)
 
     def release(self, bucket: str, lease: str) -> None:
         state = self._buckets.get(bucket)
@@ -93,10 +99,13 @@ class MemoryLimiter:
         self._buckets.clear()
 
     def _evict_idle(self, now: int) -> None:
-        """Drop buckets idle long enough to be full with only dead leases (oldest first)."""
+        """Drop buckets idle long enough to be full with only dead leases (oldest first);
+        note when the next one may be due."""
         buckets = self._buckets
         while buckets:
             oldest = next(iter(buckets.values()))
             if now - oldest.stamp < self._idle_us:
+                self._evict_at = oldest.stamp + self._idle_us
                 return
             buckets.popitem(last=False)
+        self._evict_at = now + self._idle_us

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +33,12 @@ class Decision(enum.StrEnum):
     CONCURRENCY_LIMITED = "concurrency-limited"
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """A limiter's answer: whether to admit, what remains, and when to retry."""
+class Admission(NamedTuple):
+    """A limiter's answer: whether to admit, what remains, and when to retry.
+
+    A tuple, not a frozen dataclass: one is built per request, and a frozen
+    dataclass pays an ``object.__setattr__`` per field to be built.
+    """
 
     decision: Decision
     remaining: int

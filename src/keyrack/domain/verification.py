@@ -104,24 +104,23 @@ class KeyVerifier:
     def verify(self, presented: str) -> Verdict:
         if not is_well_formed(presented):
             return MALFORMED
-        return self.verify_digest(digest(presented))
-
-    def verify_digest(self, wanted: str) -> Verdict:
-        """The verdict for the digest of a presented key already known to be well formed."""
-        identity = self._lookup(wanted)
-        if identity is None or not hmac.compare_digest(identity.digest, wanted):
-            return NOT_FOUND
-        return judge(identity, self._clock())
+        wanted = digest(presented)
+        return check(self._lookup(wanted), wanted, self._clock)
 
 
-def judge(identity: KeyIdentity, now: datetime) -> Verdict:
-    """The verdict for a found identity at ``now``."""
-    if identity.secret_valid_until is not None and now >= identity.secret_valid_until:
+def check(identity: KeyIdentity | None, wanted: str, clock: Clock) -> Verdict:
+    """The verdict for the identity found under the digest ``wanted`` (or None).
+
+    ``clock`` is read only for a key with a deadline (most have none).
+    """
+    if identity is None or not hmac.compare_digest(identity.digest, wanted):
+        return NOT_FOUND
+    if identity.secret_valid_until is not None and clock() >= identity.secret_valid_until:
         return NOT_FOUND
     if identity.status is KeyStatus.REVOKED:
         return Verdict(VerdictStatus.REVOKED, identity)
     if identity.status is KeyStatus.EXPIRED or (
-        identity.expires_at is not None and now >= identity.expires_at
+        identity.expires_at is not None and clock() >= identity.expires_at
     ):
         return Verdict(VerdictStatus.EXPIRED, identity)
     if not identity.org_api_enabled:

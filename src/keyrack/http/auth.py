@@ -87,7 +87,7 @@ _MESSAGES = {
 
 def principal_from(verdict: Verdict) -> KeyIdentity:
     """The identity of a valid verdict; otherwise the matching error."""
-    if verdict.valid and verdict.key is not None:
+    if verdict.status is VerdictStatus.VALID and verdict.key is not None:
         return verdict.key
     code = verdict.status.problem_code
     if verdict.status is VerdictStatus.DISABLED:

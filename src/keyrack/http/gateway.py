@@ -26,17 +26,16 @@ import re
 import secrets
 import time
 from functools import lru_cache
+from typing import NoReturn
 
 from anyio import to_thread
 from prometheus_client import Counter
-from redis import RedisError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyrack.cache.base import Limiter
 from keyrack.cache.keycache import CachedVerifier
-from keyrack.cache.memory import MemoryLimiter
 from keyrack.domain.keys import looks_like_key
 from keyrack.domain.limits import Admission, RateLimitPolicy
 from keyrack.domain.verification import KeyIdentity
@@ -61,9 +60,17 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("keyrack.access")
 
 
+_NO_STORE = (b"cache-control", b"no-store")
+
+
 @lru_cache(maxsize=4096)
 def policy_for(rate_per_second: int, concurrency: int) -> RateLimitPolicy:
     return RateLimitPolicy(rate_per_second, concurrency)
+
+
+@lru_cache(maxsize=4096)
+def _policy_header(rate_per_second: int, concurrency: int) -> bytes:
+    return policy_for(rate_per_second, concurrency).policy_header.encode()
 
 
 @lru_cache(maxsize=4096)
@@ -122,8 +129,6 @@ class Gateway:
         self.parser = KeyParser()
         self.host_suffix = "." + ctx.settings.base_domain.lower().strip(".")
         self.max_body = ctx.settings.max_body_bytes
-        self.fallback = MemoryLimiter(lease_seconds=ctx.settings.concurrency_lease_seconds)
-        self._limiter_down = False
         self._counters: dict[tuple[str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,22 +137,26 @@ class Gateway:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id", "")
-        if not _REQUEST_ID.fullmatch(request_id):
+        request_id = headers.get("x-request-id")
+        if request_id is None or not _REQUEST_ID.fullmatch(request_id):
             request_id = secrets.token_hex(16)
-        scope.setdefault("state", {})["request_id"] = request_id
+        client_ip = self._client_ip(scope, headers)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["client_ip"] = client_ip
         token = REQUEST_ID.set(request_id)
-        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+        path: str = scope["path"]
+        guarded = path.startswith(API_PREFIX)
+        extra = [(b"x-request-id", request_id.encode())]
+        if guarded:
+            extra.append(_NO_STORE)  # API answers may carry secrets
         status = 500
-        no_store = scope["path"].startswith(API_PREFIX)  # API answers may carry secrets
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *extra]
-                if no_store and all(k.lower() != b"cache-control" for k, _ in message["headers"]):
-                    message["headers"].append((b"cache-control", b"no-store"))
             await send(message)
 
         admitted: tuple[Limiter, str, str] | None = None
@@ -155,16 +164,21 @@ class Gateway:
         try:
             try:
                 receive = self._limit_body(headers, receive)
-                path: str = scope["path"]
-                if path.startswith(API_PREFIX) and path not in PUBLIC_PATHS:
-                    principal, admission, limiter = await self._admit(scope, headers)
-                    scope["state"]["principal"] = principal
-                    extra.append((b"ratelimit-policy", admission.policy.policy_header.encode()))
+                if guarded and path not in PUBLIC_PATHS:
+                    principal, admission, limiter = await self._admit(scope, headers, client_ip)
+                    state["principal"] = principal
+                    policy = admission.policy
+                    extra.append(
+                        (
+                            b"ratelimit-policy",
+                            _policy_header(policy.rate_per_second, policy.concurrency),
+                        )
+                    )
                     extra.append((b"ratelimit", admission.header.encode()))
                     if admission.lease is not None:
                         admitted = (limiter, principal.ref, admission.lease)
-                else:
-                    await self._refuse_key_in_url(scope, any_credential_name=False)
+                elif (leaked := self._key_in_url(scope, any_credential_name=False)) is not None:
+                    await self._refuse_leaked(leaked, scope)
             except _Refused as refused:
                 await self._refuse(refused, request_id, scope, receive, send_with_headers)
                 return
@@ -178,9 +192,10 @@ class Gateway:
     # -- admission --------------------------------------------------------------
 
     async def _admit(
-        self, scope: Scope, headers: dict[str, str]
+        self, scope: Scope, headers: dict[str, str], client_ip: str | None
     ) -> tuple[KeyIdentity, Admission, Limiter]:
-        await self._refuse_key_in_url(scope, any_credential_name=True)
+        if (leaked := self._key_in_url(scope, any_credential_name=True)) is not None:
+            await self._refuse_leaked(leaked, scope)
         try:
             presented = self.parser.from_headers(headers)
         except KeyrackError as exc:
@@ -189,23 +204,28 @@ class Gateway:
             raise _Refused(
                 "missing-key", "send your API key in the X-API-Key or Authorization header"
             )
-        identity = await self._verify(presented)
-        if headers.get("host") and bound_slug(headers["host"], self.host_suffix) not in (
-            None,
-            identity.org_slug,
-        ):
+        try:
+            verdict = await self.verifier.verify(presented)
+        except Exception:
+            log.exception("key lookup failed")
+            raise _Refused("unavailable", "key verification is unavailable; retry") from None
+        try:
+            identity = principal_from(verdict)
+        except KeyrackError as exc:
+            raise _Refused(exc.code, exc.detail) from None
+        host = headers.get("host")
+        if host and bound_slug(host, self.host_suffix) not in (None, identity.org_slug):
             raise _Refused("wrong-tenant", "this key belongs to another organization's host")
-        origin = headers.get("origin")
-        if origin is not None and not _origin_allowed(origin, identity.allowed_origins):
+        if "origin" in headers and not _origin_allowed(headers["origin"], identity.allowed_origins):
             raise _Refused(
                 "browser-origin",
                 "API keys do not belong in browser code; this origin is not in the allow-list",
             )
-        client_ip = self._client_ip(scope, headers)
-        if not ip_allowed(client_ip, identity.allowed_cidrs):
+        if identity.allowed_cidrs and not ip_allowed(client_ip, identity.allowed_cidrs):
             raise _Refused("ip-not-allowed", "this key may not be used from your IP address")
         policy = policy_for(identity.rate_per_second, identity.concurrency)
-        limiter, admission = await self._acquire(scope, identity.ref, policy)
+        limiter: Limiter = scope["app"].state.limiter
+        admission = await limiter.acquire(identity.ref, policy)
         if not admission.allowed:
             code = admission.decision.value
             self.metrics.throttled.labels(code).inc()
@@ -223,8 +243,8 @@ class Gateway:
         self.last_used.note(identity.key_id, self.ctx.clock(), client_ip)
         return identity, admission, limiter
 
-    async def _refuse_key_in_url(self, scope: Scope, *, any_credential_name: bool) -> None:
-        """Revoke a key found in the query string or the path; refuse the request (400 key-in-url).
+    def _key_in_url(self, scope: Scope, *, any_credential_name: bool) -> str | None:
+        """A key in the query string or the path, to be revoked as leaked.
 
         In the query of guarded API paths any value under a credential name counts;
         elsewhere (console, public API paths, health), and in the path, only a
@@ -233,41 +253,14 @@ class Gateway:
         leaked = self.parser.from_query(scope.get("query_string", b""))
         if leaked is None or not (any_credential_name or looks_like_key(leaked)):
             leaked = self.parser.from_path(scope["path"])
-        if leaked is None:
-            return
+        return leaked
+
+    async def _refuse_leaked(self, leaked: str, scope: Scope) -> NoReturn:
+        """Revoke a key found in the URL and refuse the request (400 key-in-url)."""
         await self._revoke_leaked(leaked, scope)
         raise _Refused(
             "key-in-url", "API keys must not be sent in the URL; a key sent there is revoked"
         )
-
-    async def _verify(self, presented: str) -> KeyIdentity:
-        try:
-            verdict = await self.verifier.verify(presented)
-        except Exception:
-            log.exception("key lookup failed")
-            raise _Refused("unavailable", "key verification is unavailable; retry") from None
-        try:
-            return principal_from(verdict)
-        except KeyrackError as exc:
-            raise _Refused(exc.code, exc.detail) from None
-
-    async def _acquire(
-        self, scope: Scope, bucket: str, policy: RateLimitPolicy
-    ) -> tuple[Limiter, Admission]:
-        limiter: Limiter = scope["app"].state.limiter
-        if limiter is not self.fallback:
-            try:
-                admission = await limiter.acquire(bucket, policy)
-            except (RedisError, OSError) as exc:
-                if not self._limiter_down:
-                    log.error("limiter unavailable, limiting per process until it is back: %r", exc)
-                    self._limiter_down = True
-            else:
-                if self._limiter_down:
-                    log.warning("limiter is back")
-                    self._limiter_down = False
-                return limiter, admission
-        return self.fallback, await self.fallback.acquire(bucket, policy)
 
     async def _revoke_leaked(self, secret: str, scope: Scope) -> None:
         where = f"URL query string of {scope['method']} {scope['path']}"

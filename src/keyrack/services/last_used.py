@@ -1,6 +1,8 @@
 """Write-behind for ``last_used_at`` / ``last_used_ip``: never one write per request.
 
-The gateway calls ``note`` (a dictionary assignment) on every admitted request.
+The gateway calls ``note`` (a dictionary assignment) on every admitted request. Uses
+are kept to the second: finer would tell nobody anything, and it lets ``keys/self``
+render its last-use fields once per second rather than once per request.
 ``run`` flushes the latest use per key in one transaction every ``interval``
 seconds, or sooner once ``max_pending`` keys wait; ``aclose`` flushes what is
 left, so a clean shutdown loses nothing. A failed flush keeps its batch for the
@@ -36,8 +38,8 @@ class LastUsedBuffer:
         self._flushing = asyncio.Lock()
 
     def note(self, key_id: int, at: datetime, ip: str | None) -> None:
-        """Remember a use (event loop only; cheap)."""
-        self._pending[key_id] = (at, ip)
+        """Remember a use, to the second (event loop only; cheap)."""
+        self._pending[key_id] = (at.replace(microsecond=0), ip)
         if len(self._pending) >= self.max_pending:
             self._full.set()
 

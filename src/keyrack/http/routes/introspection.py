@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -28,21 +28,52 @@ from keyrack.http.schemas.introspection import (
 )
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Context
-from keyrack.services.last_used import LastUsedBuffer
+from keyrack.services.last_used import LastUsedBuffer, Use
 
 router = APIRouter(prefix="/api/v2", tags=["introspection"])
 
 
+LAST_USE_FIELDS = frozenset({"last_used_at", "last_used_ip", "inactivity_deadline"})
+
+
 @dataclass(frozen=True, slots=True)
 class SelfView:
-    """A verified key as introspection shows it, rendered once per cache load."""
+    """A verified key as introspection shows it, rendered to JSON once per cache load.
 
-    organization: str
-    body: dict[str, Any]
-    """``KeySelf`` as JSON-ready values."""
+    The last use changes with every request: ``keys/self`` is stored whole as of the
+    load, and as ``head`` (every other field) for appending a newer use to.
+    """
+
+    health: bytes
+    """The whole ``GET /api/v2/health`` body."""
+    stored: bytes
+    """The whole ``keys/self`` body, with the last use as stored at the load."""
+    head: bytes
+    """``stored`` without its last-use fields: ``{...,`` ready for them."""
     last_used_at: datetime | None
     inactivity_days: int
     active: bool
+    """Whether the key can still lapse from inactivity (it has a deadline)."""
+
+    def render(self, pending: Use | None) -> bytes:
+        """The ``keys/self`` body, with ``pending`` as the last use when it is newer."""
+        if pending is None or (self.last_used_at is not None and pending[0] <= self.last_used_at):
+            return self.stored
+        return self.head + _last_use_fields(*pending, self.inactivity_days, self.active)
+
+
+@lru_cache(maxsize=1024)
+def _last_use_fields(
+    used_at: datetime, ip: str | None, inactivity_days: int, active: bool
+) -> bytes:
+    """The closing fields of ``keys/self``: one rendering per key, second and address
+    (uses are recorded to the second)."""
+    deadline = used_at + timedelta(days=inactivity_days) if active else None
+    return b'"last_used_at":%s,"last_used_ip":%s,"inactivity_deadline":%s}' % (
+        _json_time(used_at),
+        json.dumps(ip).encode(),
+        _json_time(deadline) if deadline is not None else b"null",
+    )
 
 
 def load_self(ctx: Context, identity: KeyIdentity) -> SelfView:
@@ -70,23 +101,25 @@ def load_self(ctx: Context, identity: KeyIdentity) -> SelfView:
         allowed_cidrs=list(view.allowed_cidrs),
         created_at=view.created_at,
         created_by=view.created_by,
-        last_used_at=view.last_used_at,
-        last_used_ip=view.last_used_ip,
         expires_at=view.expires_at,
         inactivity_days=view.inactivity_days,
+        last_used_at=view.last_used_at,
+        last_used_ip=view.last_used_ip,
         inactivity_deadline=view.inactivity_deadline,
-    ).model_dump(mode="json")
+    )
+    health = HealthOut(status="ok", organization=organization, key=identity.ref)
     return SelfView(
-        organization,
-        body,
-        view.last_used_at,
-        view.inactivity_days,
-        view.inactivity_deadline is not None,
+        health=health.model_dump_json().encode(),
+        stored=body.model_dump_json().encode(),
+        head=body.model_dump_json(exclude=set(LAST_USE_FIELDS)).encode()[:-1] + b",",
+        last_used_at=view.last_used_at,
+        inactivity_days=view.inactivity_days,
+        active=view.inactivity_deadline is not None,
     )
 
 
-def _json_time(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+def _json_time(moment: datetime) -> bytes:
+    return b'"%s"' % moment.isoformat().replace("+00:00", "Z").encode()
 
 
 async def _self_view(request: Request) -> tuple[KeyIdentity, SelfView]:
@@ -95,28 +128,16 @@ async def _self_view(request: Request) -> tuple[KeyIdentity, SelfView]:
     return principal, await cache.view(principal)
 
 
-def _json(body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
-
-
 @router.get(
     "/health", response_model=HealthOut, responses={401: {"description": "the key is not valid"}}
 )
 async def health(request: Request) -> Response:
-    principal, found = await _self_view(request)
-    return _json({"status": "ok", "organization": found.organization, "key": principal.ref})
+    _, found = await _self_view(request)
+    return Response(found.health, media_type="application/json")
 
 
 @router.get("/keys/self", response_model=KeySelf)
 async def key_self(request: Request) -> Response:
     principal, found = await _self_view(request)
-    body = found.body
     buffer: LastUsedBuffer = request.app.state.last_used
-    pending = buffer.pending(principal.key_id)
-    if pending is not None and (found.last_used_at is None or found.last_used_at < pending[0]):
-        used_at, ip = pending
-        body = {**body, "last_used_at": _json_time(used_at), "last_used_ip": ip}
-        if found.active:
-            deadline = used_at + timedelta(days=found.inactivity_days)
-            body["inactivity_deadline"] = _json_time(deadline)
-    return _json(body)
+    return Response(found.render(buffer.pending(principal.key_id)), media_type="application/json")

@@ -47,8 +47,9 @@ class KeySelf(BaseModel):
     allowed_cidrs: list[str]
     created_at: datetime
     created_by: str
-    last_used_at: datetime | None
-    last_used_ip: str | None
     expires_at: datetime | None
     inactivity_days: int
+    # last: these change with every use (the gateway renders them per request)
+    last_used_at: datetime | None
+    last_used_ip: str | None
     inactivity_deadline: datetime | None
