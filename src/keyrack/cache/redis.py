@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 _TTL_SLACK_MS = 1000
 """Kept beyond the exact idle horizon, for callers that inject their own clock."""
 
+DEFAULT_TIMEOUT_SECONDS = 1.0
+"""How long one round trip (a tick's pipelined calls) may take before it fails with
+``TimeoutError``; one timer per round trip, so the client needs no per-command
+``socket_timeout``."""
+
 _FLUSH_SECONDS = 0.001
 """How long a release may wait for an acquire on its bucket to carry it to Redis."""
 
@@ -93,6 +98,16 @@ redis.call('PEXPIRE', KEYS[2], math.ceil(lease_us / 1000) + {_TTL_SLACK_MS})
 return {{0, math.floor(tokens / {MICRO}), math.ceil((capacity - tokens) / rate)}}
 """
 
+_HEAD_ARGUMENTS = 8
+"""EVALSHA, sha, key count, two keys, rate, concurrency, lease µs."""
+_MAX_HEADS = 10_000
+
+
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
 _DECISIONS = (Decision.ALLOWED, Decision.CONCURRENCY_LIMITED, Decision.RATE_LIMITED)
 
 
@@ -102,8 +117,9 @@ class RedisLimiter:
     The caller owns ``redis`` and closes it after ``aclose``. Time comes from Redis
     ``TIME`` so instances on different hosts agree; ``clock`` (seconds, shared by
     every instance on the bucket) replaces it, which tests use to move time by hand.
-    ``acquire`` raises ``redis.RedisError`` when Redis fails; the caller decides
-    whether to fail open or closed.
+    ``acquire`` raises ``redis.RedisError`` when Redis fails, or ``TimeoutError`` when
+    it takes over ``timeout`` seconds to answer; the caller decides whether to fail
+    open or closed.
     """
 
     def __init__(
@@ -112,9 +128,11 @@ class RedisLimiter:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         prefix: str = "keyrack:limit:",
         clock: Callable[[], float] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        self._timeout = timeout
         self._redis = redis
         self._sha = hashlib.sha1(_ACQUIRE.encode(), usedforsecurity=False).hexdigest()
         self._lease_us = math.ceil(lease_seconds * MICRO)
@@ -129,38 +147,32 @@ class RedisLimiter:
         """Lease key -> released ids sent but not confirmed; every acquire on the bucket
         removes them too, so a release is never overtaken by this instance's own
         following acquire."""
+        self._heads: dict[tuple[str, int, int], tuple[str, bytes]] = {}
+        """(bucket, rate, concurrency) -> (lease key, packed command head)."""
         self._timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         """At most one of the two is set: the flush is scheduled, or running."""
-        self._calls: list[tuple[list[str | int], asyncio.Future[object]]] | None = None
+        self._calls: list[tuple[bytes, asyncio.Future[object]]] | None = None
         """Script calls made in this event-loop tick, sent together at its end."""
         self._call_tasks: set[asyncio.Task[None]] = set()
         """Tasks sending a tick's script calls (held so they are not collected)."""
 
     async def acquire(self, bucket: str, policy: RateLimitPolicy) -> Admission:
-        key = f"{self._prefix}{{{bucket}}}"
-        leases_key = key + ":leases"
+        leases_key, packed = self._command_head(bucket, policy)
         lease = f"{self._lease_prefix}{next(self._lease_ids):x}"
-        now = "" if self._clock is None else round(self._clock() * MICRO)
-        args: list[str | int] = [
-            key + ":tokens",
-            leases_key,
-            policy.rate_per_second,
-            policy.concurrency,
-            self._lease_us,
-            lease,
-            now,
-        ]
+        now = b"" if self._clock is None else b"%d" % round(self._clock() * MICRO)
+        args = [packed, _bulk(lease.encode()), _bulk(now)]
         sending = self._sending.get(leases_key)
         carried = self._queued.pop(leases_key, None)
         if sending or carried:
-            args.append(" ".join(itertools.chain(sending or (), carried or ())))
+            args.append(_bulk(" ".join(itertools.chain(sending or (), carried or ())).encode()))
+        command = b"*%d\r\n%s" % (len(args) + _HEAD_ARGUMENTS - 1, b"".join(args))
         if carried is None:
-            result = await self._evalsha(args)
+            result = await self._evalsha(command)
         else:
             self._mark_sending(leases_key, carried)
             try:
-                result = await self._evalsha(args)
+                result = await self._evalsha(command)
             except BaseException:
                 self._enqueue(leases_key, carried)
                 raise
@@ -197,15 +209,39 @@ class RedisLimiter:
             else:
                 return
 
-    async def _evalsha(self, args: list[str | int]) -> object:
-        """Run the acquire script (``args``: its two keys, then ARGV). Calls made in the
-        same event-loop tick share one pipelined round trip."""
+    def _command_head(self, bucket: str, policy: RateLimitPolicy) -> tuple[str, bytes]:
+        """The bucket's lease key, and its EVALSHA command packed up to the lease id."""
+        head_key = (bucket, policy.rate_per_second, policy.concurrency)
+        found = self._heads.get(head_key)
+        if found is None:
+            if len(self._heads) >= _MAX_HEADS:
+                self._heads.clear()
+            key = f"{self._prefix}{{{bucket}}}"
+            parts = (
+                "EVALSHA",
+                self._sha,
+                "2",
+                key + ":tokens",
+                key + ":leases",
+                str(policy.rate_per_second),
+                str(policy.concurrency),
+                str(self._lease_us),
+            )
+            found = self._heads[head_key] = (
+                key + ":leases",
+                b"".join(_bulk(part.encode()) for part in parts),
+            )
+        return found
+
+    async def _evalsha(self, command: bytes) -> object:
+        """Run the acquire script (``command``: packed EVALSHA). Calls made in the same
+        event-loop tick share one pipelined round trip."""
         loop = asyncio.get_running_loop()
         call: asyncio.Future[object] = loop.create_future()
         if self._calls is None:
             self._calls = []
             loop.call_soon(self._send_calls)
-        self._calls.append((args, call))
+        self._calls.append((command, call))
         return await call
 
     def _send_calls(self) -> None:
@@ -214,9 +250,10 @@ class RedisLimiter:
         self._call_tasks.add(task)
         task.add_done_callback(self._call_tasks.discard)
 
-    async def _answer(self, calls: list[tuple[list[str | int], asyncio.Future[object]]]) -> None:
+    async def _answer(self, calls: list[tuple[bytes, asyncio.Future[object]]]) -> None:
         try:
-            results = await self._run_scripts([args for args, _ in calls])
+            async with asyncio.timeout(self._timeout):
+                results = await self._run_scripts([command for command, _ in calls])
         except Exception as error:
             results = [error] * len(calls)
         except BaseException:
@@ -231,27 +268,38 @@ class RedisLimiter:
             else:
                 call.set_result(result)
 
-    async def _run_scripts(self, batch: list[list[str | int]]) -> list[object]:
+    async def _run_scripts(self, batch: list[bytes]) -> list[object]:
         """One result (or ResponseError) per call, loading the script if Redis lost it."""
-        results = await self._send_scripts(batch)
+        results = await self._send_commands(batch)
         missing = [n for n, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
-            self._sha = await self._redis.script_load(_ACQUIRE)
-            retried = await self._send_scripts([batch[n] for n in missing])
+            await self._redis.script_load(_ACQUIRE)  # the same script, so the same sha
+            retried = await self._send_commands([batch[n] for n in missing])
             for n, result in zip(missing, retried, strict=True):
                 results[n] = result
         return results
 
-    async def _send_scripts(self, batch: list[list[str | int]]) -> list[object]:
-        if len(batch) == 1:
-            try:
-                return [await self._redis.evalsha(self._sha, 2, *batch[0])]
-            except ResponseError as error:
-                return [error]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for args in batch:
-                pipe.evalsha(self._sha, 2, *args)
-            return cast(list[object], await pipe.execute(raise_on_error=False))
+    async def _send_commands(self, batch: list[bytes]) -> list[object]:
+        """Write packed commands at once on one connection and read their replies in order.
+
+        The commands are packed by ``acquire`` (most of each cached per bucket): redis-py
+        packing arguments one by one cost more than the rest of the call."""
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join(batch), check_health=False)
+            results: list[object] = []
+            for _ in batch:
+                try:
+                    results.append(await connection.read_response())
+                except ResponseError as error:
+                    results.append(error)
+            return results
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
 
     def _enqueue(self, leases_key: str, leases: list[str]) -> None:
         queued = self._queued.get(leases_key)
@@ -274,14 +322,15 @@ class RedisLimiter:
         for leases_key, leases in batch.items():
             self._mark_sending(leases_key, leases)
         try:
-            if len(batch) == 1:
-                [(leases_key, leases)] = batch.items()
-                await self._redis.zrem(leases_key, *leases)
-            else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for leases_key, leases in batch.items():
-                        pipe.zrem(leases_key, *leases)
-                    await pipe.execute()
+            async with asyncio.timeout(self._timeout):
+                if len(batch) == 1:
+                    [(leases_key, leases)] = batch.items()
+                    await self._redis.zrem(leases_key, *leases)
+                else:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for leases_key, leases in batch.items():
+                            pipe.zrem(leases_key, *leases)
+                        await pipe.execute()
         except Exception as error:
             log.warning("lease release failed, the leases will expire by themselves: %r", error)
         finally:

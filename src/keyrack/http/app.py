@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import ConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from starlette.routing import Route
 
@@ -152,10 +152,14 @@ async def _gateway_runtime(
     redis: AsyncRedis | None = None
     publisher: RedisPublisher | None = None
     if settings.redis_url:
-        # a blocking pool: a burst waits for a connection instead of failing the limiter
+        # The limiter sends each event-loop tick's calls as one pipeline under one timeout
+        # of its own (per-command socket timeouts would arm a timer per call), so a
+        # handful of connections are busy at once. A plain pool (a blocking one arms a
+        # timer per checkout) refusing past the cap only sends the limiter to its
+        # per-process fallback. The invalidation listener blocks on its reads by design.
         redis = AsyncRedis.from_pool(
-            BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=_REDIS_CONNECTIONS, timeout=1.0
+            ConnectionPool.from_url(
+                settings.redis_url, max_connections=_REDIS_CONNECTIONS, socket_timeout=None
             )
         )
         app.state.limiter = FailoverLimiter(
