@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from keyrack.cache.failover import FailoverLimiter
+from keyrack.cache.memory import MemoryLimiter
 from keyrack.cache.redis import RedisLimiter
 from keyrack.domain.limits import Decision, RateLimitPolicy
 
@@ -191,3 +194,18 @@ async def test_concurrent_acquires_still_work_after_redis_lost_the_script(
 
     assert all(admission.allowed for admission in admissions)
     await limiter.aclose()
+
+
+async def test_a_stalled_redis_fails_the_acquire_and_the_failover_limits_per_process() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as stalled:  # accepts, never answers
+        host, port = stalled.getsockname()[:2]
+        client = Redis(host=host, port=port, socket_timeout=None)
+        shared = RedisLimiter(client, timeout=0.2)
+        try:
+            with pytest.raises(TimeoutError):
+                await shared.acquire("k", RateLimitPolicy())
+            failover = FailoverLimiter(shared, MemoryLimiter())
+            admission = await failover.acquire("k", RateLimitPolicy())
+            assert admission.allowed and failover.down
+        finally:
+            await client.aclose()

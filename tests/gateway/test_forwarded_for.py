@@ -22,3 +22,13 @@ def test_a_forwarded_address_counts_for_the_ip_allow_list_only_when_trusted(
             headers={"X-API-Key": secret, "X-Forwarded-For": "10.0.0.1, 203.0.113.5"},
         )
     assert response.status_code == status
+
+
+def test_a_forwarded_entry_that_is_no_address_is_ignored(seeded: Seeded) -> None:
+    seeded.ctx.settings.trust_forwarded_for = True
+    with serve_in_thread(create_app(ctx=seeded.ctx), proxy_headers=False) as url:
+        me = httpx.get(
+            f"{url}/api/v2/keys/self",
+            headers={**seeded.headers(), "X-Forwarded-For": '203.0.113.5, x"' + "y" * 80},
+        )
+    assert me.status_code == 200 and me.json()["last_used_ip"] == "127.0.0.1"

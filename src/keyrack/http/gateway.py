@@ -90,6 +90,15 @@ def bound_slug(host: str, suffix: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _ip_address(text: str) -> str | None:
+    """``text`` as a normalized IP address, or None when it is not one."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def ip_allowed(ip: str | None, cidrs: tuple[str, ...]) -> bool:
     if not cidrs:
         return True
@@ -272,7 +281,9 @@ class Gateway:
     def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
         if self.trust_forwarded_for and (forwarded := headers.get("x-forwarded-for")):
             # the last entry is the one our proxy appended; earlier ones are the client's word
-            return forwarded.rsplit(",", 1)[-1].strip() or None
+            appended = _ip_address(forwarded.rsplit(",", 1)[-1].strip())
+            if appended is not None:
+                return appended
         client = scope.get("client")
         return client[0] if client else None
 
