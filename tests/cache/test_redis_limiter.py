@@ -162,23 +162,33 @@ async def test_a_release_carried_by_an_acquire_that_never_reached_redis_is_still
         await client.aclose()
 
 
-async def test_an_acquire_can_carry_more_released_leases_than_lua_can_unpack_at_once(
-    connect, redis_prefix
+async def test_a_busy_bucket_is_served_from_growing_grants_and_gets_unused_tokens_back(
+    connect, redis_prefix, clock
 ) -> None:
     client = connect()
-    limiter = RedisLimiter(client, prefix=redis_prefix)
-    policy = RateLimitPolicy(rate_per_second=5, concurrency=1)
+    limiter = RedisLimiter(client, prefix=redis_prefix, clock=clock)  # Redis time frozen
+    policy = RateLimitPolicy(rate_per_second=100_000, concurrency=100_000)
     leases_key = f"{redis_prefix}{{k}}:leases"
-    held = [f"held-{n}" for n in range(10_000)]
-    await client.zadd(leases_key, dict.fromkeys(held, 2**50))
+    held = []
+    for _ in range(4_000):
+        admission = await limiter.acquire("k", policy)
+        assert admission.allowed and admission.lease is not None
+        held.append(admission.lease)
+
+    slots = await client.zrange(leases_key, 0, -1)
+    grants = {member.rpartition(b":")[0] for member in slots}
+    assert len(slots) >= len(held)  # every admission holds a slot in Redis...
+    assert len(grants) <= 13  # ...taken in grants of 1, 2, 4, ... (4,095 in 12)
+    assert len(slots) > 1_000  # the last grants are bigger than Lua unpacks at once
 
     for lease in held:
         limiter.release("k", lease)
-    admission = await limiter.acquire("k", policy)  # carries all 10,000 releases
-
-    assert admission.allowed
-    assert await client.zrange(leases_key, 0, -1) == [admission.lease.encode()]
     await limiter.aclose()
+
+    assert await client.zcard(leases_key) == 0
+    tokens = int(await client.hget(f"{redis_prefix}{{k}}:tokens", "tokens"))
+    assert tokens == (policy.rate_per_second - len(held)) * 1_000_000  # the unused came back
+    await client.aclose()
 
 
 async def test_concurrent_acquires_still_work_after_redis_lost_the_script(
@@ -209,3 +219,33 @@ async def test_a_stalled_redis_fails_the_acquire_and_the_failover_limits_per_pro
             assert admission.allowed and failover.down
         finally:
             await client.aclose()
+
+
+async def test_grants_never_let_instances_together_exceed_the_limits(
+    make_redis_limiter, clock
+) -> None:
+    policy = RateLimitPolicy(rate_per_second=64, concurrency=48)  # grants of up to 3
+    one, two = make_redis_limiter(clock=clock), make_redis_limiter(clock=clock)
+    held: list[tuple[object, str]] = []
+    refused = set()
+    while len(refused) < 2:  # interleaved until both are refused (Redis time frozen)
+        for limiter in (one, two):
+            admission = await limiter.acquire("k", policy)
+            if admission.allowed:
+                held.append((limiter, admission.lease))
+            else:
+                refused.add(limiter)
+                assert admission.decision is Decision.CONCURRENCY_LIMITED
+    assert len(held) == policy.concurrency
+
+    for limiter, lease in held:
+        limiter.release("k", lease)
+    await one.aclose()
+    await two.aclose()  # what the grants did not use went back
+    third = make_redis_limiter(clock=clock)
+    more = 0
+    while (admission := await third.acquire("k", policy)).allowed:
+        more += 1
+        third.release("k", admission.lease)
+    assert admission.decision is Decision.RATE_LIMITED
+    assert len(held) + more == policy.rate_per_second
