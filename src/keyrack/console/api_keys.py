@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import Form, Request, Response
 from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
@@ -22,13 +22,12 @@ from keyrack.console.web import (
 from keyrack.domain.keys import Environment
 from keyrack.domain.permissions import PERMISSIONS
 from keyrack.errors import InvalidInput
+from keyrack.http.router import Router
 from keyrack.services import keys, sessions, tenancy
 from keyrack.services.context import Context
 from keyrack.services.keys import Scope
 
-router = APIRouter(
-    prefix=f"{PREFIX}/settings/api", route_class=ConsoleRoute, include_in_schema=False
-)
+router = Router(prefix=f"{PREFIX}/settings/api", route_class=ConsoleRoute, include_in_schema=False)
 
 PAGE_SIZE = 50
 GRACE_CHOICES = {0: "No grace: stops now", 3600: "1 hour", 86400: "24 hours", 604800: "7 days"}

@@ -6,7 +6,7 @@ import hmac
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import Form, Request, Response
 from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
@@ -24,9 +24,10 @@ from keyrack.console.web import (
     see_other,
 )
 from keyrack.errors import AccessDenied, AuthenticationFailed, Throttled
+from keyrack.http.router import Router
 from keyrack.services import sessions
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 
 def _login_page(
@@ -109,7 +110,7 @@ def home(request: Request, current: SignedInDep) -> Response:
     return render(request, "home.html")
 
 
-root = APIRouter(include_in_schema=False)
+root = Router(include_in_schema=False)
 
 
 @root.get("/")

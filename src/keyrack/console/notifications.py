@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
@@ -14,11 +14,10 @@ from keyrack.console.web import (
     render,
     see_other,
 )
+from keyrack.http.router import Router
 from keyrack.services import notifications
 
-router = APIRouter(
-    prefix=f"{PREFIX}/notifications", route_class=ConsoleRoute, include_in_schema=False
-)
+router = Router(prefix=f"{PREFIX}/notifications", route_class=ConsoleRoute, include_in_schema=False)
 
 
 @router.get("")

@@ -6,7 +6,7 @@ import hmac
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import Form, Request, Response
 from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
@@ -21,11 +21,12 @@ from keyrack.console.web import (
     see_other,
 )
 from keyrack.errors import AccessDenied, InvalidInput
+from keyrack.http.router import Router
 from keyrack.services import apps, handoffs, requests, sessions
 from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.services.keys import Scope
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 HANDOFF_COOKIE = "keyrack_handoff_csrf"
 
 

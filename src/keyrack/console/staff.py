@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import Form, Request, Response
 from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
@@ -18,10 +18,11 @@ from keyrack.console.web import (
     see_other,
 )
 from keyrack.domain.permissions import PERMISSIONS
+from keyrack.http.router import Router
 from keyrack.services import requests, tenancy
 from keyrack.services.requests import RequestStatus
 
-router = APIRouter(prefix=f"{PREFIX}/staff", route_class=ConsoleRoute, include_in_schema=False)
+router = Router(prefix=f"{PREFIX}/staff", route_class=ConsoleRoute, include_in_schema=False)
 
 
 @router.get("/orgs")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import MAXYEAR, UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import Form, Request, Response
 from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
@@ -20,11 +20,12 @@ from keyrack.console.web import (
 )
 from keyrack.domain.tenancy import Role
 from keyrack.errors import Conflict, InvalidInput
+from keyrack.http.router import Router
 from keyrack.services import audit, tenancy
 from keyrack.services.audit import AuditFilter
 from keyrack.services.context import Context
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 NOTICES = {
     "deactivated": "User deactivated: they can no longer sign in.",

@@ -119,7 +119,7 @@ def safe_next(target: str | None) -> str:
 # --- dependencies -----------------------------------------------------------------
 
 
-def get_ctx(request: Request) -> Context:
+async def get_ctx(request: Request) -> Context:
     return context_of(request)
 
 
@@ -138,7 +138,7 @@ def signed_in(request: Request) -> SignedIn:
 SignedInDep = Annotated[SignedIn, Depends(signed_in)]
 
 
-def settings_admin(current: SignedInDep) -> SignedIn:
+async def settings_admin(current: SignedInDep) -> SignedIn:
     """Owners and admins of an organization; everyone else gets 404, not a hint."""
     if not manages_settings(current):
         raise NotFound("page not found")
@@ -148,7 +148,7 @@ def settings_admin(current: SignedInDep) -> SignedIn:
 AdminDep = Annotated[SignedIn, Depends(settings_admin)]
 
 
-def staff_only(current: SignedInDep) -> SignedIn:
+async def staff_only(current: SignedInDep) -> SignedIn:
     if not current.user.is_staff:
         raise NotFound("page not found")
     return current
@@ -157,14 +157,14 @@ def staff_only(current: SignedInDep) -> SignedIn:
 StaffDep = Annotated[SignedIn, Depends(staff_only)]
 
 
-def actor_of(request: Request, current: SignedInDep) -> Actor:
+async def actor_of(request: Request, current: SignedInDep) -> Actor:
     return current.actor(client_ip(request))
 
 
 ActorDep = Annotated[Actor, Depends(actor_of)]
 
 
-def check_csrf(current: SignedInDep, csrf_token: Annotated[str, Form()] = "") -> None:
+async def check_csrf(current: SignedInDep, csrf_token: Annotated[str, Form()] = "") -> None:
     """Every form post carries the session's CSRF token in a hidden field."""
     if not csrf_token or not hmac.compare_digest(csrf_token.encode(), current.csrf_token.encode()):
         raise AccessDenied("this form has expired or did not come from this site; reload the page")

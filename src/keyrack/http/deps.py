@@ -1,8 +1,12 @@
-"""Dependencies declared once as ``Annotated`` aliases, so routes stay short."""
+"""Dependencies declared once as ``Annotated`` aliases, so routes stay short.
+
+They are ``async`` because they only read the request: FastAPI runs a plain ``def``
+dependency in a worker thread, a round trip per dependency per request.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,7 +17,7 @@ from keyrack.services.context import Actor, Context
 from keyrack.services.keys import Scope
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -21,7 +25,7 @@ def get_context(request: Request) -> Context:
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
-def get_principal(request: Request) -> KeyIdentity:
+async def get_principal(request: Request) -> KeyIdentity:
     """The verified key of this request (set by the gateway before routing)."""
     principal: KeyIdentity | None = request.scope.get("state", {}).get("principal")
     if principal is None:
@@ -40,7 +44,7 @@ def client_ip(request: Request) -> str | None:
     return ip
 
 
-def get_actor(request: Request, principal: PrincipalDep) -> Actor:
+async def get_actor(request: Request, principal: PrincipalDep) -> Actor:
     return Actor(
         label=f"key:{principal.ref}",
         user_id=principal.owner_id,
@@ -53,17 +57,17 @@ def get_actor(request: Request, principal: PrincipalDep) -> Actor:
 ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
-def get_scope(principal: PrincipalDep) -> Scope:
+async def get_scope(principal: PrincipalDep) -> Scope:
     return Scope(principal.org_id, principal.location_id)
 
 
 ScopeDep = Annotated[Scope, Depends(get_scope)]
 
 
-def require(permission: str) -> Callable[[KeyIdentity], KeyIdentity]:
+def require(permission: str) -> Callable[[KeyIdentity], Awaitable[KeyIdentity]]:
     """A dependency that refuses keys lacking ``permission`` (403 insufficient-permission)."""
 
-    def check(principal: PrincipalDep) -> KeyIdentity:
+    async def check(principal: PrincipalDep) -> KeyIdentity:
         if permission not in principal.permissions:
             raise AccessDenied(
                 f"this key lacks the {permission!r} permission", code="insufficient-permission"

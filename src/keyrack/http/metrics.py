@@ -5,10 +5,12 @@ Labels are low-cardinality on purpose: no path, no key, no organization.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from starlette.responses import Response
+
+from keyrack.http.router import Router
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -50,7 +52,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-router = APIRouter(tags=["operations"])
+router = Router(tags=["operations"])
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import AppCreate, AppOut
 from keyrack.services import apps
 
-router = APIRouter(prefix="/api/v2/apps", tags=["apps"])
+router = Router(prefix="/api/v2/apps", tags=["apps"])
 
 
 @router.get("")

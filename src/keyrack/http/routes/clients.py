@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.domain.crm import ClientStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import PROBLEM_RESPONSES, ClientCreate, ClientOut, ClientUpdate
 from keyrack.services.crm import clients
 
-router = APIRouter(prefix="/api/v2/clients", tags=["clients"], responses=PROBLEM_RESPONSES)
+router = Router(prefix="/api/v2/clients", tags=["clients"], responses=PROBLEM_RESPONSES)
 READ = [Depends(require("clients:read"))]
 WRITE = [Depends(require("clients:write"))]
 

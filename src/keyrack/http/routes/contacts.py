@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import PROBLEM_RESPONSES, ContactCreate, ContactOut, ContactUpdate
 from keyrack.services.crm import contacts
 
-router = APIRouter(prefix="/api/v2/contacts", tags=["contacts"], responses=PROBLEM_RESPONSES)
+router = Router(prefix="/api/v2/contacts", tags=["contacts"], responses=PROBLEM_RESPONSES)
 READ = [Depends(require("contacts:read"))]
 WRITE = [Depends(require("contacts:write"))]
 

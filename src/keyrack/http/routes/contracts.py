@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import PROBLEM_RESPONSES, ContractCreate, ContractOut, ContractUpdate
 from keyrack.services.crm import contracts
 
-router = APIRouter(prefix="/api/v2/contracts", tags=["contracts"], responses=PROBLEM_RESPONSES)
+router = Router(prefix="/api/v2/contracts", tags=["contracts"], responses=PROBLEM_RESPONSES)
 READ = [Depends(require("contracts:read"))]
 WRITE = [Depends(require("contracts:write"))]
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, ScopeDep, client_ip, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import (
     HandoffCreate,
@@ -23,7 +24,7 @@ from keyrack.http.schemas.requests import (
 from keyrack.services import handoffs
 from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 
-router = APIRouter(tags=["hand-offs"])
+router = Router(tags=["hand-offs"])
 managed = [Depends(require("keys:manage"))]
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from keyrack.http.deps import ContextDep
+from keyrack.http.router import Router
 
-router = APIRouter(tags=["health"])
+router = Router(tags=["health"])
 
 
 class Liveness(BaseModel):

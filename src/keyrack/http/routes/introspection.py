@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from keyrack.cache.keycache import KeyCache
 from keyrack.domain.verification import KeyIdentity
 from keyrack.http.deps import get_principal
+from keyrack.http.router import Router
 from keyrack.http.schemas.introspection import (
     EffectiveRateLimit,
     HealthOut,
@@ -30,7 +31,7 @@ from keyrack.services import keys, tenancy
 from keyrack.services.context import Context
 from keyrack.services.last_used import LastUsedBuffer, Use
 
-router = APIRouter(prefix="/api/v2", tags=["introspection"])
+router = Router(prefix="/api/v2", tags=["introspection"])
 
 
 LAST_USE_FIELDS = frozenset({"last_used_at", "last_used_ip", "inactivity_deadline"})
@@ -123,7 +124,7 @@ def _json_time(moment: datetime) -> bytes:
 
 
 async def _self_view(request: Request) -> tuple[KeyIdentity, SelfView]:
-    principal = get_principal(request)
+    principal = await get_principal(request)
     cache: KeyCache[SelfView] = request.app.state.key_cache
     return principal, await cache.view(principal)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.domain.verification import KeyStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.keys import (
     KeyCreate,
@@ -21,7 +22,7 @@ from keyrack.http.schemas.keys import (
 )
 from keyrack.services import keys
 
-router = APIRouter(
+router = Router(
     prefix="/api/v2/keys", tags=["keys"], dependencies=[Depends(require("keys:manage"))]
 )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Body, Request
+from fastapi import Body, Request
 from pydantic import Field
 
 from keyrack.cache.base import Limiter
@@ -23,10 +23,11 @@ from keyrack.domain.keys import is_well_formed
 from keyrack.domain.limits import RateLimitPolicy
 from keyrack.errors import Throttled
 from keyrack.http.deps import ContextDep, client_ip
+from keyrack.http.router import Router
 from keyrack.http.schemas.leaks import MAX_TOKENS, FoundToken, LeakReceipt, LeakReport
 from keyrack.services import leaks
 
-router = APIRouter(tags=["leaks"])
+router = Router(tags=["leaks"])
 
 POLICY = RateLimitPolicy(rate_per_second=2, concurrency=4)
 

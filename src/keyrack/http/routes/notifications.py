@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
 
 from keyrack.http.deps import ContextDep, PrincipalDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.notifications import NotificationOut
 from keyrack.services import notifications
 
-router = APIRouter(
+router = Router(
     prefix="/api/v2/notifications",
     tags=["notifications"],
     dependencies=[Depends(require("keys:manage"))],

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.domain.crm import Period
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import (
     PROBLEM_RESPONSES,
@@ -19,7 +20,7 @@ from keyrack.http.schemas.crm import (
 )
 from keyrack.services.crm import pulse
 
-router = APIRouter(prefix="/api/v2/pulse", tags=["pulse"], responses=PROBLEM_RESPONSES)
+router = Router(prefix="/api/v2/pulse", tags=["pulse"], responses=PROBLEM_RESPONSES)
 READ = [Depends(require("pulse:read"))]
 
 ClientFilter = Annotated[str | None, Query(max_length=40)]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import KeyRequestCreate, KeyRequestOut
 from keyrack.services import requests
 from keyrack.services.requests import RequestStatus
 
-router = APIRouter(
+router = Router(
     prefix="/api/v2/key-requests",
     tags=["key requests"],
     dependencies=[Depends(require("keys:manage"))],

@@ -8,25 +8,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import NotFound
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import Approval, KeyRequestOut, OrgAccess, OrgOut, Rejection
 from keyrack.services import requests, tenancy
 from keyrack.services.requests import RequestStatus
 
 
-def require_staff(principal: PrincipalDep) -> KeyIdentity:
+async def require_staff(principal: PrincipalDep) -> KeyIdentity:
     if not principal.owner_is_staff:
         raise NotFound("not found")
     return principal
 
 
-router = APIRouter(prefix="/api/v2/staff", tags=["staff"], dependencies=[Depends(require_staff)])
+router = Router(prefix="/api/v2/staff", tags=["staff"], dependencies=[Depends(require_staff)])
 
 
 @router.get("/requests")

@@ -9,7 +9,7 @@ location key); platform staff keys see every key.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from keyrack.cache.base import Limiter
 from keyrack.cache.keycache import CachedVerifier
@@ -17,10 +17,11 @@ from keyrack.domain import permissions as perms
 from keyrack.domain.verification import KeyIdentity, RemoteCode, remote_code
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
 from keyrack.http.gateway import policy_for
+from keyrack.http.router import Router
 from keyrack.http.schemas.verify import VerifiedKey, VerifyIn, VerifyOut
 from keyrack.services.last_used import LastUsedBuffer
 
-router = APIRouter(prefix="/api/v2/keys", tags=["keys"])
+router = Router(prefix="/api/v2/keys", tags=["keys"])
 
 
 @router.post("/verify", dependencies=[Depends(require("keys:verify"))])

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
 
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import AccessDenied
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
 from keyrack.http.paging import link_header
+from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.webhooks import DeliveryOut, WebhookCreate, WebhookOut, WebhookWithSecret
 from keyrack.services import webhooks
 
 
-def _org_key(principal: PrincipalDep) -> KeyIdentity:
+async def _org_key(principal: PrincipalDep) -> KeyIdentity:
     """Webhooks belong to the organization: a location key may not manage them."""
     if principal.location_id is not None:
         raise AccessDenied("webhooks belong to the organization; use an agency (organization) key")
     return principal
 
 
-router = APIRouter(
+router = Router(
     prefix="/api/v2/webhooks",
     tags=["webhooks"],
     dependencies=[Depends(require("keys:manage")), Depends(_org_key)],

@@ -1,0 +1,47 @@
+"""Routers rule out paths outside their prefix before FastAPI's per-route matching;
+the request-reading dependencies run on the event loop, not in worker threads."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from starlette.routing import Match
+
+from keyrack.console import web
+from keyrack.http import deps
+from keyrack.http.router import Router
+
+
+def scope(path: str, root_path: str = "") -> dict[str, object]:
+    return {"type": "http", "method": "GET", "path": path, "root_path": root_path}
+
+
+def test_a_path_outside_the_prefix_is_ruled_out() -> None:  # inside: every API test
+    router = Router(prefix="/api/v2/clients")
+
+    @router.get("/{client_id}")
+    async def one(client_id: int) -> dict[str, int]:
+        return {"id": client_id}
+
+    assert router.matches(scope("/api/v2/contacts/1")) == (Match.NONE, {})
+    assert router.matches(scope("/apps/api/v2/contacts/1", root_path="/apps"))[0] is Match.NONE
+
+
+@pytest.mark.parametrize(
+    "dependency",
+    [
+        deps.get_context,
+        deps.get_principal,
+        deps.get_actor,
+        deps.get_scope,
+        deps.require("clients:read"),
+        web.get_ctx,
+        web.settings_admin,
+        web.staff_only,
+        web.actor_of,
+        web.check_csrf,
+    ],
+)
+def test_dependencies_that_only_read_the_request_are_async(dependency: object) -> None:
+    assert inspect.iscoroutinefunction(dependency)
