@@ -23,9 +23,10 @@ def problem_code(response: httpx.Response) -> str:
 def test_create_returns_the_secret_once_and_lists_it_masked(
     api: httpx.Client, seeded: Seeded
 ) -> None:
+    _, manager = seeded.new_key(name="Manager", permissions=["keys:manage", "clients:read"])
     created = api.post(
         "/api/v2/keys",
-        headers=seeded.headers(),
+        headers=seeded.headers(manager),
         json={
             "name": "Nexla Integration",
             "environment": "production",
@@ -38,7 +39,8 @@ def test_create_returns_the_secret_once_and_lists_it_masked(
     listed = api.get("/api/v2/keys", headers=seeded.headers())
     assert listed.status_code == 200
     assert body["key"] not in listed.text
-    assert [k["name"] for k in listed.json()["data"]] == ["Nexla Integration", "Seed key"]
+    names = [k["name"] for k in listed.json()["data"]]
+    assert names == ["Nexla Integration", "Manager", "Seed key"]
     fetched = api.get(f"/api/v2/keys/{body['ref']}", headers=seeded.headers()).json()
     assert "key" not in fetched and fetched["masked"] == f"kr_live_••••••••{body['key'][-4:]}"
 
@@ -146,9 +148,10 @@ def test_revoke_then_the_key_is_refused_as_revoked(api: httpx.Client, seeded: Se
 
 def test_patch_changes_name_and_permissions(api: httpx.Client, seeded: Seeded) -> None:
     victim, _ = seeded.new_key(name="Old name")
+    _, manager = seeded.new_key(permissions=["keys:manage", "usage:read", "usage:write"])
     response = api.patch(
         f"/api/v2/keys/{victim.ref}",
-        headers=seeded.headers(),
+        headers=seeded.headers(manager),
         json={"name": "New name", "permissions": ["usage:read", "usage:write"]},
     )
     assert response.status_code == 200

@@ -101,10 +101,10 @@ def test_a_path_segment_is_escaped_not_interpreted(sdk: Client, wire: Wire) -> N
 
 def test_a_key_is_created_read_updated_rolled_and_revoked(live_url: str, sdk: Client) -> None:
     created = sdk.keys.create(
-        name="Nexla Integration", permissions=["keys:manage"], rate_per_second=20
+        name="Nexla Integration", permissions=["keys:manage"], rate_per_second=3
     )
     ref, secret = created["ref"], created["key"]
-    assert created["rate_limit"] == {"rate_per_second": 20, "concurrency": None}
+    assert created["rate_limit"] == {"rate_per_second": 3, "concurrency": None}
     assert sdk.keys.get(ref)["name"] == "Nexla Integration"
     assert sdk.keys.update(ref, name="Nexla")["name"] == "Nexla"
 

@@ -51,6 +51,7 @@ async def get_actor(request: Request, principal: PrincipalDep) -> Actor:
         org_id=principal.org_id,
         ip=client_ip(request),
         is_staff=principal.owner_is_staff,
+        key=principal,
     )
 
 

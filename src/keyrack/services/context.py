@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from keyrack.config import Settings
+from keyrack.domain.verification import KeyIdentity
 from keyrack.services.events import EventBus
 from keyrack.storage.database import Database
 
@@ -40,6 +41,8 @@ class Actor:
     org_id: int | None = None
     ip: str | None = None
     is_staff: bool = False
+    key: KeyIdentity | None = None
+    """The API key acting, if any: what it holds bounds what it may hand out."""
 
     @classmethod
     def system(cls, what: str = "system") -> Actor:

@@ -125,6 +125,31 @@ def _check_limits(rate_per_second: int | None, concurrency: int | None) -> None:
         raise InvalidInput("concurrency must be between 1 and 10000")
 
 
+def _check_delegation(
+    actor: Actor, permissions: Sequence[str], rate_per_second: int | None, concurrency: int | None
+) -> None:
+    """An API key hands out no more than it holds: permissions, rate and concurrency. Else
+    ``keys:manage`` would lead to any permission and past any limit, by minting, changing
+    or rolling (and so reading the secret of) a stronger key. People act under their role."""
+    key = actor.key
+    if key is None or actor.is_staff:
+        return
+    beyond = perms.missing(key.permissions, permissions)
+    if beyond:
+        raise AccessDenied(
+            f"this key cannot hand out permissions it does not hold: {', '.join(beyond)}",
+            code="insufficient-permission",
+        )
+    if (rate_per_second is not None and rate_per_second > key.rate_per_second) or (
+        concurrency is not None and concurrency > key.concurrency
+    ):
+        raise AccessDenied(
+            "this key cannot hand out higher limits than its own "
+            f"({key.rate_per_second}/s, {key.concurrency} in flight)",
+            code="insufficient-permission",
+        )
+
+
 def _key_in_scope(session: Session, scope: Scope, ref: str, *, lock: bool = False) -> ApiKey:
     stmt = select(ApiKey).where(ApiKey.ref == ref, ApiKey.org_id == scope.org_id)
     if scope.location_id is not None:
@@ -189,6 +214,7 @@ def insert_key(
     granted = perms.normalize(permissions)
     cidrs = keyformat.normalize_cidrs(allowed_cidrs)
     _check_limits(rate_per_second, concurrency)
+    _check_delegation(actor, granted, rate_per_second, concurrency)
     if not 1 <= inactivity_days <= 3650:
         raise InvalidInput("inactivity_days must be between 1 and 3650")
     if expires_at is not None and expires_at <= now:
@@ -289,10 +315,12 @@ def update_key(
         if row.status != KeyStatus.ACTIVE.value:
             raise Conflict(f"key {ref} is {row.status} and can no longer change")
         before = KeyView.of(row)
+        _check_delegation(actor, row.permissions, row.rate_per_second, row.concurrency)
         if name is not None:
             row.name = validate_name(name)
         if permissions is not None:
             row.permissions = list(perms.normalize(permissions))
+        _check_delegation(actor, row.permissions, rate_per_second, concurrency)
         if rate_per_second is not None:
             row.rate_per_second = rate_per_second
         if concurrency is not None:
@@ -337,6 +365,7 @@ def roll_key(
         row = _key_in_scope(session, scope, ref, lock=True)
         if row.status != KeyStatus.ACTIVE.value:
             raise Conflict(f"key {ref} is {row.status}; only active keys can be rolled")
+        _check_delegation(actor, row.permissions, row.rate_per_second, row.concurrency)
         before = KeyView.of(row)
         old = list(session.scalars(select(KeySecret).where(KeySecret.key_id == row.id)))
         old_digests = tuple(secret.digest for secret in old)
