@@ -173,3 +173,29 @@ def test_notification_api_errors_are_problem_documents(api: httpx.Client, seeded
     assert wrong.status_code == 400
     huge = api.post(f"/api/v2/notifications/{2**70}/read", headers=seeded.headers())
     assert huge.status_code == 400
+
+
+def test_a_location_key_reads_only_notices_about_its_locations_keys(
+    api: httpx.Client, seeded: Seeded
+) -> None:
+    ctx = seeded.ctx
+    berlin = tenancy.create_location(ctx, OPERATOR, org_slug="acme", name="Berlin", slug="berlin")
+    paris = tenancy.create_location(ctx, OPERATOR, org_slug="acme", name="Paris", slug="paris")
+    _, reader = seeded.new_key(
+        name="Berlin admin", location_id=berlin.id, permissions=["keys:manage"]
+    )
+    seeded.new_key(name="Berlin sync", location_id=berlin.id)
+    seeded.new_key(name="Paris sync", location_id=paris.id)
+
+    listed = api.get("/api/v2/notifications", headers=seeded.headers(reader)).json()["data"]
+    assert sorted(n["title"] for n in listed) == [
+        "API key “Berlin admin” created",
+        "API key “Berlin sync” created",
+    ]
+    paris_notice = next(
+        n.id
+        for n in notifications.list_notifications(ctx, None, org_id=seeded.org_id).data
+        if "Paris" in n.title
+    )
+    refused = api.post(f"/api/v2/notifications/{paris_notice}/read", headers=seeded.headers(reader))
+    assert refused.status_code == 404

@@ -1,7 +1,8 @@
 """In-app notifications: a user's list, unread count, and marking read.
 
 Every reader names a user; a key without an owner reads its organization's
-notifications (``user_id=None`` with ``org_id``).
+notifications (``user_id=None`` with ``org_id``). A location's reader (a location
+key) sees only notifications about that location's keys.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.services.context import Context
 from keyrack.storage.paging import Page, paginate
+from keyrack.storage.tables.keys import ApiKey
 from keyrack.storage.tables.notices import Notification
 
 
@@ -50,7 +52,9 @@ class NotificationView:
         )
 
 
-def _mine(user_id: int | None, org_id: int | None) -> list[ColumnElement[bool]]:
+def _mine(
+    user_id: int | None, org_id: int | None, location_id: int | None = None
+) -> list[ColumnElement[bool]]:
     """Conditions selecting a reader's notifications."""
     if user_id is None and org_id is None:
         raise InvalidInput("name a user or an organization")
@@ -59,6 +63,11 @@ def _mine(user_id: int | None, org_id: int | None) -> list[ColumnElement[bool]]:
         conditions.append(Notification.user_id == user_id)
     if org_id is not None:
         conditions.append(Notification.org_id == org_id)
+    if location_id is not None:
+        conditions.append(Notification.target_type == "key")
+        conditions.append(
+            Notification.target_ref.in_(select(ApiKey.ref).where(ApiKey.location_id == location_id))
+        )
     return conditions
 
 
@@ -67,12 +76,13 @@ def list_notifications(
     user_id: int | None,
     *,
     org_id: int | None = None,
+    location_id: int | None = None,
     unread_only: bool = False,
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[NotificationView]:
     """Newest first: the user's notifications (or, with only ``org_id``, all of the org's)."""
-    stmt = select(Notification).where(*_mine(user_id, org_id))
+    stmt = select(Notification).where(*_mine(user_id, org_id, location_id))
     if unread_only:
         stmt = stmt.where(Notification.read_at.is_(None))
     with ctx.db.session() as session:
@@ -89,7 +99,12 @@ def unread_count(ctx: Context, user_id: int | None, *, org_id: int | None = None
 
 
 def mark_read(
-    ctx: Context, user_id: int | None, notification_id: int, *, org_id: int | None = None
+    ctx: Context,
+    user_id: int | None,
+    notification_id: int,
+    *,
+    org_id: int | None = None,
+    location_id: int | None = None,
 ) -> NotificationView:
     """Mark one notification read (idempotent). Someone else's is not found.
 
@@ -98,7 +113,9 @@ def mark_read(
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = session.scalar(
-            select(Notification).where(*_mine(user_id, org_id), Notification.id == notification_id)
+            select(Notification).where(
+                *_mine(user_id, org_id, location_id), Notification.id == notification_id
+            )
         )
         if row is None:
             raise NotFound(f"no notification {notification_id}")

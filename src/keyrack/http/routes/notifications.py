@@ -1,4 +1,5 @@
-"""In-app notifications (``keys:manage``): a key reads its owner's, or its organization's."""
+"""In-app notifications (``keys:manage``): a key reads its owner's, or its organization's;
+a location key only those about its location's keys."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def list_notifications(
         ctx,
         principal.owner_id,
         org_id=principal.org_id,
+        location_id=principal.location_id,
         unread_only=unread,
         limit=limit,
         cursor=cursor,
@@ -46,6 +48,10 @@ def list_notifications(
 @router.post("/{notification_id}/read")
 def mark_read(ctx: ContextDep, principal: PrincipalDep, notification_id: RowId) -> NotificationOut:
     view = notifications.mark_read(
-        ctx, principal.owner_id, notification_id, org_id=principal.org_id
+        ctx,
+        principal.owner_id,
+        notification_id,
+        org_id=principal.org_id,
+        location_id=principal.location_id,
     )
     return NotificationOut.of(view)
