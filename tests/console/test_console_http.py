@@ -400,3 +400,40 @@ def test_session_cookie_is_secure_when_served_over_https(browser: Browser, peopl
     assert signed.status_code == 303
     assert "keyrack_session=" in signed.headers["set-cookie"]
     assert "Secure" in signed.headers["set-cookie"]
+
+
+def test_a_password_change_needs_the_current_one_and_ends_other_sessions(
+    browser: Browser, people: People, live_url: str
+) -> None:
+    with httpx.Client(base_url=live_url, timeout=10) as other_client:
+        elsewhere = Browser(other_client)
+        elsewhere.sign_in(people.member)
+        browser.sign_in(people.member)
+        assert browser.get("/console/account").status_code == 200
+        new = "a much longer new passphrase"
+
+        wrong = browser.post(
+            "/console/account/password",
+            {"current_password": "not it at all", "new_password": new, "confirm_password": new},
+        )
+        assert wrong.status_code == 400 and "current password is wrong" in wrong.text
+        short = browser.post(
+            "/console/account/password",
+            {"current_password": PASSWORD, "new_password": "short", "confirm_password": "short"},
+        )
+        assert short.status_code == 400 and "at least 12" in short.text
+        assert PASSWORD not in short.text  # passwords are never echoed into the form
+
+        changed = browser.post(
+            "/console/account/password",
+            {"current_password": PASSWORD, "new_password": new, "confirm_password": new},
+        )
+        assert changed.status_code == 200 and "password was changed" in changed.text
+        assert browser.get("/console").status_code == 200  # this session goes on
+        ended = elsewhere.get("/console")  # the other session is over
+        assert ended.status_code == 303 and ended.headers["location"].startswith("/console/login")
+
+    with httpx.Client(base_url=live_url, timeout=10) as fresh_client:
+        fresh = Browser(fresh_client)
+        assert fresh.sign_in(people.member, PASSWORD).status_code == 401
+        assert fresh.sign_in(people.member, new).status_code == 303

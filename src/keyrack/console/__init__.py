@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from keyrack.console import api_keys, auth, notifications, production, staff, team
+from keyrack.console import account, api_keys, auth, notifications, production, staff, team
 from keyrack.console.web import HERE, PREFIX
 
 ROUTERS = (
@@ -20,6 +20,7 @@ ROUTERS = (
     production.router,
     team.router,
     notifications.router,
+    account.router,
     staff.router,
 )
 

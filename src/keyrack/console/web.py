@@ -93,6 +93,7 @@ def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
             ("Staff: organizations", f"{PREFIX}/staff/orgs"),
             ("Staff: key requests", f"{PREFIX}/staff/requests"),
         ]
+    links.append(("Account", f"{PREFIX}/account"))
     return links
 
 

@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 
+from keyrack.domain import passwords
 from keyrack.domain.sealing import Sealer, SealError
-from keyrack.errors import AuthenticationFailed, Throttled
+from keyrack.errors import AuthenticationFailed, InvalidInput, Throttled
 from keyrack.services import audit, tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.storage.tables.console import ConsoleLoginFailure, ConsoleReveal, ConsoleSession
@@ -150,6 +151,40 @@ def sign_out(ctx: Context, current: SignedIn, ip: str | None) -> None:
             org_id=current.user.org_id,
             target_type="user",
             target_ref=current.user.email,
+        )
+
+
+def change_password(ctx: Context, current: SignedIn, old: str, new: str, ip: str | None) -> None:
+    """Replace the signed-in user's password; every other session of theirs ends.
+
+    The current password is asked for again, so a session left open is not enough to
+    take the account over.
+    """
+    if len(new) < passwords.MIN_LENGTH:
+        raise InvalidInput(f"the new password must be at least {passwords.MIN_LENGTH} characters")
+    if new == old:
+        raise InvalidInput("the new password must differ from the current one")
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        user = session.get(User, current.user.id, with_for_update=True)
+        if user is None or not passwords.verify_password(user.password_hash, old):
+            raise AuthenticationFailed("the current password is wrong", code="unauthenticated")
+        user.password_hash = passwords.hash_password(new)
+        others = (ConsoleSession.user_id == user.id, ConsoleSession.id != current.session_id)
+        session.execute(
+            delete(ConsoleReveal).where(
+                ConsoleReveal.session_id.in_(select(ConsoleSession.id).where(*others))
+            )
+        )
+        session.execute(delete(ConsoleSession).where(*others))
+        audit.record(
+            session,
+            current.actor(ip),
+            "user.password_changed",
+            now=now,
+            org_id=user.org_id,
+            target_type="user",
+            target_ref=user.email,
         )
 
 
