@@ -335,3 +335,34 @@ def test_a_key_pasted_into_a_field_is_not_echoed_in_the_problem(
     assert response.status_code == 400, response.text
     assert other not in response.text
     assert "kr_test_[redacted]" in response.text
+
+
+def test_a_delivery_goes_to_the_address_that_was_checked_keeping_the_name() -> None:
+    """DNS rebinding: the name is resolved once, and that very address is connected to."""
+    answers = iter([["93.184.216.34", "2606:2800:220:1::1"], ["127.0.0.1"]])
+    lookups: list[tuple[str, int]] = []
+
+    def rebinding_dns(host: str, port: int) -> list[str]:
+        lookups.append((host, port))
+        return next(answers)
+
+    target = webhooks.public_target("https://hooks.example:8443/in?x=1", rebinding_dns)
+    assert target.url == "https://93.184.216.34:8443/in?x=1"
+    assert target.headers == {"Host": "hooks.example:8443"}
+    assert target.extensions == {"sni_hostname": "hooks.example"}  # and its certificate
+    assert lookups == [("hooks.example", 8443)]
+    with pytest.raises(webhooks.TargetRefused, match="non-public"):
+        webhooks.public_target("http://hooks.example/in", rebinding_dns)
+
+
+@pytest.mark.parametrize(
+    "answer", [["93.184.216.34", "10.0.0.7"], [], OSError("no such host")], ids=str
+)
+def test_a_name_with_any_internal_address_or_none_is_refused(answer: object) -> None:
+    def dns(host: str, port: int) -> list[str]:
+        if isinstance(answer, OSError):
+            raise answer
+        return list(answer)  # type: ignore[call-overload]
+
+    with pytest.raises(webhooks.TargetRefused, match="refused"):
+        webhooks.public_target("http://hooks.example/in", dns)

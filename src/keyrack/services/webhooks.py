@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -117,22 +117,51 @@ _INTERNAL_TARGET = (
 )
 
 
-def internal_target(url: str) -> str | None:
-    """Why a delivery to ``url`` is refused: its host resolves to a non-public address.
+Resolver = Callable[[str, int], list[str]]
 
-    Checked before every attempt, so a name that later resolves inside the network
-    (or an IP literal in another notation, e.g. ``http://2130706433/``) is not called.
-    A name that does not resolve is left to the HTTP client to report.
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (``getaddrinfo``)."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(address[0]) for *_, address in found]
+
+
+class TargetRefused(Exception):
+    """A delivery that must not be sent: the host is internal, or does not resolve."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a delivery goes: the URL to request, with what keeps it addressed to the name."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, str]
+
+
+def public_target(url: str, resolver: Resolver = resolve) -> Target:
+    """``url`` pinned to the address its host resolves to, when every one of them is public.
+
+    Resolved once, before every attempt, and the request goes to that very address (the
+    ``Host`` header and the TLS server name keep the name): a DNS server that answers a
+    public address to the check and an internal one to the connection has no second
+    lookup to answer. So a name that later resolves inside the network, or an IP literal
+    in another notation (``http://2130706433/``), is never called.
     """
-    parts = urlsplit(url)
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        found = socket.getaddrinfo(parts.hostname or "", parts.port or 443, type=socket.SOCK_STREAM)
+        addresses = resolver(parsed.host, port)
     except (OSError, UnicodeError):
-        return None
-    for *_, address in found:
-        if not signing.is_public_address(str(address[0])):
-            return f"refused: {parts.hostname} resolves to a non-public address"
-    return None
+        raise TargetRefused(f"refused: {parsed.host} does not resolve") from None
+    if not addresses or not all(signing.is_public_address(a) for a in addresses):
+        raise TargetRefused(f"refused: {parsed.host} resolves to a non-public address")
+    extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
+    return Target(
+        str(parsed.copy_with(host=addresses[0])),
+        {"Host": parsed.netloc.decode("ascii")},
+        extensions,
+    )
 
 
 def validate_events(events: Sequence[str]) -> tuple[str, ...]:
@@ -278,12 +307,17 @@ class DeliveryReport:
 
 
 def _post(
-    client: httpx.Client, url: str, headers: dict[str, str], body: bytes
+    client: httpx.Client, target: Target, headers: dict[str, str], body: bytes
 ) -> tuple[int | None, str | None, int]:
     """POST once: (status code, error, elapsed ms)."""
     started = time.perf_counter()
     try:
-        response = client.post(url, content=body, headers=headers)
+        response = client.post(
+            target.url,
+            content=body,
+            headers={**headers, **target.headers},
+            extensions=target.extensions,
+        )
     except httpx.HTTPError as exc:
         elapsed = int((time.perf_counter() - started) * 1000)
         return None, f"{type(exc).__name__}: {exc}"[:500], elapsed
@@ -294,7 +328,11 @@ def _post(
 
 
 def _attempt(
-    client: httpx.Client, sealer: Sealer, row: WebhookDelivery, endpoint: WebhookEndpoint
+    client: httpx.Client,
+    sealer: Sealer,
+    row: WebhookDelivery,
+    endpoint: WebhookEndpoint,
+    target: Target,
 ) -> tuple[int | None, str | None, int]:
     body = body_of(row.payload)
     headers = {
@@ -308,7 +346,7 @@ def _attempt(
         signing.EVENT_ID_HEADER: row.event_id,
         signing.EVENT_TYPE_HEADER: row.event_type,
     }
-    return _post(client, endpoint.url, headers, body)
+    return _post(client, target, headers, body)
 
 
 def deliver_due(ctx: Context) -> DeliveryReport:
@@ -334,10 +372,17 @@ def deliver_due(ctx: Context) -> DeliveryReport:
             elapsed = 0
             if not endpoint.active:
                 attempts = MAX_ATTEMPTS
-            elif not allow_private and (refused := internal_target(endpoint.url)):
-                error = refused
             else:
-                code, error, elapsed = _attempt(client, sealer, row, endpoint)
+                try:
+                    target = (
+                        Target(endpoint.url, {}, {})
+                        if allow_private
+                        else public_target(endpoint.url)
+                    )
+                except TargetRefused as refused:
+                    error = str(refused)
+                else:
+                    code, error, elapsed = _attempt(client, sealer, row, endpoint, target)
             now = ctx.clock()
             values: dict[str, object]
             if error is None:
