@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     network (SSRF). Tests and single-host setups turn it on."""
 
     log_level: str = "INFO"
+    metrics_token: str | None = None
+    """When set, ``GET /metrics`` wants ``Authorization: Bearer <token>`` (else 401)."""
     trust_forwarded_for: bool = False
     """Take the client IP from X-Forwarded-For: only behind a proxy that appends it.
     The last entry counts (the address the proxy saw); earlier ones can be forged."""

@@ -151,3 +151,14 @@ def test_when_the_shared_limiter_fails_verify_and_leak_reports_still_answer(
         reported = api.post("/api/v2/leaks", json=[{"token": "not-a-key"}])
     assert verified.status_code == 200 and verified.json()["code"] == "VALID"
     assert reported.status_code == 202
+
+
+def test_metrics_want_the_token_when_one_is_set(app: FastAPI, serve: Serve, seeded: Seeded) -> None:
+    seeded.ctx.settings.metrics_token = "scrape-token-0123456789"
+    with serve(app) as api:
+        missing = api.get("/metrics")
+        wrong = api.get("/metrics", headers={"Authorization": "Bearer nope"})
+        right = api.get("/metrics", headers={"Authorization": "Bearer scrape-token-0123456789"})
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert right.status_code == 200 and "keyrack_http_requests_total" in right.text

@@ -5,11 +5,14 @@ Labels are low-cardinality on purpose: no path, no key, no organization.
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from starlette.responses import Response
 
+from keyrack.errors import AuthenticationFailed
 from keyrack.http.router import Router
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -57,5 +60,14 @@ router = Router(tags=["operations"])
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
+    token = request.app.state.ctx.settings.metrics_token
+    if token:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), token.encode()
+        ):
+            raise AuthenticationFailed(
+                "send the metrics token as a Bearer token", code="unauthenticated"
+            )
     registry: Metrics = request.app.state.metrics
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
