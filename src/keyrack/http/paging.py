@@ -1,8 +1,14 @@
-"""The ``Link: <…>; rel="next"`` header for cursor-paged lists."""
+"""Cursor-paged lists: the ``limit`` and ``cursor`` parameters, and the
+``Link: <…>; rel="next"`` header."""
 
 from __future__ import annotations
 
-from fastapi import Request, Response
+from typing import Annotated
+
+from fastapi import Query, Request, Response
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=200)]
 
 
 def link_header(request: Request, response: Response, next_cursor: str | None) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Request, Response
 
 from keyrack.domain.crm import ClientStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import PROBLEM_RESPONSES, ClientCreate, ClientOut, ClientUpdate
@@ -25,8 +23,8 @@ def list_clients(
     scope: ScopeDep,
     request: Request,
     response: Response,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
     status: ClientStatus | None = None,
 ) -> ListPage[ClientOut]:
     page = clients.list_clients(ctx, scope, status=status, limit=limit, cursor=cursor)

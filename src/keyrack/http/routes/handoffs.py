@@ -6,12 +6,10 @@ link needs no key: the token is the capability, and it works once.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, ScopeDep, client_ip, require
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import (
@@ -36,8 +34,8 @@ def list_handoffs(
     response: Response,
     purpose: HandoffPurpose | None = None,
     status: HandoffStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> ListPage[HandoffOut]:
     """Claims waiting to be opened (``?purpose=claim&status=pending``) and links given out."""
     page = handoffs.list_handoffs(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Request, Response
 
 from keyrack.domain.verification import KeyStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.keys import (
@@ -37,8 +36,8 @@ def list_keys(
     scope: ScopeDep,
     request: Request,
     response: Response,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
     status: KeyStatus | None = None,
 ) -> ListPage[KeyOut]:
     page = keys.list_keys(ctx, scope, status=status, limit=limit, cursor=cursor)

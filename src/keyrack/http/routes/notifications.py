@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request, Response
+from fastapi import Depends, Path, Request, Response
 
 from keyrack.http.deps import ContextDep, PrincipalDep, require
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.notifications import NotificationOut
@@ -28,8 +28,8 @@ def list_notifications(
     principal: PrincipalDep,
     request: Request,
     response: Response,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
     unread: bool = False,
 ) -> ListPage[NotificationOut]:
     page = notifications.list_notifications(

@@ -8,7 +8,7 @@ from fastapi import Depends, Query, Request, Response
 
 from keyrack.domain.crm import Period
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import (
@@ -26,8 +26,6 @@ READ = [Depends(require("pulse:read"))]
 ClientFilter = Annotated[str | None, Query(max_length=40)]
 Since = Annotated[Timestamp | None, Query(description="inclusive")]
 Until = Annotated[Timestamp | None, Query(description="exclusive")]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[str | None, Query(max_length=200)]
 
 
 @router.post("", status_code=201, dependencies=[Depends(require("pulse:write"))])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import KeyRequestCreate, KeyRequestOut
@@ -28,8 +26,8 @@ def list_requests(
     request: Request,
     response: Response,
     status: RequestStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> ListPage[KeyRequestOut]:
     page = requests.list_requests(ctx, principal.org_id, status=status, limit=limit, cursor=cursor)
     link_header(request, response, page.next_cursor)

@@ -6,14 +6,12 @@ staff surface is not advertised to customers.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, Query, Request, Response
+from fastapi import Depends, Request, Response
 
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import NotFound
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import Approval, KeyRequestOut, OrgAccess, OrgOut, Rejection
@@ -36,8 +34,8 @@ def list_requests(
     request: Request,
     response: Response,
     status: RequestStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> ListPage[KeyRequestOut]:
     page = requests.list_requests(ctx, None, status=status, limit=limit, cursor=cursor)
     link_header(request, response, page.next_cursor)

@@ -8,7 +8,7 @@ from fastapi import Depends, Query, Request, Response
 
 from keyrack.domain.crm import Period
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import (
@@ -45,8 +45,8 @@ def usage_aggregates(
     event: Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[^\x00]+$")] = None,
     since: Annotated[Timestamp | None, Query(description="inclusive")] = None,
     until: Annotated[Timestamp | None, Query(description="exclusive")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> ListPage[UsageBucketOut]:
     """Totals per client, period and event, oldest period first."""
     page = usage.usage_aggregates(

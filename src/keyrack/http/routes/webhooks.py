@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request, Response
+from fastapi import Depends, Path, Request, Response
 
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import AccessDenied
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
-from keyrack.http.paging import link_header
+from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.webhooks import DeliveryOut, WebhookCreate, WebhookOut, WebhookWithSecret
@@ -28,8 +28,6 @@ router = Router(
     tags=["webhooks"],
     dependencies=[Depends(require("keys:manage")), Depends(_org_key)],
 )
-Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[str | None, Query(max_length=200)]
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
