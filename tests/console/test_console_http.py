@@ -6,11 +6,13 @@ import re
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, insert, select
 
 from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import OrgKind
-from keyrack.services import apps, keys, tenancy
+from keyrack.errors import AuthenticationFailed, Throttled
+from keyrack.services import apps, keys, sessions, tenancy
 from keyrack.services.context import Context
 from keyrack.services.keys import Scope
 from keyrack.storage.tables.audit import AuditEvent
@@ -437,3 +439,23 @@ def test_a_password_change_needs_the_current_one_and_ends_other_sessions(
         fresh = Browser(fresh_client)
         assert fresh.sign_in(people.member, PASSWORD).status_code == 401
         assert fresh.sign_in(people.member, new).status_code == 303
+
+
+def test_guesses_spread_over_addresses_or_accounts_are_throttled_too(
+    ctx: Context, people: People, clock: MutableClock
+) -> None:
+    for n in range(sessions.MAX_FAILURES_PER_EMAIL):  # one account, many addresses
+        with pytest.raises(AuthenticationFailed):
+            sessions.sign_in(ctx, people.owner, "guess", f"198.51.100.{n}")
+    with pytest.raises(Throttled):
+        sessions.sign_in(ctx, people.owner, PASSWORD, "203.0.113.200")
+
+    for n in range(sessions.MAX_FAILURES_PER_ADDRESS):  # one address, many accounts
+        with pytest.raises(AuthenticationFailed):
+            sessions.sign_in(ctx, f"nobody{n}@acme.test", "Winter2026!", "192.0.2.9")
+    with pytest.raises(Throttled):
+        sessions.sign_in(ctx, people.member, PASSWORD, "192.0.2.9")
+    assert sessions.sign_in(ctx, people.member, PASSWORD, "192.0.2.10").token
+
+    clock.advance(sessions.FAILURE_WINDOW + timedelta(seconds=1))
+    assert sessions.sign_in(ctx, people.owner, PASSWORD, "203.0.113.200").token

@@ -25,8 +25,13 @@ from keyrack.storage.tables.tenancy import User
 SESSION_LIFETIME = timedelta(hours=12)
 IDLE_TIMEOUT = timedelta(hours=2)
 TOUCH_EVERY = timedelta(minutes=1)
-MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES = 5
+"""Failures allowed for one email from one address within the window."""
+MAX_FAILURES_PER_EMAIL = 20
+"""...for one email from anywhere (guessing one account from many addresses)."""
+MAX_FAILURES_PER_ADDRESS = 50
+"""...from one address for any email (one password tried on many accounts)."""
 REVEAL_PURPOSE = "console-reveal"
 
 
@@ -34,8 +39,15 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _subject(email: str, ip: str | None) -> str:
-    return _digest(f"{email.strip().lower()}|{ip or '-'}")
+def _subjects(email: str, ip: str | None) -> dict[str, tuple[int, bool]]:
+    """The throttling subjects of a sign-in attempt (digests): their limits, and whether a
+    successful sign-in clears them (the account's do; the address keeps its count)."""
+    email = email.strip().lower()
+    return {
+        _digest(f"{email}|{ip or '-'}"): (MAX_FAILURES, True),
+        _digest(f"{email}|*"): (MAX_FAILURES_PER_EMAIL, True),
+        _digest(f"*|{ip or '-'}"): (MAX_FAILURES_PER_ADDRESS, False),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,32 +66,37 @@ class SignedIn:
 def sign_in(ctx: Context, email: str, password: str, ip: str | None) -> SignedIn:
     """Check the credentials and open a session, refusing after repeated failures.
 
-    Five failures for one email from one address within 15 minutes refuse
-    further attempts (429) until the oldest of them leaves the window.
+    Within 15 minutes, five failures for one email from one address, twenty for one
+    email from anywhere, or fifty from one address for any emails refuse further
+    attempts (429) until the oldest of them leaves the window. (The per-email limit
+    lets someone lock an account out for a while: the price of stopping guesses
+    spread over many addresses.)
     """
     now = ctx.clock()
-    subject = _subject(email, ip)
+    subjects = _subjects(email, ip)
     with ctx.db.session() as session:
-        recent = list(
-            session.scalars(
-                select(ConsoleLoginFailure.occurred_at)
-                .where(
-                    ConsoleLoginFailure.subject_digest == subject,
-                    ConsoleLoginFailure.occurred_at > now - FAILURE_WINDOW,
-                )
-                .order_by(ConsoleLoginFailure.occurred_at)
+        recent = session.execute(
+            select(ConsoleLoginFailure.subject_digest, ConsoleLoginFailure.occurred_at)
+            .where(
+                ConsoleLoginFailure.subject_digest.in_(subjects),
+                ConsoleLoginFailure.occurred_at > now - FAILURE_WINDOW,
             )
-        )
-    if len(recent) >= MAX_FAILURES:
-        retry = recent[-MAX_FAILURES] + FAILURE_WINDOW - now
-        raise Throttled(
-            "too many failed sign-in attempts; try again later",
-            retry_after=max(1.0, retry.total_seconds()),
-        )
+            .order_by(ConsoleLoginFailure.occurred_at)
+        ).all()
+    for subject, (limit, _) in subjects.items():
+        times = [at for digest, at in recent if digest == subject]
+        if len(times) >= limit:
+            retry = times[-limit] + FAILURE_WINDOW - now
+            raise Throttled(
+                "too many failed sign-in attempts; try again later",
+                retry_after=max(1.0, retry.total_seconds()),
+            )
     user = tenancy.authenticate(ctx, email, password)
     if user is None:
         with ctx.db.transaction() as session:
-            session.add(ConsoleLoginFailure(subject_digest=subject, occurred_at=now))
+            session.add_all(
+                ConsoleLoginFailure(subject_digest=subject, occurred_at=now) for subject in subjects
+            )
         raise AuthenticationFailed("wrong email or password", code="unauthenticated")
     token = secrets.token_urlsafe(32)
     row = ConsoleSession(
@@ -91,9 +108,10 @@ def sign_in(ctx: Context, email: str, password: str, ip: str | None) -> SignedIn
         expires_at=now + SESSION_LIFETIME,
     )
     with ctx.db.transaction() as session:
+        cleared = [subject for subject, (_, clears) in subjects.items() if clears]
         session.execute(
             delete(ConsoleLoginFailure).where(
-                (ConsoleLoginFailure.subject_digest == subject)
+                ConsoleLoginFailure.subject_digest.in_(cleared)
                 | (ConsoleLoginFailure.occurred_at <= now - FAILURE_WINDOW)
             )
         )
