@@ -16,7 +16,8 @@ hold across instances just as with one call per request; a grant only lends a fe
 of them to one instance for a moment.
 
 Grant sizes adapt per bucket: 1 to begin with (one call per request), doubled each
-time a grant is used up while open, halved each time one closes with tokens left,
+time a grant is used up (or all its slots are busy) while open, halved each time one
+expires with tokens left,
 and never more than 1/16 of the bucket's rate or concurrency, so a busy instance
 cannot sit on much that another may need. A key at the default 5 requests/second
 and 1 in flight always gets grants of one.
@@ -29,6 +30,7 @@ next call for its bucket, or goes out batched with the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import logging
@@ -154,6 +156,7 @@ return {{0, math.floor(tokens / {MICRO}), math.ceil((capacity - tokens) / rate),
 _HEAD_ARGUMENTS = 8
 """EVALSHA, sha, key count, two keys, rate, concurrency, lease µs."""
 _MAX_HEADS = 10_000
+"""Bound on the per-bucket memos (packed command heads, grant sizes)."""
 
 
 def _bulk(value: bytes) -> bytes:
@@ -251,13 +254,15 @@ class RedisLimiter:
         while True:
             grant = self._open.get(bucket)
             if grant is not None:
-                if (
-                    len(grant.out) < grant.size
-                    and time.monotonic() < grant.until
-                    and (grant.policy is policy or grant.policy == policy)
-                ):
+                if grant.policy is not policy and grant.policy != policy:
+                    self._close(grant)
+                elif time.monotonic() >= grant.until:
+                    self._close(grant, expired=True)
+                elif len(grant.out) < grant.size:
                     return self._admit(grant)
-                self._close(grant)
+                else:  # every slot busy: more in flight than it holds
+                    self._grow(grant)
+                    self._close(grant)
             size = self._sizes.get(bucket, 1)
             if size == 1:
                 return await self._take_grant(bucket, policy, 1)
@@ -332,7 +337,7 @@ class RedisLimiter:
             if grant.open:
                 self._open[bucket] = grant
                 grant.timer = asyncio.get_running_loop().call_later(
-                    GRANT_SECONDS, self._close, grant
+                    GRANT_SECONDS, functools.partial(self._close, grant, expired=True)
                 )
             return admission
         finally:
@@ -346,11 +351,7 @@ class RedisLimiter:
         lease = f"{grant.id}.{grant.served:x}"
         grant.out.add(lease)
         if grant.tokens == 0:  # used up while open: the next one may be bigger
-            cap = max(
-                1, min(grant.policy.rate_per_second, grant.policy.concurrency) // _GRANT_SHARE
-            )
-            if grant.size < cap:
-                self._sizes[grant.bucket] = min(cap, grant.size * 2)
+            self._grow(grant)
             self._close(grant)
         return Admission(
             Decision.ALLOWED,
@@ -360,8 +361,18 @@ class RedisLimiter:
             lease,
         )
 
-    def _close(self, grant: _Grant) -> None:
-        """Admit nothing more from ``grant``; give it back once its slots are."""
+    def _grow(self, grant: _Grant) -> None:
+        """The next grant of the bucket is twice as big, within 1/16 of its limits."""
+        policy = grant.policy
+        cap = max(1, min(policy.rate_per_second, policy.concurrency) // _GRANT_SHARE)
+        if grant.size < cap:
+            if len(self._sizes) >= _MAX_HEADS:  # buckets that went quiet when big
+                self._sizes.clear()
+            self._sizes[grant.bucket] = min(cap, grant.size * 2)
+
+    def _close(self, grant: _Grant, *, expired: bool = False) -> None:
+        """Admit nothing more from ``grant``; give it back once its slots are. One that
+        ``expired`` with tokens left was bigger than needed: the next one is smaller."""
         if not grant.open:
             return
         grant.open = False
@@ -370,7 +381,7 @@ class RedisLimiter:
             grant.timer = None
         if self._open.get(grant.bucket) is grant:
             del self._open[grant.bucket]
-        if grant.tokens > 0:  # more than was needed: the next one is smaller
+        if expired and grant.tokens > 0:
             smaller = grant.size // 2
             if smaller > 1:
                 self._sizes[grant.bucket] = smaller
