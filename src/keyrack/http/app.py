@@ -47,7 +47,7 @@ from keyrack.services.keys import find_identity
 from keyrack.services.last_used import LastUsedBuffer
 
 HOT_ENDPOINTS = (
-    ("/healthz", health.healthz),
+    ("/healthz", health.healthz),  # first: the benchmark's baseline gets no head start
     ("/api/v2/health", introspection.health),
     ("/api/v2/keys/self", introspection.key_self),
 )
@@ -114,8 +114,7 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
     # The hot endpoints take only the request: serve them as plain routes at the front of
     # the table, past FastAPI's per-route matching and dependency work (their FastAPI
     # declarations above stay, and document them in the OpenAPI schema).
-    for path, endpoint in HOT_ENDPOINTS:
-        app.router.routes.insert(0, Route(path, endpoint, methods=["GET"]))
+    app.router.routes[:0] = [Route(path, fn, methods=["GET"]) for path, fn in HOT_ENDPOINTS]
     console.install(app)
     app.state.key_cache = key_cache
     app.state.last_used = last_used
