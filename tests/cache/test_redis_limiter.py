@@ -249,3 +249,32 @@ async def test_grants_never_let_instances_together_exceed_the_limits(
         third.release("k", admission.lease)
     assert admission.decision is Decision.RATE_LIMITED
     assert len(held) + more == policy.rate_per_second
+
+
+async def test_a_grant_that_expires_with_tokens_left_makes_the_next_one_smaller(
+    connect, redis_prefix
+) -> None:
+    client = connect()
+    limiter = RedisLimiter(client, prefix=redis_prefix, grant_seconds=0.5)
+    policy = RateLimitPolicy(rate_per_second=100_000, concurrency=100_000)
+    leases_key = f"{redis_prefix}{{k}}:leases"
+
+    async def grant_sizes() -> dict[bytes, int]:
+        sizes: dict[bytes, int] = {}
+        for member in await client.zrange(leases_key, 0, -1):
+            grant = member.rpartition(b":")[0]
+            sizes[grant] = sizes.get(grant, 0) + 1
+        return sizes
+
+    for _ in range(100):  # a burst, all held: grants of 1, 2, 4, ... 64
+        assert (await limiter.acquire("k", policy)).allowed
+    burst = await grant_sizes()
+    biggest = max(burst.values())
+    assert biggest == 64 and len(burst) == 7  # 1 + 2 + ... + 64 = 127 slots, 100 used
+
+    await asyncio.sleep(1.0)  # the last grant expires with 27 tokens unused
+    assert (await limiter.acquire("k", policy)).allowed
+    [(_, after)] = [(g, n) for g, n in (await grant_sizes()).items() if g not in burst]
+    assert after == biggest // 2
+    await limiter.aclose()
+    await client.aclose()

@@ -213,10 +213,12 @@ class RedisLimiter:
         prefix: str = "keyrack:limit:",
         clock: Callable[[], float] | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        grant_seconds: float = GRANT_SECONDS,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         self._timeout = timeout
+        self._grant_seconds = grant_seconds
         self._redis = redis
         self._sha = hashlib.sha1(_ACQUIRE.encode(), usedforsecurity=False).hexdigest()
         self._lease_us = math.ceil(lease_seconds * MICRO)
@@ -327,7 +329,7 @@ class RedisLimiter:
                 granted,
                 remaining,
                 reset_us / MICRO,
-                time.monotonic() + GRANT_SECONDS,
+                time.monotonic() + self._grant_seconds,
             )
             self._held[grant_id] = grant
             replaced = self._open.get(bucket)
@@ -337,7 +339,7 @@ class RedisLimiter:
             if grant.open:
                 self._open[bucket] = grant
                 grant.timer = asyncio.get_running_loop().call_later(
-                    GRANT_SECONDS, functools.partial(self._close, grant, expired=True)
+                    self._grant_seconds, functools.partial(self._close, grant, expired=True)
                 )
             return admission
         finally:
