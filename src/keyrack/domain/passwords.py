@@ -7,6 +7,8 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from keyrack.errors import InvalidInput
+
 MIN_LENGTH = 12
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -23,6 +25,12 @@ def use_parameters(*, time_cost: int, memory_cost_kib: int, parallelism: int = 1
         time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism
     )
     _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def check_length(password: str) -> None:
+    """Refuse a password a person chose that is shorter than ``MIN_LENGTH``."""
+    if len(password) < MIN_LENGTH:
+        raise InvalidInput(f"a password must be at least {MIN_LENGTH} characters")
 
 
 def hash_password(password: str) -> str:

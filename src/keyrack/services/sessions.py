@@ -178,8 +178,7 @@ def change_password(ctx: Context, current: SignedIn, old: str, new: str, ip: str
     The current password is asked for again, so a session left open is not enough to
     take the account over.
     """
-    if len(new) < passwords.MIN_LENGTH:
-        raise InvalidInput(f"the new password must be at least {passwords.MIN_LENGTH} characters")
+    passwords.check_length(new)
     if new == old:
         raise InvalidInput("the new password must differ from the current one")
     now = ctx.clock()

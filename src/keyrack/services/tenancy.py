@@ -234,8 +234,8 @@ def create_user(
     """Create a user. Service users ("API Access") have no password and no seat."""
     email = validate_email(email)
     role = Role(role)
-    if password is not None and len(password) < passwords.MIN_LENGTH:
-        raise InvalidInput(f"password must be at least {passwords.MIN_LENGTH} characters")
+    if password is not None:
+        passwords.check_length(password)
     generated = None
     if password is None and not service:
         password = generated = passwords.generate_password()
