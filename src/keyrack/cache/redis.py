@@ -37,7 +37,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -404,16 +404,8 @@ class RedisLimiter:
         """Run the script for ``bucket``, carrying its finished grants along."""
         sending = self._sending.get(bucket)
         carried = self._queued.pop(bucket, None)
-        args = [
-            self._command_head(bucket, policy),
-            _bulk(grant_id.encode()),
-            _bulk(self._now()),
-            _bulk(b"%d" % wanted),
-        ]
-        if sending or carried:
-            returned = itertools.chain(sending or (), carried[1] if carried else ())
-            args.append(_bulk(" ".join(returned).encode()))
-        command = b"*%d\r\n%s" % (len(args) + _HEAD_ARGUMENTS - 1, b"".join(args))
+        returned = itertools.chain(sending or (), carried[1] if carried else ())
+        command = self._command(bucket, policy, grant_id, wanted, returned)
         if carried is None:
             return await self._evalsha(command)
         self._mark_sending(bucket, carried[1])
@@ -425,12 +417,29 @@ class RedisLimiter:
         finally:
             self._mark_sent(bucket, carried[1])
 
-    def _now(self) -> bytes:
-        """The script's ``now`` argument: empty for Redis ``TIME``, else our clock in µs."""
-        return b"" if self._clock is None else b"%d" % round(self._clock() * MICRO)
+    def _command(
+        self,
+        bucket: str,
+        policy: RateLimitPolicy,
+        grant_id: str,
+        wanted: int,
+        returned: Iterable[str],
+    ) -> bytes:
+        """The packed EVALSHA for ``bucket``: a grant of ``wanted`` (0: none) under
+        ``grant_id``, giving back the ``returned`` grants."""
+        now = b"" if self._clock is None else b"%d" % round(self._clock() * MICRO)
+        tail = [grant_id.encode(), now, b"%d" % wanted]  # '' now: Redis TIME
+        given = " ".join(returned)
+        if given:
+            tail.append(given.encode())
+        return b"*%d\r\n%s%s" % (
+            _HEAD_ARGUMENTS + len(tail),
+            self._command_head(bucket, policy),
+            b"".join(_bulk(part) for part in tail),
+        )
 
     def _command_head(self, bucket: str, policy: RateLimitPolicy) -> bytes:
-        """The bucket's EVALSHA command, packed up to its grant id."""
+        """The bucket's EVALSHA command up to its grant id, packed once."""
         head_key = (bucket, policy.rate_per_second, policy.concurrency)
         head = self._heads.get(head_key)
         if head is None:
@@ -541,12 +550,7 @@ class RedisLimiter:
         commands = []
         for bucket, (policy, grants) in batch.items():
             self._mark_sending(bucket, grants)
-            head = self._command_head(bucket, policy)
-            tail = (b"-", self._now(), b"0", " ".join(grants).encode())
-            commands.append(
-                b"*%d\r\n%s%s"
-                % (_HEAD_ARGUMENTS + len(tail), head, b"".join(_bulk(part) for part in tail))
-            )
+            commands.append(self._command(bucket, policy, "-", 0, grants))
         try:
             async with asyncio.timeout(self._timeout):
                 for result in await self._run_scripts(commands):
