@@ -12,7 +12,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from keyrack.domain import passwords
 from keyrack.domain.sealing import Sealer, SealError
@@ -159,8 +160,7 @@ def sign_out(ctx: Context, current: SignedIn, ip: str | None) -> None:
     """End the session and erase anything it was still allowed to reveal."""
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        session.execute(delete(ConsoleReveal).where(ConsoleReveal.session_id == current.session_id))
-        session.execute(delete(ConsoleSession).where(ConsoleSession.id == current.session_id))
+        _end_sessions(session, ConsoleSession.id == current.session_id)
         audit.record(
             session,
             current.actor(ip),
@@ -170,6 +170,13 @@ def sign_out(ctx: Context, current: SignedIn, ip: str | None) -> None:
             target_type="user",
             target_ref=current.user.email,
         )
+
+
+def _end_sessions(session: Session, *which: ColumnElement[bool]) -> None:
+    """Delete the sessions matching ``which``, and what they were still allowed to reveal."""
+    ended = select(ConsoleSession.id).where(*which)
+    session.execute(delete(ConsoleReveal).where(ConsoleReveal.session_id.in_(ended)))
+    session.execute(delete(ConsoleSession).where(*which))
 
 
 def change_password(ctx: Context, current: SignedIn, old: str, new: str, ip: str | None) -> None:
@@ -187,13 +194,9 @@ def change_password(ctx: Context, current: SignedIn, old: str, new: str, ip: str
         if user is None or not passwords.verify_password(user.password_hash, old):
             raise AuthenticationFailed("the current password is wrong", code="unauthenticated")
         user.password_hash = passwords.hash_password(new)
-        others = (ConsoleSession.user_id == user.id, ConsoleSession.id != current.session_id)
-        session.execute(
-            delete(ConsoleReveal).where(
-                ConsoleReveal.session_id.in_(select(ConsoleSession.id).where(*others))
-            )
+        _end_sessions(
+            session, ConsoleSession.user_id == user.id, ConsoleSession.id != current.session_id
         )
-        session.execute(delete(ConsoleSession).where(*others))
         audit.record(
             session,
             current.actor(ip),
