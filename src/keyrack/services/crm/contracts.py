@@ -14,7 +14,7 @@ from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import validate_name
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm.scoping import client_in_scope, in_scope, one_in_scope
+from keyrack.services.crm.scoping import client_in_scope, in_scope, of_client, one_in_scope
 from keyrack.services.keys import Scope
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.tables.crm import Contract
@@ -134,9 +134,9 @@ def list_contracts(
 ) -> Page[ContractView]:
     """Newest first; ``client_ref`` narrows to one client (404 if out of scope)."""
     with ctx.db.session() as session:
-        stmt = in_scope(select(Contract), Contract, scope)
-        if client_ref is not None:
-            stmt = stmt.where(Contract.client_id == client_in_scope(session, scope, client_ref).id)
+        stmt = of_client(
+            session, in_scope(select(Contract), Contract, scope), Contract, scope, client_ref
+        )
         return paginate(session, stmt, Contract.id, limit=limit, cursor=cursor).map(ContractView.of)
 
 

@@ -17,8 +17,10 @@ from keyrack.services.crm.scoping import (
     client_in_scope,
     encode_offset,
     in_scope,
+    of_client,
     one_in_scope,
     window,
+    within,
 )
 from keyrack.services.crm.usage import MAX_FUTURE_SKEW, bucket_day
 from keyrack.services.keys import Scope
@@ -119,14 +121,9 @@ def list_responses(
     """Newest first."""
     crm.check_range(since, until)
     stmt = in_scope(select(PulseResponse), PulseResponse, scope)
-    if since is not None:
-        stmt = stmt.where(PulseResponse.responded_at >= since)
-    if until is not None:
-        stmt = stmt.where(PulseResponse.responded_at < until)
+    stmt = within(stmt, PulseResponse.responded_at, since, until)
     with ctx.db.session() as session:
-        if client_ref is not None:
-            client = client_in_scope(session, scope, client_ref)
-            stmt = stmt.where(PulseResponse.client_id == client.id)
+        stmt = of_client(session, stmt, PulseResponse, scope, client_ref)
         return paginate(session, stmt, PulseResponse.id, limit=limit, cursor=cursor).map(
             PulseView.of
         )
@@ -165,15 +162,9 @@ def nps_summary(
     stmt = select(Client.ref, stored, promoters, passives, detractors).join(
         Client, PulseResponse.client_id == Client.id
     )
-    stmt = in_scope(stmt, PulseResponse, scope)
-    if since is not None:
-        stmt = stmt.where(PulseResponse.responded_at >= since)
-    if until is not None:
-        stmt = stmt.where(PulseResponse.responded_at < until)
+    stmt = within(in_scope(stmt, PulseResponse, scope), PulseResponse.responded_at, since, until)
     with ctx.db.session() as session:
-        if client_ref is not None:
-            client = client_in_scope(session, scope, client_ref)
-            stmt = stmt.where(PulseResponse.client_id == client.id)
+        stmt = of_client(session, stmt, PulseResponse, scope, client_ref)
         rows = session.execute(stmt.group_by(Client.ref, stored)).all()
     totals: dict[tuple[date, str], NpsTally] = defaultdict(NpsTally)
     for ref, key, pro, pas, det in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from typing import Any, TypeVarTuple
 
 from sqlalchemy import Select, select
@@ -38,6 +39,27 @@ def in_scope(stmt: Select[*Ts], model: Any, scope: Scope) -> Select[*Ts]:
                 )
             )
         )
+    return stmt
+
+
+def of_client(
+    session: Session, stmt: Select[*Ts], model: Any, scope: Scope, client_ref: str | None
+) -> Select[*Ts]:
+    """``stmt`` narrowed to one client's ``model`` rows when ``client_ref`` names one
+    (``NotFound`` if the scope may not see it); unchanged when it is None."""
+    if client_ref is None:
+        return stmt
+    return stmt.where(model.client_id == client_in_scope(session, scope, client_ref).id)
+
+
+def within(
+    stmt: Select[*Ts], column: Any, since: datetime | None, until: datetime | None
+) -> Select[*Ts]:
+    """``stmt`` narrowed to ``since <= column < until`` (either end may be open)."""
+    if since is not None:
+        stmt = stmt.where(column >= since)
+    if until is not None:
+        stmt = stmt.where(column < until)
     return stmt
 
 

@@ -16,11 +16,12 @@ from keyrack.domain.crm import MAX_USAGE_BATCH, MAX_USAGE_COUNT, Period
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm.scoping import (
-    client_in_scope,
     clients_of,
     encode_offset,
     in_scope,
+    of_client,
     window,
+    within,
 )
 from keyrack.services.keys import Scope
 from keyrack.storage.paging import Page
@@ -161,15 +162,9 @@ def usage_aggregates(
     stmt = in_scope(stmt, UsageEvent, scope)
     if event is not None:
         stmt = stmt.where(UsageEvent.event == event)
-    if since is not None:
-        stmt = stmt.where(UsageEvent.occurred_at >= since)
-    if until is not None:
-        stmt = stmt.where(UsageEvent.occurred_at < until)
+    stmt = within(stmt, UsageEvent.occurred_at, since, until)
     with ctx.db.session() as session:
-        if client_ref is not None:
-            stmt = stmt.where(
-                UsageEvent.client_id == client_in_scope(session, scope, client_ref).id
-            )
+        stmt = of_client(session, stmt, UsageEvent, scope, client_ref)
         rows = session.execute(
             stmt.group_by(Client.ref, bucket, UsageEvent.event)
             .order_by(bucket, Client.ref, UsageEvent.event)
