@@ -423,6 +423,10 @@ class HubSpotFake:
 
     # ---- control surface -------------------------------------------------------------
 
+    def fail_next(self, status: int = 503, body: Any = None, **options: Any) -> None:
+        """The next request (see ``Controls.fail_next``) answers ``status``."""
+        self.controls.fail_next(status, body, **options)
+
     def set_rate_limit(self, limit: int, window_s: float) -> None:
         self._window = SlidingWindow(limit, window_s)
 
