@@ -229,11 +229,16 @@ def _make_certificate(folder: Path) -> tuple[str, str]:
 
 @contextmanager
 def serve(app: ASGIApp, *, tls: bool = False) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port; yields its base URL (``https://`` with ``tls``)."""
+    """Serve ``app`` on a free loopback port; yields its base URL (``https://`` with ``tls``).
+
+    A client's idle keep-alive TLS connection would hold uvicorn's graceful shutdown for
+    the thread's whole 10 s join; the fakes have no work worth waiting for, so 0.5 s.
+    """
+    quick = {"timeout_graceful_shutdown": 0.5}
     if not tls:
-        with serve_in_thread(app) as url:
+        with serve_in_thread(app, **quick) as url:
             yield url
         return
     cert, key = loopback_certificate()
-    with serve_in_thread(app, ssl_certfile=cert, ssl_keyfile=key) as url:
+    with serve_in_thread(app, ssl_certfile=cert, ssl_keyfile=key, **quick) as url:
         yield "https://" + url.removeprefix("http://")

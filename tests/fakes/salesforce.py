@@ -1171,7 +1171,9 @@ def _field_list(request: Request) -> list[str] | None:
 def salesforce_fake(**options: Any) -> Iterator[SalesforceFake]:
     """A Salesforce fake on a real TLS socket; ``fake.base_url`` is its ``instance_url``.
 
-    Clients verify its certificate with ``tests.fakes.base.loopback_certificate()[0]``.
+    Clients verify its certificate with ``tests.fakes.base.loopback_certificate()[0]``
+    (httpx: ``verify=``; a requests session: ``verify`` and ``trust_env = False``, or the
+    ``REQUESTS_CA_BUNDLE`` of the environment wins over ``session.verify``).
     """
     fake = SalesforceFake(**options)
     with serve(fake.app, tls=True) as url:
