@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sortedcontainers import SortedList
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.live import serve_in_thread
 
@@ -227,18 +227,33 @@ def _make_certificate(folder: Path) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
+def closing_connections(app: ASGIApp) -> ASGIApp:
+    """``app``, answering ``Connection: close`` so no TLS connection idles at shutdown.
+
+    uvicorn's graceful shutdown waits for open connections, and an idle keep-alive TLS
+    connection (a requests or httpx pool) never finishes its close handshake: the server
+    thread would hang for its whole 10 s join. Plain HTTP closes at once and keeps alive.
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await app(scope, receive, closing)
+
+    return wrapped
+
+
 @contextmanager
 def serve(app: ASGIApp, *, tls: bool = False) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port; yields its base URL (``https://`` with ``tls``).
-
-    A client's idle keep-alive TLS connection would hold uvicorn's graceful shutdown for
-    the thread's whole 10 s join; the fakes have no work worth waiting for, so 0.5 s.
-    """
-    quick = {"timeout_graceful_shutdown": 0.5}
+    """Serve ``app`` on a free loopback port; yields its base URL (``https://`` with ``tls``)."""
     if not tls:
-        with serve_in_thread(app, **quick) as url:
+        with serve_in_thread(app) as url:
             yield url
         return
     cert, key = loopback_certificate()
-    with serve_in_thread(app, ssl_certfile=cert, ssl_keyfile=key, **quick) as url:
+    with serve_in_thread(closing_connections(app), ssl_certfile=cert, ssl_keyfile=key) as url:
         yield "https://" + url.removeprefix("http://")

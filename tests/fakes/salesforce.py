@@ -44,6 +44,8 @@ Served:
   "error_description":"expired access/refresh token"}`` once revoked (``invalid_client_id``
   / ``invalid_client`` for a wrong client); ``POST /services/oauth2/revoke``.
 
+Served over TLS with ``Connection: close`` (see ``base.closing_connections``).
+
 Errors are Salesforce's: a JSON array of ``{"message","errorCode"[,"fields"]}``. An
 unknown, expired or revoked token → 401 ``INVALID_SESSION_ID`` "Session expired or
 invalid"; past the org's daily API limit → 403 ``REQUEST_LIMIT_EXCEEDED`` "TotalRequests
