@@ -498,3 +498,57 @@ def test_plain_http_sees_the_same_wire_format(fake: HubSpotFake) -> None:
     )
     assert wrong.status_code == 400
     assert wrong.json()["message"] == "Unable to infer object type from: widgets"
+
+
+def test_a_sync_reads_past_the_cap_by_restarting_at_the_last_modification_time() -> None:
+    """The pattern connector authors need: sort by the modification time, and before
+    ``after`` reaches 10,000 start a new search from the last time seen (GTE, so records
+    sharing that millisecond come again: dedupe by id)."""
+    with hubspot_fake(search_rate_limit=(10_000, 1.0)) as fake:
+        ids = fake.seed(
+            "contacts",
+            ({"firstname": str(n)} for n in range(SEARCH_CAP + 2_500)),
+            modified_at=START,
+            step=dt.timedelta(milliseconds=1),
+        )
+        ids += fake.seed("contacts", ({"firstname": "tied"} for _ in range(300)), modified_at=START)
+        token = fake.private_app_token()
+        seen: dict[str, None] = {}
+        watermark, after, searches = "0", 0, 0
+        with httpx.Client(
+            base_url=fake.base_url, headers={"Authorization": f"Bearer {token}"}
+        ) as http:
+            while True:
+                searches += 1
+                page = http.post(
+                    "/crm/v3/objects/contacts/search",
+                    json={
+                        "filterGroups": [
+                            {
+                                "filters": [
+                                    {
+                                        "propertyName": "lastmodifieddate",
+                                        "operator": "GTE",
+                                        "value": watermark,
+                                    }
+                                ]
+                            }
+                        ],
+                        "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+                        "properties": ["lastmodifieddate"],
+                        "limit": 200,
+                        "after": str(after),
+                    },
+                ).json()
+                for result in page["results"]:
+                    seen[result["id"]] = None
+                following = page.get("paging", {}).get("next", {}).get("after")
+                if following is None:
+                    break
+                if int(following) >= SEARCH_CAP:
+                    watermark = page["results"][-1]["properties"]["lastmodifieddate"]
+                    after = 0
+                else:
+                    after = int(following)
+    assert set(seen) == set(ids)
+    assert searches > (len(ids) // 200)
