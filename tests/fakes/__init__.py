@@ -7,5 +7,5 @@ token, delete a property, inject a 5xx, count calls). Import the context manager
 
     from tests.fakes.hubspot import hubspot_fake
     from tests.fakes.salesforce import salesforce_fake
-    from tests.fakes.stripe import localstripe, stripe_auth_gate
+    from tests.fakes.stripe import localstripe, shared_localstripe, stripe_auth_gate
 """
