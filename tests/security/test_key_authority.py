@@ -384,6 +384,8 @@ def test_a_location_key_cannot_see_or_open_its_agencys_production_key_claims(
     with ctx.db.session() as session:
         request_ref = session.scalar(select(KeyRequest.ref))
     assert api.get(f"/api/v2/key-requests/{request_ref}", headers=headers).status_code == 404
+    asking = api.post("/api/v2/key-requests", headers=headers, json={"message": "agency key"})
+    assert asking.status_code == 403  # the key it asks for would be an agency key
     assert _pending_claims(ctx) == [claim]
 
 
