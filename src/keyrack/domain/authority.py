@@ -127,16 +127,13 @@ ALLOWED = Ruling()
 def check(actor: Authority, key: Powers) -> Ruling:
     """Whether ``actor`` may hold (create, change, roll, revoke, claim) a key with ``key``'s powers."""
     if key.owner > actor.rank:
+        whom = "this key, which acts as" if actor.key is not None else "you, who are"
         return Ruling(
             Refusal.OUTRANKED,
-            f"that key acts as {key.owner.label}, above {_whom(actor)} ({actor.rank.label})",
+            f"that key acts as {key.owner.label}, above {whom} {actor.rank.label}",
         )
     parent = actor.bound
     return ALLOWED if parent is None else _within(parent, key)
-
-
-def _whom(actor: Authority) -> str:
-    return "this key's owner" if actor.key is not None else "you"
 
 
 def _within(parent: Powers, key: Powers) -> Ruling:
