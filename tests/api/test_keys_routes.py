@@ -23,7 +23,11 @@ def problem_code(response: httpx.Response) -> str:
 def test_create_returns_the_secret_once_and_lists_it_masked(
     api: httpx.Client, seeded: Seeded
 ) -> None:
-    _, manager = seeded.new_key(name="Manager", permissions=["keys:manage", "clients:read"])
+    _, manager = seeded.new_key(
+        name="Manager",
+        environment=Environment.PRODUCTION,
+        permissions=["keys:manage", "clients:read"],
+    )
     created = api.post(
         "/api/v2/keys",
         headers=seeded.headers(manager),

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
+from keyrack.domain.keys import Environment
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.http.routes.handoffs import OPEN_LINK_PATH
 from keyrack.services import audit, handoffs, keys, requests
@@ -19,7 +20,7 @@ from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.storage.tables import Base
 from keyrack.storage.tables.requests import Handoff
 from tests.conftest import OPERATOR, MutableClock, Seeded, seed_org
-from tests.hygiene.test_requests import Market, seed_market
+from tests.hygiene.test_requests import APP_PERMISSIONS, Market, seed_market
 
 ADMIN = Actor(label="user:admin@acme.test")
 
@@ -114,7 +115,7 @@ def test_the_sweep_erases_expired_hand_offs_without_a_visitor(
     assert handoffs.purge_expired_handoffs(ctx, clock.now) == 1
     assert handoffs.purge_expired_handoffs(ctx, clock.now) == 0
     assert sealed.encode() not in raw_database(ctx)
-    listed = handoffs.list_handoffs(ctx, seeded.org_id).data
+    listed = handoffs.list_handoffs(ctx, seeded.scope).data
     assert [(h.ref, h.status) for h in listed] == [
         (fresh.handoff.ref, HandoffStatus.PENDING),
         (old.handoff.ref, HandoffStatus.EXPIRED),
@@ -161,18 +162,18 @@ def _approved_claim(market: Market) -> str:
 
 
 def test_a_claim_opens_once_for_its_own_org_only(market: Market) -> None:
-    ctx, org_id = market.ctx, market.customer.org_id
+    ctx, org_id, scope = market.ctx, market.customer.org_id, market.customer.scope
     claim = _approved_claim(market)
     pending = handoffs.list_handoffs(
-        ctx, org_id, purpose=HandoffPurpose.CLAIM, status=HandoffStatus.PENDING
+        ctx, scope, purpose=HandoffPurpose.CLAIM, status=HandoffStatus.PENDING
     ).data
     assert [h.ref for h in pending] == [claim]
     sealed = sealed_of(ctx, claim)
     with pytest.raises(NotFound):
-        handoffs.open_claim(ctx, market.vendor_admin, market.vendor.org_id, claim)
-    revealed = handoffs.open_claim(ctx, market.customer_admin, org_id, claim)
+        handoffs.open_claim(ctx, market.vendor_admin, market.vendor.scope, claim)
+    revealed = handoffs.open_claim(ctx, market.customer_admin, scope, claim)
     with pytest.raises(NotFound) as second:
-        handoffs.open_claim(ctx, market.customer_admin, org_id, claim)
+        handoffs.open_claim(ctx, market.customer_admin, scope, claim)
     assert second.value.code == "gone"
     assert_gone_from_the_database(ctx, revealed.secret, sealed)
     assert audit.list_events(ctx, org_id).data[0].action == "key.revealed"
@@ -183,7 +184,7 @@ def test_an_unopened_claim_expires_after_seven_days(market: Market, clock: Mutab
     clock.advance(handoffs.CLAIM_TTL)
     assert handoffs.purge_expired_handoffs(market.ctx) == 1
     with pytest.raises(NotFound) as gone:
-        handoffs.open_claim(market.ctx, market.customer_admin, market.customer.org_id, claim)
+        handoffs.open_claim(market.ctx, market.customer_admin, market.customer.scope, claim)
     assert gone.value.code == "gone"
 
 
@@ -256,7 +257,13 @@ def test_the_customer_opens_an_approved_key_claim_once_over_the_api(
     api: httpx.Client, market: Market
 ) -> None:
     claim = _approved_claim(market)
-    customer = market.customer.headers()
+    _, capable = market.customer.new_key(  # a key that could have made the claimed key itself
+        name="Production manager",
+        environment=Environment.PRODUCTION,
+        owner_id=market.customer.admin_id,
+        permissions=["keys:manage", *APP_PERMISSIONS],
+    )
+    customer = market.customer.headers(capable)
     pending = api.get("/api/v2/handoffs?purpose=claim&status=pending", headers=customer)
     assert [h["ref"] for h in pending.json()["data"]] == [claim]
     assert api.post(

@@ -119,7 +119,7 @@ def test_approved_production_key_has_exactly_the_app_sandbox_permissions(market:
     assert production.owner_id == market.customer.admin_id
 
     revealed = handoffs.open_claim(
-        ctx, market.customer_admin, market.customer.org_id, approved.claim_ref
+        ctx, market.customer_admin, market.customer.scope, approved.claim_ref
     )
     assert revealed.secret.startswith("kr_live_")
     verdict = verifier(ctx).verify(revealed.secret)
@@ -149,7 +149,7 @@ def test_staff_never_see_the_production_secret(market: Market) -> None:
     values = [getattr(approved, name) for name in type(approved).__slots__]
     assert not any(isinstance(value, str) and value.startswith("kr_") for value in values)
     with pytest.raises(NotFound):  # staff are not the customer: the claim is not theirs
-        handoffs.open_claim(ctx, OPERATOR, market.vendor.org_id, approved.claim_ref or "")
+        handoffs.open_claim(ctx, OPERATOR, market.vendor.scope, approved.claim_ref or "")
 
 
 def test_only_staff_decide_and_each_request_is_decided_once(market: Market) -> None:
@@ -344,7 +344,7 @@ def test_approval_writes_no_secret_into_the_audit_trail(market: Market) -> None:
     )
     approved = requests.approve_request(ctx, OPERATOR, asked.ref)
     revealed = handoffs.open_claim(
-        ctx, market.customer_admin, market.customer.org_id, approved.claim_ref or ""
+        ctx, market.customer_admin, market.customer.scope, approved.claim_ref or ""
     )
     with ctx.db.session() as session:
         rows = session.scalars(select(AuditEvent)).all()

@@ -2,7 +2,9 @@
 
 Without this rule a key holding only ``keys:manage`` could mint a key with any
 permission, raise its own throttle by minting a faster key, or roll a stronger key
-and so read that key's new secret.
+and so read that key's new secret. The rule is ``keyrack.domain.authority.check``;
+``test_key_authority.py`` tries the rest of it (owners above the actor, networks,
+expiry, environment, scope, revoking, claims).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def test_import_keyrack_loads_no_server_dependency() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["keys", "verification", "permissions", "tenancy", "limits", "ids", "passwords"],
+    ["keys", "verification", "permissions", "tenancy", "limits", "ids", "passwords", "authority"],
 )
 def test_domain_modules_import_no_framework_database_or_cache(module: str) -> None:
     loaded = _modules_after(f"import keyrack.domain.{module}")

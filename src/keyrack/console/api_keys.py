@@ -19,13 +19,15 @@ from keyrack.console.web import (
     render,
     see_other,
 )
+from keyrack.domain.authority import Rank
 from keyrack.domain.keys import Environment
 from keyrack.domain.permissions import PERMISSIONS
-from keyrack.errors import InvalidInput
+from keyrack.errors import AccessDenied, InvalidInput
 from keyrack.http.router import Router
 from keyrack.services import keys, sessions, tenancy
 from keyrack.services.context import Context
 from keyrack.services.keys import Scope
+from keyrack.services.sessions import SignedIn
 
 router = Router(prefix=f"{PREFIX}/settings/api", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -65,26 +67,33 @@ def list_page(
 
 @router.get("/new")
 def new_form(ctx: CtxDep, request: Request, current: AdminDep) -> HTMLResponse:
-    return _form(ctx, request, current.user.org_id)
+    return _form(ctx, request, current)
 
 
 def _form(
     ctx: Context,
     request: Request,
-    org_id: int | None,
+    current: SignedIn,
     *,
     error: str | None = None,
     values: dict[str, object] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
+    """The form offers as owners ("Acts as") only people not above the signed-in one."""
+    org_id = current.user.org_id
     assert org_id is not None
+    mine = Rank.of(current.user.role, is_staff=current.user.is_staff)
     return render(
         request,
         "api_key_new.html",
         status_code=status,
         permissions=PERMISSIONS,
         locations=tenancy.list_locations(ctx, org_id),
-        users=[u for u in tenancy.list_users(ctx, org_id) if u.active],
+        users=[
+            u
+            for u in tenancy.list_users(ctx, org_id)
+            if u.active and Rank.of(u.role, is_staff=u.is_staff) <= mine
+        ],
         error=error,
         values=values or {"environment": "sandbox", "scope": "agency", "permissions": []},
     )
@@ -134,8 +143,9 @@ def generate(
             permissions=permissions or [],
             expires_at=_end_of_day(expires_on),
         )
-    except InvalidInput as exc:
-        return _form(ctx, request, org_id, error=exc.detail, values=values, status=400)
+    except (InvalidInput, AccessDenied) as exc:
+        status = 403 if isinstance(exc, AccessDenied) else 400
+        return _form(ctx, request, current, error=exc.detail, values=values, status=status)
     sessions.keep_for_reveal(ctx, current, view.ref, secret)
     return see_other(f"{PREFIX}/settings/api/keys/{view.ref}?notice=created")
 
@@ -149,10 +159,17 @@ def _int(value: str, what: str) -> int:
 
 @router.get("/keys/{ref}")
 def detail(
-    ctx: CtxDep, request: Request, ref: str, current: AdminDep, notice: str | None = None
+    ctx: CtxDep,
+    request: Request,
+    ref: str,
+    current: AdminDep,
+    actor: ActorDep,
+    notice: str | None = None,
 ) -> HTMLResponse:
+    """A key's facts; regenerate and revoke only where the signed-in person may (else why not)."""
     assert current.user.org_id is not None
-    view = keys.get_key(ctx, Scope(current.user.org_id), ref)
+    scope = Scope(current.user.org_id)
+    view = keys.get_key(ctx, scope, ref)
     locations, users = _names(ctx, current.user.org_id)
     revealed = sessions.take_reveals(ctx, current, client_ip(request), only=view.ref)
     return render(
@@ -163,6 +180,7 @@ def detail(
         users=users,
         reveal=revealed.get(view.ref),
         notice=NOTICES.get(notice or ""),
+        authority=keys.authority_over(ctx, actor, scope, ref),
         grace_choices=GRACE_CHOICES,
         now=ctx.clock(),
     )

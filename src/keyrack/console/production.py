@@ -40,9 +40,9 @@ def production(
     return render(
         request,
         "production.html",
-        requests=requests.list_requests(ctx, org_id).data,
+        requests=requests.list_requests(ctx, Scope(org_id)).data,
         claims=handoffs.list_handoffs(
-            ctx, org_id, purpose=HandoffPurpose.CLAIM, status=HandoffStatus.PENDING
+            ctx, Scope(org_id), purpose=HandoffPurpose.CLAIM, status=HandoffStatus.PENDING
         ).data,
         catalog=apps.list_apps(ctx, limit=200).data,
         notice="Request sent: platform staff will review it." if notice == "requested" else None,
@@ -68,7 +68,7 @@ def request_key(
 def open_claim(ctx: CtxDep, ref: str, current: AdminDep, actor: ActorDep) -> Response:
     """Open an approved key's one-time claim into this session's reveal window."""
     assert current.user.org_id is not None
-    revealed = handoffs.open_claim(ctx, actor, current.user.org_id, ref)
+    revealed = handoffs.open_claim(ctx, actor, Scope(current.user.org_id), ref)
     sessions.keep_for_reveal(ctx, current, revealed.key.ref, revealed.secret)
     return see_other(f"{PREFIX}/settings/api/keys/{revealed.key.ref}?notice=claimed")
 

@@ -34,8 +34,3 @@ def normalize(permissions: Iterable[str]) -> tuple[str, ...]:
             f"unknown permission(s): {', '.join(unknown)}; known: {', '.join(PERMISSIONS)}"
         )
     return tuple(sorted(wanted))
-
-
-def missing(granted: Iterable[str], required: Iterable[str]) -> list[str]:
-    have = set(granted)
-    return [p for p in required if p not in have]

@@ -4,7 +4,8 @@ Two kinds share one table and one rule set (open once, expire, erase):
 
 * **claim**: when staff approve a production-key request, the new key's secret is
   never shown to staff; it is sealed as a claim that an admin of the customer
-  organization opens once (console or API, authenticated as that organization).
+  organization opens once (console or API, authenticated as that organization), if
+  they could have made that key themselves (``keyrack.domain.authority``).
 * **link**: the customer admin passes a key to the vendor. The admin presents the
   secret they hold (in a request body, never a URL); Keyrack seals it and returns a
   one-time token (256 bits, stored only as its SHA-256 digest). Whoever holds the
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Select, select, text, update
+from sqlalchemy import ColumnElement, CursorResult, Select, select, text, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain import keys as keyformat
@@ -35,7 +36,7 @@ from keyrack.domain.ids import new_ref
 from keyrack.domain.sealing import Sealer
 from keyrack.domain.verification import KeyStatus
 from keyrack.errors import InvalidInput, NotFound
-from keyrack.services import audit
+from keyrack.services import audit, keys
 from keyrack.services.context import Actor, Context
 from keyrack.services.keys import KeyView, Scope
 from keyrack.storage.paging import Page, paginate
@@ -192,21 +193,30 @@ def insert_claim(
     return HandoffView.of(row, key_row)
 
 
+def _in_scope(scope: Scope) -> ColumnElement[bool]:
+    """Hand-offs of keys within ``scope``: a location key sees only its location's."""
+    within = Handoff.org_id == scope.org_id
+    if scope.location_id is not None:
+        local = select(ApiKey.id).where(ApiKey.location_id == scope.location_id)
+        within &= Handoff.key_id.in_(local)
+    return within
+
+
 def list_handoffs(
     ctx: Context,
-    org_id: int,
+    scope: Scope,
     *,
     purpose: HandoffPurpose | None = None,
     status: HandoffStatus | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[HandoffView]:
-    """An organization's hand-offs, newest first; ``status=PENDING`` lists what is waiting.
+    """The hand-offs of keys in ``scope``, newest first; ``status=PENDING`` lists what is waiting.
 
     A pending hand-off past its expiry is listed as expired even before the sweep ran.
     """
     now = ctx.clock()
-    stmt = select(Handoff).where(Handoff.org_id == org_id)
+    stmt = select(Handoff).where(_in_scope(scope))
     if purpose is not None:
         stmt = stmt.where(Handoff.purpose == purpose.value)
     if status is HandoffStatus.PENDING:
@@ -256,9 +266,18 @@ def _audit(
 
 
 def _open(
-    ctx: Context, actor: Actor, find: Select[Handoff], *, action: str, missing: str
+    ctx: Context,
+    actor: Actor,
+    find: Select[Handoff],
+    *,
+    action: str,
+    missing: str,
+    authorize: bool = False,
 ) -> Revealed:
-    """Open the hand-off ``find`` selects: once, before expiry, then erase it."""
+    """Open the hand-off ``find`` selects: once, before expiry, then erase it.
+
+    With ``authorize``, only if ``actor`` may hold its key (``keys.authorize``).
+    """
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = session.scalar(find.with_for_update())
@@ -266,6 +285,8 @@ def _open(
             raise NotFound(missing)
         key = session.get(ApiKey, row.key_id)
         assert key is not None
+        if authorize:
+            keys.authorize(session, actor, key)
         sealed = row.sealed
         revealed: Revealed | None = None
         if sealed is None:
@@ -283,17 +304,18 @@ def _open(
     return revealed
 
 
-def open_claim(ctx: Context, actor: Actor, org_id: int, ref: str) -> Revealed:
-    """Reveal, once, the secret of a production key issued to ``org_id`` on approval.
+def open_claim(ctx: Context, actor: Actor, scope: Scope, ref: str) -> Revealed:
+    """Reveal, once, the secret of a production key issued on approval to a key in ``scope``.
 
-    Adapters let only the organization's owners/admins (or a ``keys:manage`` key) call this.
+    Adapters let only the organization's owners/admins (or a ``keys:manage`` key) call this,
+    and only an actor who could have made that key opens it (``AccessDenied`` otherwise).
     """
     find = select(Handoff).where(
-        Handoff.ref == ref,
-        Handoff.org_id == org_id,
-        Handoff.purpose == HandoffPurpose.CLAIM.value,
+        Handoff.ref == ref, Handoff.purpose == HandoffPurpose.CLAIM.value, _in_scope(scope)
     )
-    return _open(ctx, actor, find, action="key.revealed", missing=f"no claim {ref!r}")
+    return _open(
+        ctx, actor, find, action="key.revealed", missing=f"no claim {ref!r}", authorize=True
+    )
 
 
 def create_link(ctx: Context, actor: Actor, scope: Scope, key_ref: str, secret: str) -> NewLink:

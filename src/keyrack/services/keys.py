@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from keyrack.domain import keys as keyformat
 from keyrack.domain import permissions as perms
+from keyrack.domain.authority import Authority, Bounds, Powers, Rank, Ruling, check, inherit
 from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import validate_name
@@ -125,29 +126,55 @@ def _check_limits(rate_per_second: int | None, concurrency: int | None) -> None:
         raise InvalidInput("concurrency must be between 1 and 10000")
 
 
-def _check_delegation(
-    actor: Actor, permissions: Sequence[str], rate_per_second: int | None, concurrency: int | None
-) -> None:
-    """An API key hands out no more than it holds: permissions, rate and concurrency. Else
-    ``keys:manage`` would lead to any permission and past any limit, by minting, changing
-    or rolling (and so reading the secret of) a stronger key. People act under their role."""
-    key = actor.key
-    if key is None or actor.is_staff:
-        return
-    beyond = perms.missing(key.permissions, permissions)
-    if beyond:
-        raise AccessDenied(
-            f"this key cannot hand out permissions it does not hold: {', '.join(beyond)}",
-            code="insufficient-permission",
-        )
-    if (rate_per_second is not None and rate_per_second > key.rate_per_second) or (
-        concurrency is not None and concurrency > key.concurrency
-    ):
-        raise AccessDenied(
-            "this key cannot hand out higher limits than its own "
-            f"({key.rate_per_second}/s, {key.concurrency} in flight)",
-            code="insufficient-permission",
-        )
+def _rank_of(session: Session, user_id: int | None) -> Rank:
+    user = session.get(User, user_id) if user_id is not None else None
+    return Rank.NOBODY if user is None else Rank.of(user.role, is_staff=user.is_staff)
+
+
+def _powers_of(session: Session, row: ApiKey) -> Powers:
+    """What the key ``row`` can do (or would, if new or changed): limits made effective."""
+    org = session.get(Organization, row.org_id)
+    assert org is not None
+    return Powers(
+        owner=_rank_of(session, row.owner_id),
+        permissions=frozenset(row.permissions),
+        rate_per_second=row.rate_per_second or org.plan_rate_per_second,
+        concurrency=row.concurrency or org.plan_concurrency,
+        allowed_cidrs=tuple(row.allowed_cidrs),
+        expires_at=row.expires_at,
+        environment=Environment(row.environment),
+        location_id=row.location_id,
+    )
+
+
+def _authority(session: Session, actor: Actor) -> Authority:
+    """Who ``actor`` is to the rule: staff; a key, as stored now; or a person of some rank."""
+    if actor.is_staff:
+        return Authority(Rank.STAFF)
+    if actor.key is not None:
+        row = session.get(ApiKey, actor.key.key_id)
+        assert row is not None  # keys are revoked or expired, never deleted
+        return Authority.of_key(_powers_of(session, row))
+    return Authority(_rank_of(session, actor.user_id))
+
+
+def _require(authority: Authority, powers: Powers) -> None:
+    ruling = check(authority, powers)
+    if not ruling.allowed:
+        raise AccessDenied(ruling.detail, code="insufficient-permission")
+
+
+def authorize(session: Session, actor: Actor, row: ApiKey) -> None:
+    """Refuse (``AccessDenied``) unless ``actor`` may hold the key ``row``: change, roll or
+    revoke it, or open its claim (``keyrack.domain.authority``)."""
+    _require(_authority(session, actor), _powers_of(session, row))
+
+
+def authority_over(ctx: Context, actor: Actor, scope: Scope, ref: str) -> Ruling:
+    """Whether ``actor`` may change, roll or revoke key ``ref``, so adapters offer only that."""
+    with ctx.db.session() as session:
+        row = _key_in_scope(session, scope, ref)
+        return check(_authority(session, actor), _powers_of(session, row))
 
 
 def _key_in_scope(session: Session, scope: Scope, ref: str, *, lock: bool = False) -> ApiKey:
@@ -208,13 +235,14 @@ def insert_key(
 ) -> tuple[KeyView, str]:
     """``create_key`` inside a caller's transaction (e.g. approving a key request).
 
-    The one place that issues keys: validates, stores the digest, audits ``key.created``.
+    The one place that issues keys: validates, fills what a key-made key left unset from
+    its maker (``authority.inherit``), refuses a key the actor could not hold
+    (``authority.check``), stores the digest, audits ``key.created``.
     """
     name = validate_name(name)
     granted = perms.normalize(permissions)
     cidrs = keyformat.normalize_cidrs(allowed_cidrs)
     _check_limits(rate_per_second, concurrency)
-    _check_delegation(actor, granted, rate_per_second, concurrency)
     if not 1 <= inactivity_days <= 3650:
         raise InvalidInput("inactivity_days must be between 1 and 3650")
     if expires_at is not None and expires_at <= now:
@@ -232,8 +260,16 @@ def insert_key(
         owner = session.get(User, owner_id)
         if owner is None or owner.org_id != scope.org_id:
             raise NotFound("no such owner user")
-        if owner.is_staff and not actor.is_staff:  # the key would act with staff powers
-            raise AccessDenied("only platform staff may issue a key acting as a staff user")
+    org = session.get(Organization, scope.org_id)
+    if org is None:
+        raise NotFound("no such organization")
+    authority = _authority(session, actor)
+    rate_per_second, concurrency, cidrs, expires_at = inherit(
+        authority,
+        Bounds(rate_per_second, concurrency, cidrs, expires_at),
+        org.plan_rate_per_second,
+        org.plan_concurrency,
+    )
     row = ApiKey(
         ref=new_ref("key"),
         org_id=scope.org_id,
@@ -254,6 +290,7 @@ def insert_key(
         expires_at=expires_at,
         inactivity_days=inactivity_days,
     )
+    _require(authority, _powers_of(session, row))
     session.add(row)
     session.flush()
     session.add(
@@ -312,15 +349,15 @@ def update_key(
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = _key_in_scope(session, scope, ref, lock=True)
+        authority = _authority(session, actor)
+        _require(authority, _powers_of(session, row))
         if row.status != KeyStatus.ACTIVE.value:
             raise Conflict(f"key {ref} is {row.status} and can no longer change")
         before = KeyView.of(row)
-        _check_delegation(actor, row.permissions, row.rate_per_second, row.concurrency)
         if name is not None:
             row.name = validate_name(name)
         if permissions is not None:
             row.permissions = list(perms.normalize(permissions))
-        _check_delegation(actor, row.permissions, rate_per_second, concurrency)
         if rate_per_second is not None:
             row.rate_per_second = rate_per_second
         if concurrency is not None:
@@ -331,6 +368,7 @@ def update_key(
             if expires_at <= now:
                 raise InvalidInput("expires_at must be in the future")
             row.expires_at = expires_at
+        _require(authority, _powers_of(session, row))
         after = KeyView.of(row)
         if after != before:
             action = (
@@ -363,9 +401,9 @@ def roll_key(
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = _key_in_scope(session, scope, ref, lock=True)
+        authorize(session, actor, row)
         if row.status != KeyStatus.ACTIVE.value:
             raise Conflict(f"key {ref} is {row.status}; only active keys can be rolled")
-        _check_delegation(actor, row.permissions, row.rate_per_second, row.concurrency)
         before = KeyView.of(row)
         old = list(session.scalars(select(KeySecret).where(KeySecret.key_id == row.id)))
         old_digests = tuple(secret.digest for secret in old)
@@ -401,6 +439,7 @@ def revoke_key(ctx: Context, actor: Actor, scope: Scope, ref: str, *, reason: st
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = _key_in_scope(session, scope, ref, lock=True)
+        authorize(session, actor, row)
         if row.status == KeyStatus.REVOKED.value:
             return KeyView.of(row)
         before = KeyView.of(row)

@@ -3,6 +3,8 @@
 * Only a customer organization asks, and only for itself: the actor must belong to
   that organization, so a vendor (its users or keys) can never ask on a customer's
   behalf (``AccessDenied``). Adapters admit owners/admins or ``keys:manage`` keys.
+* Requests are the agency's, like the keys they lead to: a location key neither asks
+  nor sees them.
 * A request names an app of the catalog, or carries a free-text message (a support
   request), or both.
 * Staff decide. Approval issues, in the same transaction, a production key in the
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import ColumnElement, CursorResult, false, select, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain.ids import new_ref
@@ -137,6 +139,8 @@ def create_request(
     """A customer organization asks for a production key for ``app_ref`` and/or in free text."""
     if actor.org_id != org_id:
         raise AccessDenied("only the customer organization itself requests its production keys")
+    if actor.key is not None and actor.key.location_id is not None:
+        raise AccessDenied("production keys are agency keys: ask with an agency key")
     message = message.strip() if message else None
     if message is not None and len(message) > 2000:
         raise InvalidInput("message is at most 2000 characters")
@@ -187,18 +191,26 @@ def create_request(
     return view
 
 
+def _in_scope(scope: Scope) -> ColumnElement[bool]:
+    """Requests are the agency's: the key one leads to is an agency key, which no
+    location key could have made, so a location scope sees none."""
+    if scope.location_id is not None:
+        return false()
+    return KeyRequest.org_id == scope.org_id
+
+
 def list_requests(
     ctx: Context,
-    org_id: int | None,
+    scope: Scope | None,
     *,
     status: RequestStatus | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[KeyRequestView]:
-    """Newest first. ``org_id=None`` lists every organization's requests (staff)."""
+    """Newest first: those within ``scope``, or every organization's with None (staff)."""
     stmt = select(KeyRequest)
-    if org_id is not None:
-        stmt = stmt.where(KeyRequest.org_id == org_id)
+    if scope is not None:
+        stmt = stmt.where(_in_scope(scope))
     if status is not None:
         stmt = stmt.where(KeyRequest.status == status.value)
     with ctx.db.session() as session:
@@ -206,11 +218,14 @@ def list_requests(
         return Page(_views(session, page.data), page.next_cursor)
 
 
-def get_request(ctx: Context, ref: str, *, org_id: int | None = None) -> KeyRequestView:
-    """One request; with ``org_id``, only if it belongs to that organization."""
+def get_request(ctx: Context, ref: str, *, scope: Scope | None = None) -> KeyRequestView:
+    """One request; with ``scope``, only if it lies within it."""
     with ctx.db.session() as session:
-        row = _request_by_ref(session, ref)
-        if org_id is not None and row.org_id != org_id:
+        stmt = select(KeyRequest).where(KeyRequest.ref == ref)
+        if scope is not None:
+            stmt = stmt.where(_in_scope(scope))
+        row = session.scalar(stmt)
+        if row is None:
             raise NotFound(f"no key request {ref!r}")
         return _view(session, row)
 

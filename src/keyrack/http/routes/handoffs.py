@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import Depends, Request, Response
 
-from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, ScopeDep, client_ip, require
+from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, client_ip, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
@@ -29,7 +29,7 @@ managed = [Depends(require("keys:manage"))]
 @router.get("/api/v2/handoffs", dependencies=managed)
 def list_handoffs(
     ctx: ContextDep,
-    principal: PrincipalDep,
+    scope: ScopeDep,
     request: Request,
     response: Response,
     purpose: HandoffPurpose | None = None,
@@ -37,20 +37,22 @@ def list_handoffs(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ListPage[HandoffOut]:
-    """Claims waiting to be opened (``?purpose=claim&status=pending``) and links given out."""
+    """Claims waiting to be opened (``?purpose=claim&status=pending``) and links given out,
+    for keys within this key's scope."""
     page = handoffs.list_handoffs(
-        ctx, principal.org_id, purpose=purpose, status=status, limit=limit, cursor=cursor
+        ctx, scope, purpose=purpose, status=status, limit=limit, cursor=cursor
     )
     link_header(request, response, page.next_cursor)
     return ListPage(data=[HandoffOut.of(v) for v in page.data], next_cursor=page.next_cursor)
 
 
 @router.post("/api/v2/claims/{ref}/open", dependencies=managed)
-def open_claim(ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, ref: str) -> RevealedOut:
+def open_claim(ctx: ContextDep, scope: ScopeDep, actor: ActorDep, ref: str) -> RevealedOut:
     """Read, once, the secret of a production key issued on approval; then it is erased.
 
-    Like every API answer, it goes out with ``Cache-Control: no-store`` (the gateway)."""
-    return RevealedOut.of(handoffs.open_claim(ctx, actor, principal.org_id, ref))
+    Only a key that could have made that key opens it (403 otherwise). Like every API
+    answer, it goes out with ``Cache-Control: no-store`` (the gateway)."""
+    return RevealedOut.of(handoffs.open_claim(ctx, actor, scope, ref))
 
 
 @router.post("/api/v2/keys/{ref}/handoff", status_code=201, dependencies=managed)

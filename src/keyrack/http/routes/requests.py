@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, Request, Response
 
-from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
+from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
@@ -22,14 +22,15 @@ router = Router(
 @router.get("")
 def list_requests(
     ctx: ContextDep,
-    principal: PrincipalDep,
+    scope: ScopeDep,
     request: Request,
     response: Response,
     status: RequestStatus | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ListPage[KeyRequestOut]:
-    page = requests.list_requests(ctx, principal.org_id, status=status, limit=limit, cursor=cursor)
+    """The organization's requests; a location key sees none (they lead to agency keys)."""
+    page = requests.list_requests(ctx, scope, status=status, limit=limit, cursor=cursor)
     link_header(request, response, page.next_cursor)
     return ListPage(data=[KeyRequestOut.of(v) for v in page.data], next_cursor=page.next_cursor)
 
@@ -40,7 +41,8 @@ def create_request(
 ) -> KeyRequestOut:
     """Ask staff for a production key for a catalog app, or describe the need in free text.
 
-    Only customer organizations ask, for themselves: a vendor's key is refused (403).
+    Only customer organizations ask, for themselves, with an agency key: a vendor's key,
+    or a location key, is refused (403).
     """
     view = requests.create_request(
         ctx, actor, org_id=principal.org_id, app_ref=body.app, message=body.message
@@ -49,5 +51,5 @@ def create_request(
 
 
 @router.get("/{ref}")
-def get_request(ctx: ContextDep, principal: PrincipalDep, ref: str) -> KeyRequestOut:
-    return KeyRequestOut.of(requests.get_request(ctx, ref, org_id=principal.org_id))
+def get_request(ctx: ContextDep, scope: ScopeDep, ref: str) -> KeyRequestOut:
+    return KeyRequestOut.of(requests.get_request(ctx, ref, scope=scope))
