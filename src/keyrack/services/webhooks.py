@@ -108,6 +108,12 @@ def validate_url(url: str, *, allow_private: bool = False) -> str:
         raise InvalidInput("a webhook URL must be an http:// or https:// URL")
     if not allow_private and signing.names_internal_host(parts.hostname or ""):
         raise InvalidInput(_INTERNAL_TARGET)
+    try:  # what delivers it must be able to call it
+        callable_host = bool(httpx.URL(url).host)
+    except (httpx.InvalidURL, ValueError):  # IDNA errors are ValueErrors too
+        callable_host = False
+    if not callable_host:
+        raise InvalidInput("a webhook URL must name a host an HTTP client can call")
     return url
 
 
@@ -145,8 +151,8 @@ def public_target(url: str, resolver: Resolver = resolve) -> Target:
     Resolved once, before every attempt, and the request goes to that very address (the
     ``Host`` header and the TLS server name keep the name): a DNS server that answers a
     public address to the check and an internal one to the connection has no second
-    lookup to answer. So a name that later resolves inside the network, or an IP literal
-    in another notation (``http://2130706433/``), is never called.
+    lookup to answer. So a name that later resolves inside the network, or an endpoint
+    registered before its URL was refused, is never called.
     """
     parsed = httpx.URL(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)

@@ -1,0 +1,113 @@
+"""Attacks on what people type and on the queues behind it: each test is the attempt.
+
+Control characters in names (through the API, the console forms and the CLI), an
+outbox row that cannot be sent, a worker killed mid-send, sign-in guesses sent all
+at once, usage event ids across locations, and webhook URLs naming an internal
+address in another notation. Every test runs on SQLite and PostgreSQL, through
+the live server, the console, the CLI or the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+from sqlalchemy import update
+
+from keyrack.http.app import create_app
+from keyrack.services import email
+from keyrack.services.context import Context
+from keyrack.storage.tables.keys import ApiKey
+from tests.conftest import Seeded
+from tests.hygiene import conftest as hygiene
+from tests.live import serve_in_thread
+
+smtp_server = hygiene.smtp_server
+mailing_ctx = hygiene.mailing_ctx
+receiver = hygiene.receiver
+
+CONTROL = [
+    "evil\r\nBcc: attacker@evil.test",
+    "bell\x07",
+    "tab\there",
+    "clear\x1b[2J",
+    "del\x7f",
+    "next line\x85",
+    "csi\x9b31m",
+    "line\u2028separator",
+    "paragraph\u2029separator",
+]
+"""C0 (CR LF, BEL, TAB, ESC), DEL, C1 (NEL, CSI) and the Unicode line and paragraph separators."""
+
+
+def _leak(api: httpx.Client, secret: str) -> None:
+    """Report ``secret`` as found in public: its key is revoked and its admins emailed."""
+    reported = api.post("/api/v2/leaks", json=[{"token": secret, "url": "https://gist.example/1"}])
+    assert reported.status_code == 202, reported.text
+
+
+def _rename_in_database(ctx: Context, ref: str, name: str) -> None:
+    """A key named before names were checked: the row as an older version stored it."""
+    with ctx.db.transaction() as session:
+        session.execute(update(ApiKey).where(ApiKey.ref == ref).values(name=name))
+
+
+def _unthrottled(org: Seeded, *permissions: str) -> dict[str, str]:
+    """Headers of an agency key of ``org`` that the throttle leaves alone."""
+    _, secret = org.new_key(
+        name="Fast", permissions=permissions, rate_per_second=10_000, concurrency=100
+    )
+    return {"X-API-Key": secret}
+
+
+def _outbox(ctx: Context) -> list[email.OutboxView]:
+    return email.list_outbox(ctx, limit=500).data
+
+
+# --- item 10: an IP in another notation is still the IP --------------------------------
+
+
+NOTATIONS = [
+    "http://0x7f000001/",
+    "http://2130706433/",
+    "http://017700000001/",
+    "http://127.1/",
+    "http://127.0.1/",
+    "http://0177.0.0.1/",
+    "http://0x7f.0.0.1/",
+    "http://0/",
+    "http://0x0a000001/",
+    "http://0xa9fea9fe/latest/meta-data/",
+    "http://[::ffff:7f00:1]/",
+    "http://[0:0:0:0:0:ffff:127.0.0.1]/",
+    "http://[::ffff:0:7f00:1]/",
+    "http://[::127.0.0.1]/",
+    "http://[64:ff9b::7f00:1]/",
+    "http://[2002:7f00:1::]/",
+    "http://[::]/",
+    "http://\uff11\uff12\uff17.0.0.1/",
+    "http://127\u30020\u30020\u30021/",
+    "http://0x7f000001.:8080/",
+]
+"""Loopback, private and link-local addresses as ``inet_aton`` and ``getaddrinfo`` also read
+them: hex, one number, octal, short forms, IPv4 inside IPv6, full-width digits and dots."""
+
+
+def test_a_webhook_url_naming_an_internal_address_in_another_notation_is_refused(
+    ctx: Context, seeded: Seeded
+) -> None:
+    strict = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"webhook_allow_private_targets": False})
+    )
+    headers = _unthrottled(seeded, "keys:manage")
+    with serve_in_thread(create_app(ctx=strict)) as base, httpx.Client(base_url=base) as api:
+        for url in NOTATIONS:
+            response = api.post("/api/v2/webhooks", headers=headers, json={"url": url})
+            assert response.status_code == 400, (url, response.text)
+            assert response.json()["type"].endswith("/validation-error")
+            assert "KEYRACK_WEBHOOK_ALLOW_PRIVATE_TARGETS" in response.json()["detail"], url
+        assert api.get("/api/v2/webhooks", headers=headers).json()["data"] == []
+        public = api.post(  # 93.184.216.34 as one number: the address decides, not the notation
+            "/api/v2/webhooks", headers=headers, json={"url": "http://1572395042/"}
+        )
+        assert public.status_code == 201, public.text
