@@ -15,10 +15,11 @@ import httpx
 from sqlalchemy import update
 
 from keyrack.http.app import create_app
-from keyrack.services import email
+from keyrack.services import email, tenancy
 from keyrack.services.context import Context
 from keyrack.storage.tables.keys import ApiKey
-from tests.conftest import Seeded
+from tests.conftest import OPERATOR, Seeded
+from tests.crm.conftest import seed as seed_crm
 from tests.hygiene import conftest as hygiene
 from tests.live import serve_in_thread
 
@@ -62,6 +63,54 @@ def _unthrottled(org: Seeded, *permissions: str) -> dict[str, str]:
 
 def _outbox(ctx: Context) -> list[email.OutboxView]:
     return email.list_outbox(ctx, limit=500).data
+
+
+# --- item 8: usage event ids are scoped to the location --------------------------------
+
+
+def test_a_location_reusing_another_locations_event_id_is_stored_and_learns_nothing(
+    ctx: Context,
+) -> None:
+    crm = seed_crm(ctx)
+    other = tenancy.create_location(ctx, OPERATOR, org_slug="acme", name="Second", slug="second")
+    elsewhere = crm.key("clients:write", "usage:read", "usage:write", location_id=other.id)
+
+    def event(client_ref: str) -> dict[str, object]:
+        return {
+            "id": "evt-1",
+            "client_id": client_ref,
+            "event": "login",
+            "timestamp": "2026-01-04T10:00:00Z",
+        }
+
+    with serve_in_thread(create_app(ctx=ctx)) as url, httpx.Client(base_url=url) as api:
+
+        def client_of(headers: dict[str, str], name: str) -> str:
+            created = api.post("/api/v2/clients", headers=headers, json={"name": name})
+            assert created.status_code == 201, created.text
+            return str(created.json()["id"])
+
+        def push(headers: dict[str, str], client_ref: str) -> dict[str, object]:
+            pushed = api.post(
+                "/api/v2/usage", headers=headers, json={"events": [event(client_ref)]}
+            )
+            assert pushed.status_code == 200, pushed.text
+            return dict(pushed.json())
+
+        mine, theirs = client_of(crm.located, "Mine"), client_of(elsewhere, "Theirs")
+        agency_level = client_of(crm.agency, "Head office")
+
+        assert push(crm.located, mine)["duplicates"] == []
+        stored = push(elsewhere, theirs)  # the same id, in another location
+        assert (stored["inserted"], stored["duplicates"]) == (1, [])
+        assert push(crm.agency, agency_level)["inserted"] == 1  # the agency's own namespace
+        assert push(elsewhere, theirs)["duplicates"] == ["evt-1"]  # still idempotent
+        assert push(crm.agency, mine)["duplicates"] == ["evt-1"]  # the client's location decides
+
+        totals = api.get("/api/v2/usage", headers=elsewhere).json()["data"]
+        assert [(t["client_id"], t["events"]) for t in totals] == [(theirs, 1)]
+        everything = api.get("/api/v2/usage", headers=crm.agency).json()["data"]
+        assert sum(t["events"] for t in everything) == 3
 
 
 # --- item 10: an IP in another notation is still the IP --------------------------------
