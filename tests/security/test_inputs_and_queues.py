@@ -10,8 +10,10 @@ the live server, the console, the CLI or the sweep.
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from keyrack.http.app import create_app
@@ -19,6 +21,7 @@ from keyrack.services import email, tenancy
 from keyrack.services.context import Context
 from keyrack.storage.tables.keys import ApiKey
 from tests.conftest import OPERATOR, Seeded
+from tests.console.conftest import PASSWORD, Browser, People, seed_people
 from tests.crm.conftest import seed as seed_crm
 from tests.hygiene import conftest as hygiene
 from tests.live import serve_in_thread
@@ -61,8 +64,49 @@ def _unthrottled(org: Seeded, *permissions: str) -> dict[str, str]:
     return {"X-API-Key": secret}
 
 
+@pytest.fixture
+def people(ctx: Context) -> People:
+    return seed_people(ctx)
+
+
 def _outbox(ctx: Context) -> list[email.OutboxView]:
     return email.list_outbox(ctx, limit=500).data
+
+
+# --- item 4: sign-in throttling is one atomic step -------------------------------------
+
+
+def test_forty_wrong_passwords_at_once_get_no_more_than_five_tries(
+    ctx: Context, people: People
+) -> None:
+    attempts = 40
+    barrier = threading.Barrier(attempts)
+    statuses: list[int] = []
+    with serve_in_thread(create_app(ctx=ctx)) as url:
+
+        def guess(n: int) -> None:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                browser = Browser(client)
+                browser.get("/console/login")
+                barrier.wait()
+                response = browser.post(
+                    "/console/login", {"email": people.owner, "password": f"guess {n}"}
+                )
+                statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=guess, args=(n,)) for n in range(attempts)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert len(statuses) == attempts
+        assert set(statuses) <= {401, 429}
+        assert sum(status != 429 for status in statuses) <= 5, sorted(statuses)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            late = Browser(client).sign_in(people.owner, PASSWORD)
+        assert late.status_code == 429  # the right password waits too
+        assert int(late.headers["retry-after"]) > 0
 
 
 # --- item 8: usage event ids are scoped to the location --------------------------------

@@ -8,8 +8,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from keyrack.domain import crm
 from keyrack.domain.crm import MAX_USAGE_BATCH, MAX_USAGE_COUNT, Period
@@ -24,6 +22,7 @@ from keyrack.services.crm.scoping import (
     within,
 )
 from keyrack.services.keys import Scope
+from keyrack.storage.database import insert_for
 from keyrack.storage.paging import Page
 from keyrack.storage.tables.crm import USAGE_EVENT_ID_SCOPE, Client, UsageEvent
 
@@ -78,10 +77,6 @@ def bucket_day(key: object) -> date:
     return key if isinstance(key, date) else date.fromisoformat(f"{key}-01")
 
 
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def record_usage(
     ctx: Context, actor: Actor, scope: Scope, events: Sequence[UsageEventIn]
 ) -> IngestResult:
@@ -127,7 +122,7 @@ def record_usage(
                 },
             )
         stmt = (
-            _insert(session)(UsageEvent)
+            insert_for(session)(UsageEvent)
             .values(list(rows.values()))
             .on_conflict_do_nothing(index_elements=USAGE_EVENT_ID_SCOPE)
             .returning(UsageEvent.location_id, UsageEvent.event_id)
