@@ -10,17 +10,22 @@ the live server, the console, the CLI or the sweep.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from keyrack.cli import main as keyrack_cli
+from keyrack.domain.tenancy import OrgKind
 from keyrack.http.app import create_app
-from keyrack.services import email, tenancy
+from keyrack.services import email, keys, requests, tenancy
 from keyrack.services.context import Context
 from keyrack.storage.tables.keys import ApiKey
-from tests.conftest import OPERATOR, Seeded
+from keyrack.storage.tables.tenancy import Location, Organization, User
+from tests.conftest import OPERATOR, Seeded, seed_org
 from tests.console.conftest import PASSWORD, Browser, People, seed_people
 from tests.crm.conftest import seed as seed_crm
 from tests.hygiene import conftest as hygiene
@@ -71,6 +76,189 @@ def people(ctx: Context) -> People:
 
 def _outbox(ctx: Context) -> list[email.OutboxView]:
     return email.list_outbox(ctx, limit=500).data
+
+
+# --- item 3b: names refuse control characters at every entry point ---------------------
+
+
+def _validation_problem(response: httpx.Response) -> bool:
+    return (
+        response.status_code == 400
+        and response.headers["content-type"].startswith("application/problem+json")
+        and response.json()["type"].endswith("/validation-error")
+        and "control character" in response.json()["detail"]
+    )
+
+
+def test_control_characters_in_names_are_refused_by_the_api(ctx: Context) -> None:
+    acme = seed_org(ctx, "acme")
+    headers = _unthrottled(acme, "keys:manage", "clients:read", "clients:write", "contacts:write")
+    vendor = tenancy.create_org(ctx, OPERATOR, name="Vendor", slug="vendor", kind=OrgKind.VENDOR)
+    sandbox, vendor_secret = keys.create_key(
+        ctx,
+        OPERATOR,
+        keys.Scope(vendor.id),
+        name="Sandbox",
+        permissions=["keys:manage"],
+        rate_per_second=10_000,
+    )
+    victim, _ = acme.new_key(name="Victim")
+    with serve_in_thread(create_app(ctx=ctx)) as url, httpx.Client(base_url=url) as api:
+        client = api.post("/api/v2/clients", headers=headers, json={"name": "Globex"})
+        assert client.status_code == 201, client.text
+        attempts = {
+            "key name": ("POST", "/api/v2/keys", lambda bad: {"name": bad}),
+            "renamed key": ("PATCH", f"/api/v2/keys/{victim.ref}", lambda bad: {"name": bad}),
+            "revocation reason": (
+                "POST",
+                f"/api/v2/keys/{victim.ref}/revoke",
+                lambda bad: {"reason": bad},
+            ),
+            "webhook description": (
+                "POST",
+                "/api/v2/webhooks",
+                lambda bad: {"url": "https://hooks.example/in", "description": bad},
+            ),
+            "webhook url": (
+                "POST",
+                "/api/v2/webhooks",
+                lambda bad: {"url": "https://hooks.example/" + bad.replace(" ", "-")},
+            ),
+            "client name": ("POST", "/api/v2/clients", lambda bad: {"name": bad}),
+            "contact name": (
+                "POST",
+                "/api/v2/contacts",
+                lambda bad: {"client_id": client.json()["id"], "name": bad},
+            ),
+            "app name": (
+                "POST",
+                "/api/v2/apps",
+                lambda bad: {"name": bad, "sandbox_key": sandbox.ref},
+            ),
+        }
+        for what, (method, path, body) in attempts.items():
+            caller = {"X-API-Key": vendor_secret} if what == "app name" else headers
+            for bad in CONTROL:
+                response = api.request(method, path, headers=caller, json=body(bad))
+                assert _validation_problem(response), (what, bad, response.text)
+
+        listed = api.get("/api/v2/keys", headers=headers).json()["data"]
+        assert sorted(k["name"] for k in listed) == ["Fast", "Seed key", "Victim"]
+        assert all(k["status"] == "active" for k in listed)
+        assert api.get("/api/v2/webhooks", headers=headers).json()["data"] == []
+        clients = api.get("/api/v2/clients", headers=headers).json()["data"]
+        assert [c["name"] for c in clients] == ["Globex"]
+        assert api.get("/api/v2/apps", headers=headers).json()["data"] == []
+
+
+@pytest.fixture
+def admin(ctx: Context, people: People) -> Iterator[Browser]:
+    with serve_in_thread(create_app(ctx=ctx)) as url, httpx.Client(base_url=url) as client:
+        browser = Browser(client)
+        assert browser.sign_in(people.admin).status_code == 303
+        yield browser
+
+
+def test_control_characters_in_console_forms_are_shown_on_the_form_keeping_what_was_typed(
+    ctx: Context, people: People, admin: Browser
+) -> None:
+    bad = "evil\r\nBcc: attacker@evil.test"
+    admin.get("/console/settings/api/new")
+    generated = admin.post(
+        "/console/settings/api",
+        {"name": bad, "environment": "sandbox", "scope": "agency", "permissions": "clients:read"},
+    )
+    assert generated.status_code == 400, generated.text
+    assert "control character" in generated.text
+    assert "Bcc: attacker@evil.test" in generated.text  # the name as typed, to correct
+    assert 'value="clients:read" checked' in generated.text
+
+    admin.get("/console/settings/team")
+    added = admin.post(
+        "/console/settings/team/users",
+        {"email": "ann@acme.test", "name": "Ann\x1b[2J", "role": "admin"},
+    )
+    assert added.status_code == 400, added.text
+    assert "control character" in added.text
+    assert 'value="ann@acme.test"' in added.text
+    assert '<option value="admin" selected>' in added.text
+    email_added = admin.post(
+        "/console/settings/team/users", {"email": "ann\x85@acme.test", "name": "Ann"}
+    )
+    assert email_added.status_code == 400 and "control character" in email_added.text
+    assert 'value="Ann"' in email_added.text
+
+    victim, _ = keys.create_key(ctx, OPERATOR, keys.Scope(people.org_id), name="Victim")
+    admin.get(f"/console/settings/api/keys/{victim.ref}")
+    revoked = admin.post(
+        f"/console/settings/api/keys/{victim.ref}/revoke", {"reason": "retired\u2028today"}
+    )
+    assert revoked.status_code == 400, revoked.text
+    assert "control character" in revoked.text
+    assert "retired\u2028today" in revoked.text
+    assert 'action="/console/settings/api/keys/' in revoked.text  # the key's page, its form
+
+    assert [k.name for k in keys.list_keys(ctx, keys.Scope(people.org_id)).data] == ["Victim"]
+    assert keys.get_key(ctx, keys.Scope(people.org_id), victim.ref).status.value == "active"
+    with ctx.db.session() as session:
+        assert not session.scalars(select(User).where(User.email.like("ann%"))).all()
+
+
+def test_control_characters_in_a_staff_rejection_reason_are_shown_on_its_form(
+    ctx: Context, people: People
+) -> None:
+    with ctx.db.session() as session:
+        owner = session.get(User, people.owner_id)
+    assert owner is not None
+    asked = requests.create_request(
+        ctx, tenancy.actor_for_user(owner), org_id=people.org_id, message="ETL, please"
+    )
+    with serve_in_thread(create_app(ctx=ctx)) as url, httpx.Client(base_url=url) as client:
+        staff = Browser(client)
+        assert staff.sign_in(people.staff).status_code == 303
+        staff.get("/console/staff/requests")
+        rejected = staff.post(
+            f"/console/staff/requests/{asked.ref}/reject", {"reason": "no\x1b[2J thanks"}
+        )
+    assert rejected.status_code == 400, rejected.text
+    assert "control character" in rejected.text
+    assert 'value="no\x1b[2J thanks"' in rejected.text
+    assert requests.get_request(ctx, asked.ref).status.value == "pending"
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, ctx: Context, *args: str) -> int:
+    """Run ``keyrack ARGS`` through its real entry point; its exit code."""
+    for module in ("keys", "tenancy"):
+        monkeypatch.setattr(f"keyrack.cli.{module}.context", lambda: ctx)
+    monkeypatch.setattr(sys, "argv", ["keyrack", *args])
+    with pytest.raises(SystemExit) as done:
+        keyrack_cli()
+    return int(done.value.code or 0)
+
+
+def test_control_characters_in_names_make_the_cli_exit_2(
+    ctx: Context,
+    seeded: Seeded,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    attempts = [
+        ["orgs", "create", "--name", "Evil\x1b]0;owned\x07", "--slug", "evil"],
+        ["locations", "create", "--org", "acme", "--name", "Back\r\noffice", "--slug", "back"],
+        ["users", "create", "--org", "acme", "--email", "ann\x1b@acme.test"],
+        ["keys", "create", "--org", "acme", "--name", "Zapier\u2029"],
+        ["keys", "revoke", seeded.key.ref, "--reason", "retired\x85"],
+    ]
+    for args in attempts:
+        assert _cli(monkeypatch, ctx, *args) == 2, args
+        assert "control character" in capsys.readouterr().err, args
+
+    with ctx.db.session() as session:
+        assert [o.slug for o in session.scalars(select(Organization))] == ["acme"]
+        assert [loc.slug for loc in session.scalars(select(Location))] == ["main"]
+        assert [u.email for u in session.scalars(select(User))] == ["admin@acme.test"]
+    assert [k.name for k in keys.list_keys(ctx, seeded.scope).data] == ["Seed key"]
+    assert keys.get_key(ctx, seeded.scope, seeded.key.ref).status.value == "active"
 
 
 # --- item 4: sign-in throttling is one atomic step -------------------------------------

@@ -26,6 +26,7 @@ from keyrack.http.router import Router
 from keyrack.services import keys, sessions, tenancy
 from keyrack.services.context import Context
 from keyrack.services.keys import Scope
+from keyrack.services.sessions import SignedIn
 
 router = Router(prefix=f"{PREFIX}/settings/api", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -151,6 +152,21 @@ def _int(value: str, what: str) -> int:
 def detail(
     ctx: CtxDep, request: Request, ref: str, current: AdminDep, notice: str | None = None
 ) -> HTMLResponse:
+    return _key_page(ctx, request, current, ref, notice=NOTICES.get(notice or ""))
+
+
+def _key_page(
+    ctx: Context,
+    request: Request,
+    current: SignedIn,
+    ref: str,
+    *,
+    notice: str | None = None,
+    revoke_error: str | None = None,
+    reason: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    """A key's page; a refused revocation shows its error and reason on the revoke form."""
     assert current.user.org_id is not None
     view = keys.get_key(ctx, Scope(current.user.org_id), ref)
     locations, users = _names(ctx, current.user.org_id)
@@ -158,11 +174,14 @@ def detail(
     return render(
         request,
         "api_key.html",
+        status_code=status,
         key=view,
         locations=locations,
         users=users,
         reveal=revealed.get(view.ref),
-        notice=NOTICES.get(notice or ""),
+        notice=notice,
+        revoke_error=revoke_error,
+        reason=reason,
         grace_choices=GRACE_CHOICES,
         now=ctx.clock(),
     )
@@ -190,12 +209,18 @@ def regenerate(
 @router.post("/keys/{ref}/revoke", dependencies=[CsrfDep])
 def revoke(
     ctx: CtxDep,
+    request: Request,
     ref: str,
     current: AdminDep,
     actor: ActorDep,
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     assert current.user.org_id is not None
-    view = keys.revoke_key(ctx, actor, Scope(current.user.org_id), ref, reason=reason)
+    try:
+        view = keys.revoke_key(ctx, actor, Scope(current.user.org_id), ref, reason=reason)
+    except InvalidInput as exc:
+        return _key_page(
+            ctx, request, current, ref, revoke_error=exc.detail, reason=reason, status=400
+        )
     sessions.forget_reveal(ctx, current, view.ref)
     return see_other(f"{PREFIX}/settings/api/keys/{view.ref}?notice=revoked")

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from keyrack.domain import webhooks as signing
 from keyrack.domain.sealing import Sealer
+from keyrack.domain.text import check_plain
 from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.services import audit
@@ -98,7 +99,7 @@ class DeliveryView:
 
 def validate_url(url: str, *, allow_private: bool = False) -> str:
     """An http(s) URL; unless ``allow_private``, not naming a loopback/private/link-local host."""
-    url = url.strip()
+    url = check_plain(url, "a webhook URL").strip()
     try:
         parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
@@ -200,7 +201,7 @@ def create_endpoint(
     """Register an endpoint. Returns it and its signing secret (``whsec_…``), shown once."""
     url = validate_url(url, allow_private=ctx.settings.webhook_allow_private_targets)
     subscribed = validate_events(events)
-    description = description.strip()
+    description = check_plain(description, "description").strip()
     if len(description) > 200:
         raise InvalidInput("description is at most 200 characters")
     secret = signing.generate_secret()
