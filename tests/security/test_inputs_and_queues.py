@@ -10,9 +10,14 @@ the live server, the console, the CLI or the sweep.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -20,15 +25,18 @@ from sqlalchemy import select, update
 
 from keyrack.cli import main as keyrack_cli
 from keyrack.domain.tenancy import OrgKind
+from keyrack.errors import InvalidInput
 from keyrack.http.app import create_app
-from keyrack.services import email, keys, requests, tenancy
+from keyrack.services import email, jobs, keys, requests, tenancy, webhooks
 from keyrack.services.context import Context
 from keyrack.storage.tables.keys import ApiKey
 from keyrack.storage.tables.tenancy import Location, Organization, User
-from tests.conftest import OPERATOR, Seeded, seed_org
+from keyrack.storage.tables.webhooks import WebhookDelivery, WebhookEndpoint
+from tests.conftest import OPERATOR, MutableClock, Seeded, seed_org
 from tests.console.conftest import PASSWORD, Browser, People, seed_people
 from tests.crm.conftest import seed as seed_crm
 from tests.hygiene import conftest as hygiene
+from tests.hygiene.conftest import Inbox, Receiver
 from tests.live import serve_in_thread
 
 smtp_server = hygiene.smtp_server
@@ -76,6 +84,134 @@ def people(ctx: Context) -> People:
 
 def _outbox(ctx: Context) -> list[email.OutboxView]:
     return email.list_outbox(ctx, limit=500).data
+
+
+# --- item 3a: one bad outbox row never blocks the queue --------------------------------
+
+
+def test_a_key_name_with_a_header_break_cannot_stop_the_email_of_every_organization(
+    mailing_ctx: Context, smtp_server: tuple[str, Inbox], clock: MutableClock
+) -> None:
+    acme, globex = seed_org(mailing_ctx, "acme"), seed_org(mailing_ctx, "globex")
+    _rename_in_database(mailing_ctx, acme.key.ref, "evil\r\nBcc: attacker@evil.test")
+    with serve_in_thread(create_app(ctx=mailing_ctx)) as url, httpx.Client(base_url=url) as api:
+        _leak(api, acme.secret)  # the poisoned email is queued first
+        _leak(api, globex.secret)
+
+    report = jobs.sweep(mailing_ctx)
+
+    inbox = smtp_server[1]
+    assert (report.emails_sent, report.emails_failed) == (1, 1)
+    assert inbox.recipients == ["admin@globex.test"]
+    assert "attacker@evil.test" not in str(inbox.messages[0])
+    poisoned, sent = sorted(_outbox(mailing_ctx), key=lambda m: m.id)
+    assert (poisoned.recipient, poisoned.status) == ("admin@acme.test", "failed")
+    assert poisoned.last_error and "linefeed" in poisoned.last_error
+    assert sent.status == "sent"
+    clock.advance(timedelta(days=1))  # a failed message is not tried again
+    assert jobs.sweep(mailing_ctx).idle
+    assert len(inbox.messages) == 1
+
+
+def test_a_webhook_url_no_client_can_call_cannot_stop_other_deliveries_or_the_email(
+    mailing_ctx: Context, smtp_server: tuple[str, Inbox], receiver: Receiver
+) -> None:
+    acme = seed_org(mailing_ctx, "acme")
+    unusable = "http://xn--/hook"  # parses as a URL; the HTTP client cannot decode its host
+    with pytest.raises(InvalidInput, match="HTTP client"):
+        webhooks.create_endpoint(mailing_ctx, OPERATOR, acme.org_id, url=unusable)
+    broken, _ = webhooks.create_endpoint(
+        mailing_ctx, OPERATOR, acme.org_id, url="https://hooks.example/in"
+    )
+    _, receiver.secret = webhooks.create_endpoint(
+        mailing_ctx, OPERATOR, acme.org_id, url=receiver.url
+    )
+    with mailing_ctx.db.transaction() as session:  # as registered before that check
+        session.execute(
+            update(WebhookEndpoint).where(WebhookEndpoint.id == broken.id).values(url=unusable)
+        )
+    with serve_in_thread(create_app(ctx=mailing_ctx)) as url, httpx.Client(base_url=url) as api:
+        _leak(api, acme.secret)
+
+    report = jobs.sweep(mailing_ctx)
+
+    assert (report.webhooks_delivered, report.emails_sent) == (1, 1)
+    assert len(receiver.received) == 1 and receiver.received[0]["verified"]
+    assert smtp_server[1].recipients == ["admin@acme.test"]
+    with mailing_ctx.db.session() as session:
+        unsent = session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.endpoint_id == broken.id)
+        ).all()
+    assert [(d.status, d.attempts) for d in unsent] == [("pending", 1)]
+    assert unsent[0].last_error  # the error is recorded, and it is tried again later
+
+
+SWEEP = "from keyrack.cli import main; main()"
+
+
+@pytest.fixture
+def silent_smtp() -> Iterator[tuple[str, threading.Event]]:
+    """An SMTP port that accepts connections and never answers: a send hangs there."""
+    connected = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        held.append(conn)
+        connected.set()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"smtp://127.0.0.1:{listener.getsockname()[1]}", connected
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_an_email_a_killed_worker_was_sending_goes_out_after_its_lease(
+    mailing_ctx: Context,
+    smtp_server: tuple[str, Inbox],
+    silent_smtp: tuple[str, threading.Event],
+    clock: MutableClock,
+    database_url: str,
+) -> None:
+    acme = seed_org(mailing_ctx, "acme")
+    with serve_in_thread(create_app(ctx=mailing_ctx)) as url, httpx.Client(base_url=url) as api:
+        _leak(api, acme.secret)
+    env = {
+        **os.environ,
+        "KEYRACK_DATABASE_URL": database_url,
+        "KEYRACK_SECRET_KEY": mailing_ctx.settings.secret_key,
+        "KEYRACK_SMTP_URL": silent_smtp[0],
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SWEEP, "sweep", "--now", clock.now.isoformat()],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert silent_smtp[1].wait(30), "the worker never started sending"
+    finally:
+        worker.send_signal(signal.SIGKILL)  # kill -9, mid-send
+        worker.wait(10)
+    [left] = _outbox(mailing_ctx)
+    assert left.status == "sending"
+
+    assert jobs.sweep(mailing_ctx, clock.now + email.LEASE / 2).emails_sent == 0  # still leased
+    assert jobs.sweep(mailing_ctx, clock.now + email.LEASE).emails_sent == 1
+
+    assert smtp_server[1].recipients == ["admin@acme.test"]
+    [sent] = _outbox(mailing_ctx)
+    assert (sent.status, sent.attempts) == ("sent", 2)  # the killed attempt counts
 
 
 # --- item 3b: names refuse control characters at every entry point ---------------------
