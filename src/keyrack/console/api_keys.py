@@ -25,7 +25,7 @@ from keyrack.domain.permissions import PERMISSIONS
 from keyrack.errors import AccessDenied, InvalidInput
 from keyrack.http.router import Router
 from keyrack.services import keys, sessions, tenancy
-from keyrack.services.context import Context
+from keyrack.services.context import Actor, Context
 from keyrack.services.keys import Scope
 from keyrack.services.sessions import SignedIn
 
@@ -166,7 +166,23 @@ def detail(
     actor: ActorDep,
     notice: str | None = None,
 ) -> HTMLResponse:
-    """A key's facts; regenerate and revoke only where the signed-in person may (else why not)."""
+    return _key_page(ctx, request, current, actor, ref, notice=NOTICES.get(notice or ""))
+
+
+def _key_page(
+    ctx: Context,
+    request: Request,
+    current: SignedIn,
+    actor: Actor,
+    ref: str,
+    *,
+    notice: str | None = None,
+    revoke_error: str | None = None,
+    reason: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    """A key's facts; regenerate and revoke only where the signed-in person may (else why
+    not); a refused revocation shows its error and reason on the revoke form."""
     assert current.user.org_id is not None
     scope = Scope(current.user.org_id)
     view = keys.get_key(ctx, scope, ref)
@@ -175,12 +191,15 @@ def detail(
     return render(
         request,
         "api_key.html",
+        status_code=status,
         key=view,
         locations=locations,
         users=users,
         reveal=revealed.get(view.ref),
-        notice=NOTICES.get(notice or ""),
+        notice=notice,
         authority=keys.authority_over(ctx, actor, scope, ref),
+        revoke_error=revoke_error,
+        reason=reason,
         grace_choices=GRACE_CHOICES,
         now=ctx.clock(),
     )
@@ -208,12 +227,18 @@ def regenerate(
 @router.post("/keys/{ref}/revoke", dependencies=[CsrfDep])
 def revoke(
     ctx: CtxDep,
+    request: Request,
     ref: str,
     current: AdminDep,
     actor: ActorDep,
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     assert current.user.org_id is not None
-    view = keys.revoke_key(ctx, actor, Scope(current.user.org_id), ref, reason=reason)
+    try:
+        view = keys.revoke_key(ctx, actor, Scope(current.user.org_id), ref, reason=reason)
+    except InvalidInput as exc:
+        return _key_page(
+            ctx, request, current, actor, ref, revoke_error=exc.detail, reason=reason, status=400
+        )
     sessions.forget_reveal(ctx, current, view.ref)
     return see_other(f"{PREFIX}/settings/api/keys/{view.ref}?notice=revoked")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Form, Request, Response
@@ -18,8 +19,10 @@ from keyrack.console.web import (
     see_other,
 )
 from keyrack.domain.permissions import PERMISSIONS
+from keyrack.errors import InvalidInput
 from keyrack.http.router import Router
 from keyrack.services import requests, tenancy
+from keyrack.services.context import Context
 from keyrack.services.requests import RequestStatus
 
 router = Router(prefix=f"{PREFIX}/staff", route_class=ConsoleRoute, include_in_schema=False)
@@ -47,13 +50,34 @@ def key_requests(
     ctx: CtxDep, request: Request, current: StaffDep, cursor: str | None = None
 ) -> HTMLResponse:
     """Pending production-key requests of every organization, oldest decisions last."""
+    return _requests_page(ctx, request, cursor=cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedRejection:
+    """A rejection the service refused: shown on that request's form, as it was typed."""
+
+    ref: str
+    reason: str
+    error: str
+
+
+def _requests_page(
+    ctx: Context,
+    request: Request,
+    *,
+    cursor: str | None = None,
+    refused: RefusedRejection | None = None,
+) -> HTMLResponse:
     page = requests.list_requests(ctx, None, status=RequestStatus.PENDING, cursor=cursor)
     return render(
         request,
         "staff_requests.html",
+        status_code=200 if refused is None else 400,
         page=page,
         decided=requests.list_requests(ctx, None, limit=20).data,
         permissions=PERMISSIONS,
+        refused=refused,
     )
 
 
@@ -75,10 +99,14 @@ def approve(
 @router.post("/requests/{ref}/reject", dependencies=[CsrfDep])
 def reject(
     ctx: CtxDep,
+    request: Request,
     ref: str,
     current: StaffDep,
     actor: ActorDep,
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    requests.reject_request(ctx, actor, ref, reason=reason)
+    try:
+        requests.reject_request(ctx, actor, ref, reason=reason)
+    except InvalidInput as exc:
+        return _requests_page(ctx, request, refused=RefusedRejection(ref, reason, exc.detail))
     return see_other(f"{PREFIX}/staff/requests")

@@ -42,7 +42,9 @@ def _team_page(
     notice: str | None = None,
     error: str | None = None,
     created: tenancy.NewUser | None = None,
+    typed: dict[str, object] | None = None,
 ) -> HTMLResponse:
+    """``typed``: what the add-user form held when it was refused, to show it again."""
     return render(
         request,
         "team.html",
@@ -53,6 +55,7 @@ def _team_page(
         notice=notice,
         error=error,
         created=created,
+        typed=typed or {"role": Role.MEMBER.value},
     )
 
 
@@ -79,9 +82,20 @@ def create_user(
     org_id = current.user.org_id
     assert org_id is not None
     org = tenancy.get_org_by_id(ctx, org_id)
+    typed: dict[str, object] = {
+        "email": email,
+        "name": name,
+        "role": role.value,
+        "service": service,
+    }
     if role is Role.OWNER and current.user.role != Role.OWNER.value:
         return _team_page(
-            ctx, request, org_id, status=403, error="only an owner can make another owner"
+            ctx,
+            request,
+            org_id,
+            status=403,
+            error="only an owner can make another owner",
+            typed=typed,
         )
     try:
         created = tenancy.create_user(
@@ -94,7 +108,7 @@ def create_user(
             service=service,
         )
     except (InvalidInput, Conflict) as exc:
-        return _team_page(ctx, request, org_id, status=400, error=exc.detail)
+        return _team_page(ctx, request, org_id, status=400, error=exc.detail, typed=typed)
     return _team_page(ctx, request, org_id, status=201, created=created)
 
 

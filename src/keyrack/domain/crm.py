@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from keyrack.domain.text import check_plain
 from keyrack.errors import InvalidInput
 
 MAX_CUSTOM_FIELDS = 50
@@ -118,15 +119,16 @@ def validate_currency(code: str) -> str:
     return code
 
 
-def validate_text(value: str | None, what: str, max_length: int) -> str | None:
-    """Optional free text: stripped, empty becomes None, bounded, no control characters."""
+def validate_text(
+    value: str | None, what: str, max_length: int, *, paragraph: bool = False
+) -> str | None:
+    """Optional text: stripped, empty becomes None, bounded, no control characters (one
+    line, or with ``paragraph`` line breaks and tabs allowed: ``text.check_plain``)."""
     if value is None:
         return None
-    value = value.strip()
+    value = check_plain(value, what, paragraph=paragraph).strip()
     if len(value) > max_length:
         raise InvalidInput(f"{what} is at most {max_length} characters")
-    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
-        raise InvalidInput(f"{what} must not contain control characters")
     return value or None
 
 

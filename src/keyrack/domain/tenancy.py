@@ -6,6 +6,7 @@ import enum
 import re
 from collections.abc import Iterable
 
+from keyrack.domain.text import check_plain
 from keyrack.errors import InvalidInput
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -42,14 +43,15 @@ def validate_slug(slug: str) -> str:
 
 
 def validate_email(email: str) -> str:
-    email = email.strip().lower()
+    email = check_plain(email, "an email address").strip().lower()
     if not EMAIL_PATTERN.fullmatch(email):
         raise InvalidInput(f"invalid email address {email!r}")
     return email
 
 
 def validate_name(name: str, what: str = "name", max_length: int = 200) -> str:
-    name = name.strip()
+    """A display name (or a reason): one line of text without control characters."""
+    name = check_plain(name, what).strip()
     if not name or len(name) > max_length:
         raise InvalidInput(f"{what} is required and at most {max_length} characters")
     return name

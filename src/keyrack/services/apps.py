@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import OrgKind, validate_name
+from keyrack.domain.text import check_plain
 from keyrack.domain.verification import KeyStatus
 from keyrack.errors import AccessDenied, InvalidInput, NotFound
 from keyrack.services import audit
@@ -87,7 +88,7 @@ def register_app(
     define what a production key for the app may do.
     """
     name = validate_name(name)
-    description = description.strip()
+    description = check_plain(description, "description", paragraph=True).strip()
     if len(description) > 2000:
         raise InvalidInput("description is at most 2000 characters")
     if not actor.is_staff and actor.org_id != vendor_org_id:

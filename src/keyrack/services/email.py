@@ -13,16 +13,16 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
 from keyrack.errors import InvalidInput
+from keyrack.services import outbox
 from keyrack.services.context import Context
-from keyrack.services.notices import PENDING, SENDING, claim_due
+from keyrack.services.outbox import FAILED, PENDING, SENDING
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.tables.notices import OutboxEmail
 
-SENT, FAILED = "sent", "failed"
+SENT = "sent"
 STATUSES = (PENDING, SENDING, SENT, FAILED)
 LEASE = timedelta(minutes=2)
 
@@ -106,13 +106,6 @@ def list_outbox(
         )
 
 
-@dataclass(frozen=True, slots=True)
-class EmailReport:
-    sent: int = 0
-    retrying: int = 0
-    failed: int = 0
-
-
 def _send(target: SmtpTarget, message: EmailMessage) -> None:
     smtp: smtplib.SMTP
     if target.tls:
@@ -129,44 +122,36 @@ def _send(target: SmtpTarget, message: EmailMessage) -> None:
         smtp.send_message(message)
 
 
-def send_due(ctx: Context) -> EmailReport:
-    """Send due outbox emails through SMTP; without ``smtp_url`` they stay in the outbox."""
+def _message(sender: str, row: OutboxEmail) -> EmailMessage:
+    """The email of an outbox row; raises (``ValueError``…) for one that cannot be built,
+    e.g. a header value with a line break."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = row.recipient
+    message["Subject"] = row.subject
+    message.set_content(row.body)
+    return message
+
+
+def send_due(ctx: Context) -> outbox.Tally:
+    """Send due outbox emails through SMTP; without ``smtp_url`` they stay in the outbox.
+
+    An email that cannot be built fails at once, with its error; one the server did not
+    take is retried later. Either way the others go out (``outbox.drain``).
+    """
     if not ctx.settings.smtp_url:
-        return EmailReport()
+        return outbox.Tally()
     target = parse_smtp_url(ctx.settings.smtp_url)
-    counts = {SENT: 0, PENDING: 0, FAILED: 0}
-    for row_id in claim_due(ctx, OutboxEmail, now=ctx.clock(), lease=LEASE):
-        with ctx.db.session() as session:
-            row = session.get(OutboxEmail, row_id)
-        if row is None:
-            continue
-        message = EmailMessage()
-        message["From"] = ctx.settings.mail_from
-        message["To"] = row.recipient
-        message["Subject"] = row.subject
-        message.set_content(row.body)
-        error: str | None = None
+
+    def send(row: OutboxEmail) -> outbox.Attempt:
+        try:
+            message = _message(ctx.settings.mail_from, row)
+        except Exception as exc:  # a message that cannot be built never will be
+            return outbox.Attempt(outbox.describe(exc), final=True)
         try:
             _send(target, message)
         except (OSError, smtplib.SMTPException) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
-        now = ctx.clock()
-        attempts = row.attempts + 1
-        if error is None:
-            values: dict[str, object] = {"status": SENT, "sent_at": now, "last_error": None}
-        elif attempts >= MAX_ATTEMPTS:
-            values = {"status": FAILED, "last_error": error}
-        else:
-            values = {
-                "status": PENDING,
-                "last_error": error,
-                "next_attempt_at": now + retry_delay(attempts),
-            }
-        with ctx.db.transaction() as session:
-            session.execute(
-                update(OutboxEmail)
-                .where(OutboxEmail.id == row_id, OutboxEmail.status == SENDING)
-                .values(attempts=attempts, **values)
-            )
-        counts[str(values["status"])] += 1
-    return EmailReport(sent=counts[SENT], retrying=counts[PENDING], failed=counts[FAILED])
+            return outbox.Attempt(outbox.describe(exc))
+        return outbox.Attempt()
+
+    return outbox.drain(ctx, OutboxEmail, lease=LEASE, done=(SENT, "sent_at"), send=send)

@@ -1,8 +1,10 @@
 """Periodic work: ``sweep`` runs it once, ``run_worker`` on a schedule.
 
 A sweep expires keys and takes due notices, erases expired hand-off links and
-console reveals, then sends due webhook deliveries and outbox emails. Every step is idempotent in the database, so several
-workers at once, or a worker restarted mid-run, neither repeat nor skip one.
+console reveals, then sends due webhook deliveries and outbox emails, each row on
+its own (``services.outbox``: one that cannot be sent fails alone). Every step is
+idempotent in the database, so several workers at once, or a worker restarted
+mid-run, neither repeat nor skip one.
 """
 
 from __future__ import annotations
@@ -69,10 +71,10 @@ def sweep(ctx: Context, now: datetime | None = None) -> SweepReport:
         expired=expired.expired,
         handoffs_erased=handoffs_erased,
         reveals_erased=reveals_erased,
-        webhooks_delivered=delivered.delivered,
+        webhooks_delivered=delivered.done,
         webhooks_retrying=delivered.retrying,
         webhooks_failed=delivered.failed,
-        emails_sent=mailed.sent,
+        emails_sent=mailed.done,
         emails_retrying=mailed.retrying,
         emails_failed=mailed.failed,
     )

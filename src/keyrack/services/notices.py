@@ -2,24 +2,24 @@
 
 ``services.audit.record`` calls ``fan_out`` in the same transaction as the
 change, so a notice is created exactly when its event commits. Email and
-webhook rows are outboxes: the sweep sends them later and retries failures.
+webhook rows are outboxes: the sweep sends them later and retries failures
+(``services.outbox``).
 Nothing secret goes out: a key is named by ref, name, last4 and masked form.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyrack.domain import keys as keyformat
 from keyrack.domain.ids import ulid
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Role, UserKind
-from keyrack.services.context import Context
+from keyrack.services.outbox import PENDING
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.notices import Notification, OutboxEmail
 from keyrack.storage.tables.tenancy import Organization, User
@@ -49,8 +49,6 @@ EMAILED: frozenset[str] = frozenset(
     }
 )
 """The events worth an email too (creating or rolling a key is not)."""
-
-PENDING, SENDING = "pending", "sending"
 
 _SAFE_FIELDS = (
     "name",
@@ -231,41 +229,3 @@ def fan_out(session: Session, event: AuditEvent) -> None:
                     created_at=now,
                 )
             )
-
-
-def claim_due(
-    ctx: Context,
-    table: type[OutboxEmail] | type[WebhookDelivery],
-    *,
-    now: datetime,
-    lease: timedelta,
-    limit: int = 100,
-) -> list[int]:
-    """Take up to ``limit`` due outbox rows for this worker alone, for ``lease``.
-
-    Rows are locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and moved to
-    ``sending`` with a guarded UPDATE, so two workers never take the same row;
-    a worker that dies mid-send leaves a row that becomes due again when its
-    lease ends.
-    """
-    due = (table.status.in_((PENDING, SENDING))) & (table.next_attempt_at <= now)
-    with ctx.db.transaction() as session:
-        ids = list(
-            session.scalars(
-                select(table.id)
-                .where(due)
-                .order_by(table.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        claimed = []
-        for row_id in ids:
-            result = session.execute(
-                update(table)
-                .where(table.id == row_id, due)
-                .values(status=SENDING, next_attempt_at=now + lease)
-            )
-            if result.rowcount:  # type: ignore[attr-defined]
-                claimed.append(row_id)
-    return claimed

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain import passwords
@@ -20,7 +20,8 @@ from keyrack.domain.sealing import Sealer, SealError
 from keyrack.errors import AuthenticationFailed, InvalidInput, Throttled
 from keyrack.services import audit, tenancy
 from keyrack.services.context import Actor, Context
-from keyrack.storage.tables.console import ConsoleLoginFailure, ConsoleReveal, ConsoleSession
+from keyrack.storage.database import insert_for
+from keyrack.storage.tables.console import ConsoleReveal, ConsoleSession, ConsoleSignInCount
 from keyrack.storage.tables.tenancy import User
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -40,15 +41,58 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _subjects(email: str, ip: str | None) -> dict[str, tuple[int, bool]]:
-    """The throttling subjects of a sign-in attempt (digests): their limits, and whether a
-    successful sign-in clears them (the account's do; the address keeps its count)."""
+def _subjects(email: str, ip: str | None) -> list[tuple[str, int, bool]]:
+    """The throttling subjects of a sign-in attempt: their digest, their limit, and whether a
+    successful sign-in clears them (the account's do; the address keeps its count). Sorted,
+    so concurrent attempts lock shared subjects in one order and never deadlock."""
     email = email.strip().lower()
-    return {
-        _digest(f"{email}|{ip or '-'}"): (MAX_FAILURES, True),
-        _digest(f"{email}|*"): (MAX_FAILURES_PER_EMAIL, True),
-        _digest(f"*|{ip or '-'}"): (MAX_FAILURES_PER_ADDRESS, False),
-    }
+    return sorted(
+        [
+            (_digest(f"{email}|{ip or '-'}"), MAX_FAILURES, True),
+            (_digest(f"{email}|*"), MAX_FAILURES_PER_EMAIL, True),
+            (_digest(f"*|{ip or '-'}"), MAX_FAILURES_PER_ADDRESS, False),
+        ]
+    )
+
+
+def _count_attempt(session: Session, subject: str, now: datetime) -> tuple[int, datetime]:
+    """Count one attempt of ``subject`` and return its count and window start, in one
+    ``INSERT … ON CONFLICT DO UPDATE … RETURNING``: the row lock makes concurrent
+    attempts count one after another, so none decides on a stale count."""
+    count = ConsoleSignInCount
+    expired = count.window_started_at <= now - FAILURE_WINDOW
+    stmt = (
+        insert_for(session)(count)
+        .values(subject_digest=subject, attempts=1, window_started_at=now)
+        .on_conflict_do_update(
+            index_elements=[count.subject_digest],
+            set_={
+                "attempts": case((expired, 1), else_=count.attempts + 1),
+                "window_started_at": case((expired, now), else_=count.window_started_at),
+            },
+        )
+        .returning(count.attempts, count.window_started_at)
+    )
+    attempts, started = session.execute(stmt).one()
+    return int(attempts), started
+
+
+def _admit(ctx: Context, subjects: list[tuple[str, int, bool]], now: datetime) -> None:
+    """Count this attempt against every subject before the password is checked, or refuse it
+    (``Throttled``, nothing counted) when a subject is over its limit.
+
+    Counting first and deciding on the count just taken is one atomic step per subject: of
+    any number of simultaneous guesses, no more than the limit get to try a password.
+    """
+    with ctx.db.transaction() as session:
+        for subject, limit, _ in subjects:
+            attempts, started = _count_attempt(session, subject, now)
+            if attempts > limit:  # raising rolls every count of this attempt back
+                retry = started + FAILURE_WINDOW - now
+                raise Throttled(
+                    "too many failed sign-in attempts; try again later",
+                    retry_after=max(1.0, retry.total_seconds()),
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,37 +111,20 @@ class SignedIn:
 def sign_in(ctx: Context, email: str, password: str, ip: str | None) -> SignedIn:
     """Check the credentials and open a session, refusing after repeated failures.
 
-    Within 15 minutes, five failures for one email from one address, twenty for one
-    email from anywhere, or fifty from one address for any emails refuse further
-    attempts (429) until the oldest of them leaves the window. (The per-email limit
-    lets someone lock an account out for a while: the price of stopping guesses
-    spread over many addresses.)
+    Within 15 minutes of the first of them, five attempts for one email from one
+    address, twenty for one email from anywhere, or fifty from one address for any
+    emails refuse further attempts (429) until that window ends. Each attempt is
+    counted before its password is checked (``_admit``), so attempts sent at once are
+    throttled like attempts sent one by one; a successful sign-in clears the account's
+    counts and takes its own attempt off the address's. (The per-email limit lets
+    someone lock an account out for a while: the price of stopping guesses spread over
+    many addresses.)
     """
     now = ctx.clock()
     subjects = _subjects(email, ip)
-    with ctx.db.session() as session:
-        recent = session.execute(
-            select(ConsoleLoginFailure.subject_digest, ConsoleLoginFailure.occurred_at)
-            .where(
-                ConsoleLoginFailure.subject_digest.in_(subjects),
-                ConsoleLoginFailure.occurred_at > now - FAILURE_WINDOW,
-            )
-            .order_by(ConsoleLoginFailure.occurred_at)
-        ).all()
-    for subject, (limit, _) in subjects.items():
-        times = [at for digest, at in recent if digest == subject]
-        if len(times) >= limit:
-            retry = times[-limit] + FAILURE_WINDOW - now
-            raise Throttled(
-                "too many failed sign-in attempts; try again later",
-                retry_after=max(1.0, retry.total_seconds()),
-            )
+    _admit(ctx, subjects, now)
     user = tenancy.authenticate(ctx, email, password)
     if user is None:
-        with ctx.db.transaction() as session:
-            session.add_all(
-                ConsoleLoginFailure(subject_digest=subject, occurred_at=now) for subject in subjects
-            )
         raise AuthenticationFailed("wrong email or password", code="unauthenticated")
     token = secrets.token_urlsafe(32)
     row = ConsoleSession(
@@ -108,13 +135,21 @@ def sign_in(ctx: Context, email: str, password: str, ip: str | None) -> SignedIn
         last_seen_at=now,
         expires_at=now + SESSION_LIFETIME,
     )
+    count = ConsoleSignInCount
     with ctx.db.transaction() as session:
-        cleared = [subject for subject, (_, clears) in subjects.items() if clears]
         session.execute(
-            delete(ConsoleLoginFailure).where(
-                ConsoleLoginFailure.subject_digest.in_(cleared)
-                | (ConsoleLoginFailure.occurred_at <= now - FAILURE_WINDOW)
+            delete(count).where(
+                count.subject_digest.in_([digest for digest, _, clears in subjects if clears])
+                | (count.window_started_at <= now - FAILURE_WINDOW)
             )
+        )
+        session.execute(
+            update(count)
+            .where(
+                count.subject_digest.in_([digest for digest, _, clears in subjects if not clears]),
+                count.attempts > 0,
+            )
+            .values(attempts=count.attempts - 1)
         )
         session.execute(delete(ConsoleReveal).where(ConsoleReveal.expires_at <= now))
         session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))

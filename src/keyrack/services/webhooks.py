@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,15 +17,16 @@ from sqlalchemy import select, update
 
 from keyrack.domain import webhooks as signing
 from keyrack.domain.sealing import Sealer
-from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
+from keyrack.domain.text import check_plain
 from keyrack.errors import InvalidInput, NotFound
-from keyrack.services import audit
+from keyrack.services import audit, outbox
 from keyrack.services.context import Actor, Context
-from keyrack.services.notices import EVENT_TYPES, PENDING, SENDING, claim_due
+from keyrack.services.notices import EVENT_TYPES
+from keyrack.services.outbox import FAILED, PENDING
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.tables.webhooks import WebhookDelivery, WebhookEndpoint
 
-DELIVERED, FAILED = "delivered", "failed"
+DELIVERED = "delivered"
 SEALING_PURPOSE = "webhook-secret"
 MAX_URL_LENGTH = 2000
 
@@ -98,7 +100,7 @@ class DeliveryView:
 
 def validate_url(url: str, *, allow_private: bool = False) -> str:
     """An http(s) URL; unless ``allow_private``, not naming a loopback/private/link-local host."""
-    url = url.strip()
+    url = check_plain(url, "a webhook URL").strip()
     try:
         parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
@@ -108,6 +110,12 @@ def validate_url(url: str, *, allow_private: bool = False) -> str:
         raise InvalidInput("a webhook URL must be an http:// or https:// URL")
     if not allow_private and signing.names_internal_host(parts.hostname or ""):
         raise InvalidInput(_INTERNAL_TARGET)
+    try:  # what delivers it must be able to call it
+        callable_host = bool(httpx.URL(url).host)
+    except (httpx.InvalidURL, ValueError):  # IDNA errors are ValueErrors too
+        callable_host = False
+    if not callable_host:
+        raise InvalidInput("a webhook URL must name a host an HTTP client can call")
     return url
 
 
@@ -145,18 +153,22 @@ def public_target(url: str, resolver: Resolver = resolve) -> Target:
     Resolved once, before every attempt, and the request goes to that very address (the
     ``Host`` header and the TLS server name keep the name): a DNS server that answers a
     public address to the check and an internal one to the connection has no second
-    lookup to answer. So a name that later resolves inside the network, or an IP literal
-    in another notation (``http://2130706433/``), is never called.
+    lookup to answer. So a name that later resolves inside the network, or an endpoint
+    registered before its URL was refused, is never called.
     """
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+        host = parsed.host
+    except (httpx.InvalidURL, ValueError):  # IDNA errors are ValueErrors too
+        raise TargetRefused("refused: not a URL an HTTP client can call") from None
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        addresses = resolver(parsed.host, port)
+        addresses = resolver(host, port)
     except (OSError, UnicodeError):
-        raise TargetRefused(f"refused: {parsed.host} does not resolve") from None
+        raise TargetRefused(f"refused: {host} does not resolve") from None
     if not addresses or not all(signing.is_public_address(a) for a in addresses):
-        raise TargetRefused(f"refused: {parsed.host} resolves to a non-public address")
-    extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
+        raise TargetRefused(f"refused: {host} resolves to a non-public address")
+    extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
     return Target(
         str(parsed.copy_with(host=addresses[0])),
         {"Host": parsed.netloc.decode("ascii")},
@@ -194,7 +206,7 @@ def create_endpoint(
     """Register an endpoint. Returns it and its signing secret (``whsec_…``), shown once."""
     url = validate_url(url, allow_private=ctx.settings.webhook_allow_private_targets)
     subscribed = validate_events(events)
-    description = description.strip()
+    description = check_plain(description, "description").strip()
     if len(description) > 200:
         raise InvalidInput("description is at most 200 characters")
     secret = signing.generate_secret()
@@ -299,13 +311,6 @@ def redeliver(ctx: Context, actor: Actor, org_id: int, delivery_id: int) -> Deli
     return view
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryReport:
-    delivered: int = 0
-    retrying: int = 0
-    failed: int = 0
-
-
 def _post(
     client: httpx.Client, target: Target, headers: dict[str, str], body: bytes
 ) -> tuple[int | None, str | None, int]:
@@ -349,61 +354,35 @@ def _attempt(
     return _post(client, target, headers, body)
 
 
-def deliver_due(ctx: Context) -> DeliveryReport:
+def deliver_due(ctx: Context) -> outbox.Tally:
     """Send every due delivery once; a failure is retried later with exponential backoff."""
     lease = timedelta(seconds=ctx.settings.webhook_timeout_seconds * 4 + 30)
-    claimed = claim_due(ctx, WebhookDelivery, now=ctx.clock(), lease=lease)
-    counts = {DELIVERED: 0, PENDING: 0, FAILED: 0}
-    if not claimed:
-        return DeliveryReport()
     sealer = _sealer(ctx)
     allow_private = ctx.settings.webhook_allow_private_targets
-    timeout = httpx.Timeout(ctx.settings.webhook_timeout_seconds)
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-        for delivery_id in claimed:
+    unanswered = {"last_status_code": None, "last_response_ms": None}
+    with ExitStack() as opened:
+        client: httpx.Client | None = None  # opened for the first delivery, if any
+
+        def send(row: WebhookDelivery) -> outbox.Attempt:
+            nonlocal client
             with ctx.db.session() as session:
-                row = session.get(WebhookDelivery, delivery_id)
-                endpoint = session.get(WebhookEndpoint, row.endpoint_id) if row else None
-            if row is None or endpoint is None:
-                continue
-            attempts = row.attempts + 1
-            code: int | None = None
-            error: str | None = "endpoint deleted"
-            elapsed = 0
-            if not endpoint.active:
-                attempts = MAX_ATTEMPTS
-            else:
-                try:
-                    target = (
-                        Target(endpoint.url, {}, {})
-                        if allow_private
-                        else public_target(endpoint.url)
-                    )
-                except TargetRefused as refused:
-                    error = str(refused)
-                else:
-                    code, error, elapsed = _attempt(client, sealer, row, endpoint, target)
-            now = ctx.clock()
-            values: dict[str, object]
-            if error is None:
-                values = {"status": DELIVERED, "delivered_at": now}
-            elif attempts >= MAX_ATTEMPTS:
-                values = {"status": FAILED}
-            else:
-                values = {"status": PENDING, "next_attempt_at": now + retry_delay(attempts)}
-            with ctx.db.transaction() as session:
-                session.execute(
-                    update(WebhookDelivery)
-                    .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == SENDING)
-                    .values(
-                        attempts=attempts,
-                        last_status_code=code,
-                        last_error=error,
-                        last_response_ms=elapsed,
-                        **values,
-                    )
+                endpoint = session.get(WebhookEndpoint, row.endpoint_id)
+            if endpoint is None or not endpoint.active:
+                return outbox.Attempt("endpoint deleted", final=True, record=unanswered)
+            try:
+                target = (
+                    Target(endpoint.url, {}, {}) if allow_private else public_target(endpoint.url)
                 )
-            counts[str(values["status"])] += 1
-    return DeliveryReport(
-        delivered=counts[DELIVERED], retrying=counts[PENDING], failed=counts[FAILED]
-    )
+            except TargetRefused as refused:
+                return outbox.Attempt(str(refused), record=unanswered)
+            if client is None:
+                timeout = httpx.Timeout(ctx.settings.webhook_timeout_seconds)
+                client = opened.enter_context(httpx.Client(timeout=timeout, follow_redirects=False))
+            code, error, elapsed = _attempt(client, sealer, row, endpoint, target)
+            return outbox.Attempt(
+                error, record={"last_status_code": code, "last_response_ms": elapsed}
+            )
+
+        return outbox.drain(
+            ctx, WebhookDelivery, lease=lease, done=(DELIVERED, "delivered_at"), send=send
+        )

@@ -275,7 +275,7 @@ class ContractUpdate(Patch):
 
 class UsageEventIn(Strict):
     id: Annotated[str, Field(min_length=1, max_length=128), Storable] = Field(
-        description="your id for the event: re-sending it is harmless"
+        description="your id for the event, unique per location: re-sending it is harmless"
     )
     client_id: Ref
     event: Annotated[str, Field(min_length=1, max_length=64), Storable]

@@ -79,7 +79,7 @@ def record_response(
 ) -> PulseView:
     """Store one answer; ``contact_ref`` must be a contact of the same client."""
     crm.validate_score(score)
-    comment = crm.validate_text(comment, "comment", MAX_COMMENT)
+    comment = crm.validate_text(comment, "comment", MAX_COMMENT, paragraph=True)
     now = ctx.clock()
     when = responded_at or now
     if when > now + MAX_FUTURE_SKEW:

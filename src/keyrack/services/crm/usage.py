@@ -8,8 +8,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from keyrack.domain import crm
 from keyrack.domain.crm import MAX_USAGE_BATCH, MAX_USAGE_COUNT, Period
@@ -24,8 +22,9 @@ from keyrack.services.crm.scoping import (
     within,
 )
 from keyrack.services.keys import Scope
+from keyrack.storage.database import insert_for
 from keyrack.storage.paging import Page
-from keyrack.storage.tables.crm import Client, UsageEvent
+from keyrack.storage.tables.crm import USAGE_EVENT_ID_SCOPE, Client, UsageEvent
 
 MAX_FUTURE_SKEW = timedelta(days=1)
 USAGE_PERIODS = (Period.DAY, Period.MONTH)
@@ -78,41 +77,41 @@ def bucket_day(key: object) -> date:
     return key if isinstance(key, date) else date.fromisoformat(f"{key}-01")
 
 
-def _insert(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def record_usage(
     ctx: Context, actor: Actor, scope: Scope, events: Sequence[UsageEventIn]
 ) -> IngestResult:
-    """Store a batch; an event id the organization already sent is reported, not stored.
+    """Store a batch; an event id already sent for the client's location is reported, not stored.
 
-    Idempotency holds under concurrency: the unique (org, event id) constraint
-    decides, through ``INSERT … ON CONFLICT DO NOTHING``. An unknown or
-    out-of-scope client refuses the whole batch (``NotFound``).
+    Event ids are unique per location (the agency's own clients share one namespace), so
+    a location never learns another's ids or loses an event to them. Idempotency holds
+    under concurrency: the unique index over ``USAGE_EVENT_ID_SCOPE`` decides, through
+    ``INSERT … ON CONFLICT DO NOTHING``. An unknown or out-of-scope client refuses the
+    whole batch (``NotFound``).
     """
     now = ctx.clock()
     _check(events, now)
     refs = {item.client_ref for item in events}
     with ctx.db.transaction() as session:
-        found: dict[str, int] = {
-            ref: client_id
-            for ref, client_id in session.execute(
+        found: dict[str, tuple[int, int | None]] = {
+            ref: (client_id, location_id)
+            for ref, client_id, location_id in session.execute(
                 clients_of(scope)
-                .with_only_columns(Client.ref, Client.id)
+                .with_only_columns(Client.ref, Client.id, Client.location_id)
                 .where(Client.ref.in_(refs))
             )
         }
         for i, item in enumerate(events):
             if item.client_ref not in found:
                 raise NotFound(f"events[{i}].client_id: no client {item.client_ref!r}")
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[tuple[int | None, str], dict[str, Any]] = {}
         for item in events:
+            client_id, location_id = found[item.client_ref]
             rows.setdefault(
-                item.id,
+                (location_id, item.id),
                 {
                     "org_id": scope.org_id,
-                    "client_id": found[item.client_ref],
+                    "location_id": location_id,
+                    "client_id": client_id,
                     "event_id": item.id,
                     "event": item.event,
                     "count": item.count,
@@ -123,16 +122,17 @@ def record_usage(
                 },
             )
         stmt = (
-            _insert(session)(UsageEvent)
+            insert_for(session)(UsageEvent)
             .values(list(rows.values()))
-            .on_conflict_do_nothing(index_elements=["org_id", "event_id"])
-            .returning(UsageEvent.event_id)
+            .on_conflict_do_nothing(index_elements=USAGE_EVENT_ID_SCOPE)
+            .returning(UsageEvent.location_id, UsageEvent.event_id)
         )
-        inserted = set(session.scalars(stmt))
+        inserted = {(location_id, event_id) for location_id, event_id in session.execute(stmt)}
     duplicates: list[str] = []
     for item in events:  # an id repeated inside the batch is stored once: the rest are duplicates
-        if item.id in inserted:
-            inserted.discard(item.id)
+        stored = (found[item.client_ref][1], item.id)
+        if stored in inserted:
+            inserted.discard(stored)
         else:
             duplicates.append(item.id)
     return IngestResult(len(events), len(events) - len(duplicates), tuple(duplicates))

@@ -1,10 +1,10 @@
-"""Console sign-in sessions, reveal windows and failed sign-in attempts."""
+"""Console sign-in sessions, reveal windows and sign-in attempt counts."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keyrack.storage.tables.base import Base
@@ -38,14 +38,12 @@ class ConsoleReveal(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
-class ConsoleLoginFailure(Base):
-    """One failed sign-in, keyed by a digest of email and client IP (for throttling)."""
+class ConsoleSignInCount(Base):
+    """Sign-in attempts of one subject (a digest of email and/or client IP) in the window
+    opened by the first of them; counted and judged in one statement (for throttling)."""
 
-    __tablename__ = "console_login_failures"
-    __table_args__ = (
-        Index("ix_console_login_failures_subject_at", "subject_digest", "occurred_at"),
-    )
+    __tablename__ = "console_sign_in_counts"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    subject_digest: Mapped[str] = mapped_column(String(64))
-    occurred_at: Mapped[datetime]
+    subject_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempts: Mapped[int]
+    window_started_at: Mapped[datetime] = mapped_column(index=True)

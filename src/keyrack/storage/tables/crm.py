@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, func, literal_column
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from keyrack.storage.tables.base import Base
@@ -81,17 +81,22 @@ class Contract(Base):
 
 
 class UsageEvent(Base):
-    """One product usage event; ``event_id`` is the sender's, unique per organization."""
+    """One product usage event; ``event_id`` is the sender's, unique per location.
+
+    ``location_id`` is the client's location when the event arrived (None for a client
+    of the agency itself, which is a namespace of its own): one location neither
+    learns another's event ids nor has its events dropped as their duplicates.
+    """
 
     __tablename__ = "crm_usage_events"
     __table_args__ = (
-        UniqueConstraint("org_id", "event_id"),
         Index("ix_crm_usage_events_client_id_day", "client_id", "day"),
         Index("ix_crm_usage_events_org_id_day", "org_id", "day"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
     client_id: Mapped[int] = mapped_column(ForeignKey("crm_clients.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(String(128))
     event: Mapped[str] = mapped_column(String(64))
@@ -100,6 +105,16 @@ class UsageEvent(Base):
     day: Mapped[date]
     month: Mapped[str] = mapped_column(String(7))
     received_at: Mapped[datetime]
+
+
+USAGE_EVENT_ID_SCOPE = (
+    UsageEvent.org_id,
+    func.coalesce(UsageEvent.location_id, literal_column("0")),
+    UsageEvent.event_id,
+)
+"""What makes an event id unique: the organization, the location (0: the agency), the id.
+The unique index and ``INSERT … ON CONFLICT`` name these same expressions."""
+Index("uq_crm_usage_events_scope_event_id", *USAGE_EVENT_ID_SCOPE, unique=True)
 
 
 class PulseResponse(Base):
