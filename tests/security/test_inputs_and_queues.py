@@ -53,8 +53,11 @@ CONTROL = [
     "csi\x9b31m",
     "line\u2028separator",
     "paragraph\u2029separator",
+    "invoice\u202egpj.exe",
+    "isolate\u2066reordered\u2069",
 ]
-"""C0 (CR LF, BEL, TAB, ESC), DEL, C1 (NEL, CSI) and the Unicode line and paragraph separators."""
+"""C0 (CR LF, BEL, TAB, ESC), DEL, C1 (NEL, CSI), the Unicode line and paragraph separators,
+and bidirectional overrides and isolates (a name displayed as another one)."""
 
 
 def _leak(api: httpx.Client, secret: str) -> None:

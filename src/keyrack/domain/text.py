@@ -6,8 +6,10 @@ headers. A control character there does something instead of being read: a CR LF
 breaks an email header, an ESC sequence rewrites a terminal, a line separator
 forges a log line. So such text refuses C0 controls (U+0000 to U+001F, tab and line
 feed included), DEL (U+007F), C1 controls (U+0080 to U+009F) and the Unicode line and
-paragraph separators (U+2028, U+2029). A paragraph (a description) may hold line
-breaks and tabs, and nothing else of these.
+paragraph separators (U+2028, U+2029); and the bidirectional embedding, override and
+isolate controls (U+202A to U+202E, U+2066 to U+2069), which make a name display as
+another one ("Trojan Source"). A paragraph (a description) may hold line breaks and
+tabs, and nothing else of these.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import re
 
 from keyrack.errors import InvalidInput
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_BUT_LINE_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+_CONTROL_BUT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
 
 
 def check_plain(value: str, what: str, *, paragraph: bool = False) -> str:
