@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from keyrack.domain.jobs import WAITING, State
 from keyrack.errors import Conflict, InvalidInput, NotFound
 from keyrack.jobs import metrics, queue, wakeup
-from keyrack.jobs.queue import JobView
+from keyrack.jobs.queue import JOBS, JobView
 from keyrack.storage.database import Database
 from keyrack.storage.paging import DEFAULT_LIMIT, Page, paginate
 from keyrack.storage.tables.jobs import WAITING_JOBS, Job
@@ -60,7 +60,7 @@ def _change(
     try:
         with db.transaction() as session:
             row = session.execute(
-                update(Job)
+                update(JOBS)
                 .where(Job.id == job_id, Job.state.in_(allowed))
                 .values(**values)
                 .returning(*queue.COLUMNS)

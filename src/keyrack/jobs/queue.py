@@ -23,13 +23,26 @@ a time, so the statement is atomic there as it stands.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -48,6 +61,8 @@ from keyrack.logging import redact
 from keyrack.storage.database import Database
 from keyrack.storage.tables.jobs import RUNNING_JOBS, UNIQUE_WHILE_ACTIVE, WAITING_JOBS, Job
 
+JOBS = cast(Table, Job.__table__)
+"""Updates go to the table, not the ORM entity: no session to synchronize, no per-row cost."""
 MAX_KIND_LENGTH = 100
 MAX_UNIQUE_KEY_LENGTH = 200
 
@@ -153,11 +168,40 @@ def enqueue(
         # the holder finished between the two statements: the key is free again
 
 
-def _due(now: datetime, kinds: Collection[str], band: ColumnElement[bool]) -> Select[Any]:
-    return (
+_BANDS = (Job.priority < Priority.BULK, Job.priority >= Priority.BULK)
+
+
+@functools.cache
+def _claim_statement(bands: tuple[bool, ...]) -> Update:
+    """The claim for the bands asked for (built once per shape; values are parameters)."""
+    now = bindparam("now", type_=Job.run_at.type)
+    locked = [
         select(Job.id)
-        .where(WAITING_JOBS, Job.run_at <= now, Job.kind.in_(kinds), band)
+        .where(
+            WAITING_JOBS,
+            Job.run_at <= now,
+            Job.kind.in_(bindparam("kinds", expanding=True)),
+            band,
+        )
         .order_by(Job.priority, Job.run_at, Job.id)
+        .limit(bindparam(f"limit_{index}", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte(f"locked_{index}")
+        .prefix_with("MATERIALIZED")
+        for index, (band, wanted) in enumerate(zip(_BANDS, bands, strict=True))
+        if wanted
+    ]
+    return (
+        update(JOBS)
+        .where(or_(*(Job.id.in_(select(cte.c.id)) for cte in locked)))
+        .values(
+            state=State.RUNNING,
+            attempt=Job.attempt + 1,
+            locked_by=bindparam("worker_id"),
+            started_at=now,
+            lease_expires_at=bindparam("lease_end", type_=Job.run_at.type),
+        )
+        .returning(*COLUMNS)
     )
 
 
@@ -172,35 +216,16 @@ def claim(
     bulk_limit: int = 0,
 ) -> list[JobView]:
     """Take up to ``limit`` due jobs below the bulk band and ``bulk_limit`` in it, in order."""
-    bands = [
-        (Job.priority < Priority.BULK, limit),
-        (Job.priority >= Priority.BULK, bulk_limit),
-    ]
-    locked = [
-        _due(now, kinds, band)
-        .limit(n)
-        .with_for_update(skip_locked=True)
-        .cte(f"locked_{index}")
-        .prefix_with("MATERIALIZED")
-        for index, (band, n) in enumerate(bands)
-        if n > 0
-    ]
-    if not locked or not kinds:
+    limits = (limit, bulk_limit)
+    if not kinds or not any(limits):
         return []
-    stmt = (
-        update(Job)
-        .where(or_(*(Job.id.in_(select(cte.c.id)) for cte in locked)))
-        .values(
-            state=State.RUNNING,
-            attempt=Job.attempt + 1,
-            locked_by=worker_id,
-            started_at=now,
-            lease_expires_at=now + lease,
-        )
-        .returning(*COLUMNS)
-    )
+    parameters: dict[str, Any] = {f"limit_{i}": n for i, n in enumerate(limits) if n > 0}
+    parameters |= {"now": now, "kinds": list(kinds), "worker_id": worker_id}
     with db.transaction() as session:
-        rows = session.execute(stmt).all()
+        rows = session.execute(
+            _claim_statement(tuple(n > 0 for n in limits)),
+            {**parameters, "lease_end": now + lease},
+        ).all()
     return sorted((JobView.of(row) for row in rows), key=lambda j: (j.priority, j.run_at, j.id))
 
 
@@ -211,12 +236,12 @@ def rescue(db: Database, now: datetime) -> int:
     lost = "its worker stopped renewing the lease (" + Job.locked_by + ")"
     with db.transaction() as session:
         retried = session.execute(
-            update(Job)
+            update(JOBS)
             .where(expired, Job.attempt < Job.max_attempts)
             .values(state=State.AVAILABLE, run_at=now, lease_expires_at=None, last_error=lost)
         )
         failed = session.execute(
-            update(Job)
+            update(JOBS)
             .where(expired, Job.attempt >= Job.max_attempts)
             .values(state=State.FAILED, finished_at=now, lease_expires_at=None, last_error=lost)
         )
@@ -235,7 +260,7 @@ def heartbeat(
         return set()
     with db.transaction() as session:
         rows = session.execute(
-            update(Job)
+            update(JOBS)
             .where(_held(job_ids, worker_id))
             .values(lease_expires_at=now + lease)
             .returning(Job.id)
@@ -245,7 +270,7 @@ def heartbeat(
 
 def _finish(db: Database, job_id: int, worker_id: str, **values: Any) -> bool:
     with db.transaction() as session:
-        result = session.execute(update(Job).where(_held([job_id], worker_id)).values(**values))
+        result = session.execute(update(JOBS).where(_held([job_id], worker_id)).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -300,7 +325,7 @@ def release(db: Database, worker_id: str, job_ids: Collection[int], now: datetim
         return 0
     with db.transaction() as session:
         result = session.execute(
-            update(Job)
+            update(JOBS)
             .where(_held(job_ids, worker_id))
             .values(
                 state=State.AVAILABLE,
@@ -316,7 +341,7 @@ def release(db: Database, worker_id: str, job_ids: Collection[int], now: datetim
 def report_progress(db: Database, job_id: int, worker_id: str, progress: dict[str, Any]) -> bool:
     with db.transaction() as session:
         result = session.execute(
-            update(Job).where(_held([job_id], worker_id)).values(progress=progress)
+            update(JOBS).where(_held([job_id], worker_id)).values(progress=progress)
         )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -365,7 +390,7 @@ def prune(db: Database, before: datetime, *, batch: int = 1000) -> int:
                 .limit(batch)
                 .scalar_subquery()
             )
-            result = session.execute(delete(Job).where(Job.id.in_(old)))
+            result = session.execute(delete(JOBS).where(Job.id.in_(old)))
         count = int(result.rowcount)  # type: ignore[attr-defined]
         removed += count
         if count < batch:
@@ -391,4 +416,4 @@ def counts(db: Database, states: Collection[State] | None = None) -> dict[str, i
     if states is not None:
         stmt = stmt.where(Job.state.in_(states))
     with db.session() as session:
-        return {state: int(n) for state, n in session.execute(stmt).tuples()}
+        return {state: int(n) for state, n in session.execute(stmt)}

@@ -255,8 +255,11 @@ class Worker:
             log.info("worker stopped; handed back jobs", extra={"jobs": held})
         return held if handed_back else []
 
-    def run(self) -> None:
-        """Work until SIGTERM or SIGINT, then stop gracefully (call from the main thread)."""
+    def run(self, started: Callable[[], None] | None = None) -> None:
+        """Work until SIGTERM or SIGINT, then stop gracefully (call from the main thread).
+
+        ``started`` is called once the worker is working (e.g. to say so).
+        """
         asked = threading.Event()
 
         def _ask(signum: int, frame: object) -> None:
@@ -265,6 +268,8 @@ class Worker:
         previous = {sig: signal.signal(sig, _ask) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.start()
         try:
+            if started is not None:
+                started()
             while not asked.wait(0.5):
                 pass
         finally:
@@ -300,17 +305,18 @@ class Worker:
                     queue.rescue(self.db, now)
                     next_rescue = time.monotonic() + RESCUE_EVERY
                 free, free_bulk = self._free()
-                claimed = self._claim(now, free, free_bulk) if free or free_bulk else []
-                bulk = sum(1 for view in claimed if is_bulk(view.priority))
-                # a band that got fewer jobs than it asked for has none due now
-                idle, idle_bulk = len(claimed) - bulk < free, bulk < free_bulk
-                if idle or idle_bulk:
-                    due = queue.next_due(self.db, self.handlers, main=idle, bulk=idle_bulk)
-                    if due is not None and due <= now:
-                        next_rescue = 0.0  # most likely a lease that just ran out
-                    timeout = self._until(now, [due, upcoming])
-                elif claimed:
-                    continue  # every free slot filled: look again when one frees up
+                due: datetime | None = None
+                if free or free_bulk:
+                    claimed = self._claim(now, free, free_bulk)
+                    if claimed and len(claimed) == free + free_bulk:
+                        continue  # every free slot filled: look again when one frees up
+                    if not claimed:  # nothing due now: sleep until something is
+                        due = queue.next_due(
+                            self.db, self.handlers, main=free > 0, bulk=free_bulk > 0
+                        )
+                        if due is not None and due <= now:
+                            next_rescue = 0.0  # most likely a lease that just ran out
+                timeout = self._until(now, [due, upcoming])
             except Exception:
                 log.exception("job dispatch failed; trying again in a moment")
             self._wake.wait(timeout)
