@@ -10,14 +10,19 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import update
 
 from keyrack.cli import main
 from keyrack.cli.common import console
+from keyrack.config import Settings
 from keyrack.domain.jobs import Backoff, Every, Priority, State
 from keyrack.jobs import Discard, Handler, RunningJob, Schedule, Snooze, Worker, admin, enqueue
+from keyrack.jobs.maintenance import PRUNE
 from keyrack.jobs.queue import JobView
 from keyrack.services.context import Context
 from keyrack.storage.database import Database
+from keyrack.storage.tables.jobs import Job
 from tests.jobs.conftest import KIND
 
 FAST_RETRY = Backoff(base=timedelta(milliseconds=1), cap=timedelta(milliseconds=1))
@@ -238,3 +243,50 @@ def test_two_workers_enqueue_a_periodic_job_once_per_period(
         assert all(j.state is State.SUCCEEDED for j in jobs)
     finally:
         other.dispose()
+
+
+def test_the_worker_reports_pickup_latency_failures_and_queue_depth(
+    db: Database, workers: list[Worker]
+) -> None:
+    def sample(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    picked_up = sample("keyrack_job_pickup_latency_seconds_count")
+    failed = sample("keyrack_job_failures_total", {"kind": "metered", "final": "true"})
+
+    def refuse(job: RunningJob) -> None:
+        raise Discard("no")
+
+    start(workers, db, Handler("metered", refuse))
+    refused = add(db, "metered")
+    eventually(lambda: state_of(db, refused.id) is State.FAILED)
+    assert sample("keyrack_job_pickup_latency_seconds_count") == picked_up + 1
+    assert sample("keyrack_job_failures_total", {"kind": "metered", "final": "true"}) == failed + 1
+
+    add(db, "nobody.handles.this")
+    admin.stats(db, admin.get_job(db, refused.id).created_at)
+    assert sample("keyrack_jobs", {"state": "available"}) == 1
+    assert sample("keyrack_jobs", {"state": "failed"}) == 1
+
+
+def test_a_worker_from_settings_prunes_finished_jobs(
+    db: Database, workers: list[Worker], settings: Settings
+) -> None:
+    old = add(db, "record")
+    with db.transaction() as session:  # finished long before the retention
+        session.execute(
+            update(Job)
+            .where(Job.id == old.id)
+            .values(state="succeeded", finished_at=old.created_at - timedelta(days=30))
+        )
+    recent = add(db, "nobody.handles.this")
+    worker = Worker.from_settings(db, [], settings.model_copy(update={"job_poll_seconds": 0.05}))
+    assert worker.concurrency == settings.job_concurrency == 4
+    assert worker.lease == timedelta(seconds=settings.job_lease_seconds)
+    worker.start()
+    workers.append(worker)
+    eventually(lambda: admin.list_jobs(db, kind=PRUNE).data != [])
+    eventually(lambda: admin.list_jobs(db, kind=PRUNE).data[0].state is State.SUCCEEDED)
+    [prune] = admin.list_jobs(db, kind=PRUNE).data
+    assert prune.progress == {"deleted": 1}
+    assert [j.id for j in admin.list_jobs(db).data] == [prune.id, recent.id]

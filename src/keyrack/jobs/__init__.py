@@ -12,9 +12,10 @@ period, however many workers run. Workers wake within moments of a commit
 """
 
 from keyrack.domain.jobs import Backoff, Every, Priority, State
+from keyrack.jobs.handler import Discard, Handler, RunningJob, Snooze
 from keyrack.jobs.queue import Enqueued, JobView, enqueue
 from keyrack.jobs.schedules import Schedule
-from keyrack.jobs.worker import Discard, Handler, RunningJob, Snooze, Worker
+from keyrack.jobs.worker import Worker
 
 __all__ = [
     "Backoff",

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from keyrack.domain.jobs import Every
 from keyrack.jobs import queue
+from keyrack.jobs.handler import Handler, RunningJob
 from keyrack.jobs.schedules import Schedule
-from keyrack.jobs.worker import Handler, RunningJob
 from keyrack.storage.database import Database
 
 PRUNE = "jobs.prune"

@@ -55,7 +55,7 @@ from keyrack.domain.jobs import (
     State,
     waiting_state,
 )
-from keyrack.errors import InvalidInput
+from keyrack.errors import Conflict, InvalidInput
 from keyrack.jobs import wakeup
 from keyrack.logging import redact
 from keyrack.storage.database import Database
@@ -155,7 +155,7 @@ def enqueue(
         insert = insert.on_conflict_do_nothing(
             index_elements=[Job.unique_key], index_where=UNIQUE_WHILE_ACTIVE
         )
-    while True:
+    for _ in range(3):
         row = session.execute(insert.returning(*COLUMNS)).first()
         if row is not None:
             wakeup.on_commit(session)
@@ -166,6 +166,7 @@ def enqueue(
         if holder is not None:
             return Enqueued(JobView.of(holder), created=False)
         # the holder finished between the two statements: the key is free again
+    raise Conflict(f"the unique key {unique_key!r} is busy; try again")
 
 
 _BANDS = (Job.priority < Priority.BULK, Job.priority >= Priority.BULK)

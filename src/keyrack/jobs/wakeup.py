@@ -83,11 +83,16 @@ def announce(url: URL) -> None:
 
 
 def on_commit(session: Session) -> None:
-    """Announce a new job once ``session``'s transaction commits (nothing on rollback)."""
+    """Announce new jobs once ``session``'s transaction commits (nothing on rollback).
+
+    One announcement per transaction, however many jobs it enqueues.
+    """
+    if _PENDING in session.info:
+        return
     bind = session.get_bind()
-    session.info[_PENDING] = bind.engine.url
     if bind.dialect.name == "postgresql":
         session.execute(select(func.pg_notify(CHANNEL, "")))
+    session.info[_PENDING] = bind.engine.url
 
 
 @event.listens_for(Session, "after_commit")

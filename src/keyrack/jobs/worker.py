@@ -12,11 +12,7 @@ path (PostgreSQL ``LISTEN``, Redis) sets the dispatcher's event. An idle
 dispatcher sleeps until whichever comes first: a wake-up, the next due job or
 lease end it knows of, the next period of a schedule, or ``poll`` seconds.
 
-A handler returns to succeed, raises to fail (retried with backoff, ``failed``
-after the last attempt), raises ``Snooze`` to run later without counting the
-attempt (a provider's Retry-After, a busy resource), or ``Discard`` to fail at
-once. Long handlers call ``job.progress(...)`` and check ``job.should_stop()``
-(true once the job is canceled or its worker stops).
+What a handler may do is in ``handler``.
 """
 
 from __future__ import annotations
@@ -29,16 +25,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import psycopg
 import redis
 
 from keyrack.config import Settings
-from keyrack.domain.jobs import ACTIVE, Backoff, State, is_bulk
-from keyrack.jobs import metrics, queue, wakeup
+from keyrack.domain.jobs import ACTIVE, State, is_bulk
+from keyrack.jobs import maintenance, metrics, queue, wakeup
+from keyrack.jobs.handler import Discard, Handler, RunningJob, Snooze
 from keyrack.jobs.queue import JobView
 from keyrack.jobs.schedules import Schedule, enqueue_due
 from keyrack.storage.database import Database
@@ -56,72 +52,6 @@ DEPTH_EVERY = 10.0
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Snooze(Exception):
-    """Run this job again in ``seconds``; the attempt does not count as a failure."""
-
-    def __init__(self, seconds: float, reason: str | None = None) -> None:
-        super().__init__(reason or f"snoozed for {seconds} s")
-        self.seconds = seconds
-        self.reason = reason
-
-
-class Discard(Exception):
-    """Fail this job now, without the attempts left: retrying cannot help."""
-
-
-class RunningJob:
-    """What a handler gets: the job as claimed, progress reports, and a stop signal."""
-
-    def __init__(self, view: JobView, worker: Worker) -> None:
-        self.view = view
-        self._worker = worker
-        self._progress: dict[str, Any] = dict(view.progress or {})
-        self.lost = threading.Event()
-        """Set when the job is no longer this worker's (canceled, or its lease taken)."""
-
-    @property
-    def id(self) -> int:
-        return self.view.id
-
-    @property
-    def kind(self) -> str:
-        return self.view.kind
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        return self.view.payload
-
-    @property
-    def attempt(self) -> int:
-        """1 on the first run."""
-        return self.view.attempt
-
-    def progress(self, **values: Any) -> None:
-        """Merge ``values`` (JSON) into the job's progress, e.g. ``rows_done=500``."""
-        self._progress.update(values)
-        if not queue.report_progress(
-            self._worker.db, self.id, self._worker.worker_id, dict(self._progress)
-        ):
-            self.lost.set()
-
-    def should_stop(self) -> bool:
-        """True once the job was canceled or handed to another worker, or the worker stops."""
-        return self.lost.is_set() or self._worker.stopping
-
-
-Run = Callable[[RunningJob], None]
-DEFAULT_BACKOFF = Backoff()
-
-
-@dataclass(frozen=True, slots=True)
-class Handler:
-    """Runs jobs of ``kind``; failed attempts wait ``backoff`` before the next."""
-
-    kind: str
-    run: Run
-    backoff: Backoff = DEFAULT_BACKOFF
 
 
 class Runtime(Protocol):
@@ -184,12 +114,15 @@ class Worker:
         settings: Settings,
         schedules: Sequence[Schedule] = (),
     ) -> Worker:
+        """A worker as the deployment configures it, pruning finished jobs hourly too."""
+        db = runtime if isinstance(runtime, Database) else runtime.db
+        retention = timedelta(days=settings.job_retention_days)
         return cls(
             runtime,
-            handlers,
+            [*handlers, maintenance.prune_handler(db, retention)],
             concurrency=settings.job_concurrency,
             bulk_concurrency=settings.job_bulk_concurrency,
-            schedules=schedules,
+            schedules=[*schedules, maintenance.PRUNE_HOURLY],
             lease=settings.job_lease_seconds,
             poll=settings.job_poll_seconds,
             grace=settings.job_shutdown_grace_seconds,
@@ -210,6 +143,8 @@ class Worker:
 
     def start(self) -> None:
         """Start claiming in background threads; returns at once."""
+        if self._threads:
+            raise RuntimeError("this worker has been started already")
         wakeup.subscribe(self.db.engine.url, self._wake)
         loops: list[Callable[[], None]] = [self._dispatch, self._beat]
         if self.db.dialect == "postgresql":
@@ -224,24 +159,27 @@ class Worker:
             self._threads.append(thread)
 
     def stop(self, grace: float | None = None) -> list[int]:
-        """Stop claiming, give running jobs ``grace`` seconds, hand back the rest at once.
+        """Stop claiming, give running jobs ``grace`` seconds, then hand back the rest.
 
-        Returns the ids handed back (their leases cleared, due now for any worker).
+        Returns the ids of the jobs still running when the grace ran out: their
+        leases are cleared, so any worker takes them at once (a handler still
+        running here can no longer record an outcome for them).
         """
+        if self._closing.is_set() or not self._threads:
+            return []
         self._stopping.set()
         self._wake.set()
-        dispatcher = self._threads[0] if self._threads else None
-        if dispatcher is not None:
-            dispatcher.join()
+        self._threads[0].join()  # the dispatcher: nothing new is claimed from here on
         deadline = time.monotonic() + (self.grace if grace is None else grace)
         for _, thread in self._running_jobs():
             thread.join(max(0.0, deadline - time.monotonic()))
         held = self.running
-        try:
-            handed_back = queue.release(self.db, self.worker_id, held, self._clock()) if held else 0
-        except Exception:
-            log.exception("could not hand back jobs; they return when their leases end")
-            handed_back = 0
+        if held:
+            try:
+                queue.release(self.db, self.worker_id, held, self._clock())
+                log.info("worker stopped; jobs handed back", extra={"jobs": held})
+            except Exception:
+                log.exception("could not hand back jobs; they return when their leases end")
         for job, _ in self._running_jobs():
             job.lost.set()
         self._closing.set()
@@ -251,9 +189,7 @@ class Worker:
         if self._publisher is not None:
             wakeup.remove_publisher(self.db.engine.url, self._publisher)
             self._publisher.close()
-        if handed_back:
-            log.info("worker stopped; handed back jobs", extra={"jobs": held})
-        return held if handed_back else []
+        return held
 
     def run(self, started: Callable[[], None] | None = None) -> None:
         """Work until SIGTERM or SIGINT, then stop gracefully (call from the main thread).
@@ -339,7 +275,7 @@ class Worker:
         )
         for view in claimed:
             metrics.PICKUP_LATENCY.observe(max(0.0, (now - view.run_at).total_seconds()))
-            job = RunningJob(view, self)
+            job = RunningJob(view, self.db, self.worker_id, lambda: self.stopping)
             thread = threading.Thread(
                 target=self._execute, args=(job,), name=f"job-{view.id}", daemon=True
             )
