@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     job_concurrency: int = Field(default=4, ge=1)
     """Jobs a worker runs at once below the bulk band (deliveries, sweeps, probes)."""
     job_bulk_concurrency: int = Field(default=1, ge=0)
-    """Jobs a worker runs at once in the bulk band (sync runs, exports), beside those."""
+    """Jobs a worker runs at once in the bulk band (sync runs, exports), beside those;
+    0 leaves them to other workers."""
     job_lease_seconds: float = Field(default=30.0, ge=1)
     """A running job whose worker stops renewing this lease (killed) runs again after it."""
     job_poll_seconds: float = Field(default=1.0, gt=0)

@@ -14,7 +14,7 @@ happened since. The claim is one statement on both databases::
         FOR UPDATE SKIP LOCKED                       -- PostgreSQL only
     )
     UPDATE jobs SET state = 'running', attempt = attempt + 1, locked_by = :worker,
-                    started_at = :now, lease_expires_at = :now + :lease
+                    started_at = :now, lease_expires_at = :lease_end
     WHERE id IN (SELECT id FROM locked) RETURNING *
 
 PostgreSQL's workers skip each other's locked rows; SQLite runs one writer at
