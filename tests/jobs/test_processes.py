@@ -136,12 +136,13 @@ def test_a_thousand_jobs_run_exactly_once_across_three_workers(db: Database, spa
 def test_a_job_whose_worker_was_killed_runs_again_after_its_lease_and_not_before(
     db: Database, spawn: Spawn
 ) -> None:
-    spawn(3, "--lease", "2")
+    workers = {process.pid: process for process in spawn(3, "--lease", "2")}
     [job_id] = add(db, "hang")
     eventually(lambda: len(recorded(db)) == 1)
     [first] = recorded(db)
     os.kill(first.pid, signal.SIGKILL)
-    lease_end = admin.get_job(db, job_id).lease_expires_at  # its last heartbeat's
+    assert workers[first.pid].popen.wait(10) == -signal.SIGKILL
+    lease_end = admin.get_job(db, job_id).lease_expires_at  # set by its last heartbeat
     assert lease_end is not None
 
     eventually(lambda: admin.get_job(db, job_id).state is State.SUCCEEDED)

@@ -194,7 +194,7 @@ def test_stopping_lets_quick_jobs_finish_and_hands_back_the_rest(
     stuck, quick = add(db, "stuck"), add(db, "quick")
     eventually(lambda: len(worker.running) == 2)
     threading.Timer(0.05, quick_may_end.set).start()
-    handed_back = worker.stop(grace=0.5)
+    handed_back = worker.stop(grace=1.5)
     assert handed_back == [stuck.id]
     assert state_of(db, quick.id) is State.SUCCEEDED
     back = admin.get_job(db, stuck.id)
@@ -235,12 +235,13 @@ def test_two_workers_enqueue_a_periodic_job_once_per_period(
         for database in (db, other):
             start(workers, database, Handler(KIND, lambda job: None), schedules=[schedule])
         time.sleep(1.2)
+        eventually(
+            lambda: all(j.state is State.SUCCEEDED for j in admin.list_jobs(db, kind=KIND).data)
+        )
         for worker in workers:
             worker.stop(grace=1)
-        jobs = admin.list_jobs(db, kind=KIND, limit=100).data
-        keys = [j.unique_key for j in jobs]
+        keys = [j.unique_key for j in admin.list_jobs(db, kind=KIND, limit=100).data]
         assert len(keys) >= 2 and len(set(keys)) == len(keys)
-        assert all(j.state is State.SUCCEEDED for j in jobs)
     finally:
         other.dispose()
 
