@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import update
+from starlette.applications import Starlette
 
 from keyrack.cli import main
 from keyrack.cli.common import console
@@ -24,6 +27,7 @@ from keyrack.services.context import Context
 from keyrack.storage.database import Database
 from keyrack.storage.tables.jobs import Job
 from tests.jobs.conftest import KIND
+from tests.live import serve_in_thread
 
 FAST_RETRY = Backoff(base=timedelta(milliseconds=1), cap=timedelta(milliseconds=1))
 QUIET_POLL = 30.0
@@ -291,3 +295,20 @@ def test_a_worker_from_settings_prunes_finished_jobs(
     [prune] = admin.list_jobs(db, kind=PRUNE).data
     assert prune.progress == {"deleted": 1}
     assert [j.id for j in admin.list_jobs(db).data] == [prune.id, recent.id]
+
+
+def test_a_worker_runs_inside_an_asgi_server_from_its_lifespan(db: Database) -> None:
+    ran = threading.Event()
+    worker = Worker(db, [Handler(KIND, lambda job: ran.set())], poll=QUIET_POLL)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        worker.start()
+        yield
+        await asyncio.to_thread(worker.stop)
+
+    with serve_in_thread(Starlette(lifespan=lifespan)):
+        added = add(db)
+        assert ran.wait(10)
+        eventually(lambda: state_of(db, added.id) is State.SUCCEEDED)
+    assert worker.stopping and worker.running == []
