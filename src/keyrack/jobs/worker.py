@@ -281,7 +281,12 @@ class Worker:
             )
             with self._lock:
                 self._running[view.id] = (job, thread)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had: the lease lapses, another worker runs it
+                with self._lock:
+                    self._running.pop(view.id, None)
+                raise
         return claimed
 
     def _enqueue_schedules(self, now: datetime) -> datetime | None:
