@@ -31,5 +31,6 @@ check: $(STAMP) ## Lint and type-check
 bench: $(STAMP) ## Run the benchmarks (ratios against an in-run baseline)
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/jobs.py
 
 .PHONY: help install run test check bench

@@ -60,6 +60,21 @@ class Settings(BaseSettings):
     """Take the client IP from X-Forwarded-For: only behind a proxy that appends it.
     The last entry counts (the address the proxy saw); earlier ones can be forged."""
 
+    # the durable job queue (keyrack.jobs)
+    job_concurrency: int = Field(default=4, ge=1)
+    """Jobs a worker runs at once below the bulk band (deliveries, sweeps, probes)."""
+    job_bulk_concurrency: int = Field(default=1, ge=0)
+    """Jobs a worker runs at once in the bulk band (sync runs, exports), beside those;
+    0 leaves them to other workers."""
+    job_lease_seconds: float = Field(default=30.0, ge=1)
+    """A running job whose worker stops renewing this lease (killed) runs again after it."""
+    job_poll_seconds: float = Field(default=1.0, gt=0)
+    """Fallback look for due jobs when no wake-up came (a separate worker on SQLite)."""
+    job_shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    """On SIGTERM, how long running jobs may finish before they are handed back."""
+    job_retention_days: int = Field(default=14, ge=1)
+    """Finished jobs are deleted this long after they finished."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from keyrack.cli import jobs, keys, requests, server, tenancy
+from keyrack.cli import jobs, keys, queue, requests, server, tenancy
 from keyrack.cli.common import errors
 from keyrack.errors import KeyrackError
 
@@ -29,6 +29,7 @@ app.command()(jobs.worker)
 app.add_typer(jobs.outbox, name="outbox")
 app.add_typer(requests.app, name="requests")
 app.add_typer(requests.apps_app, name="apps")
+app.add_typer(queue.app, name="jobs")
 
 
 def main() -> None:

@@ -1,6 +1,27 @@
 """SQLAlchemy tables. Importing this package registers every table on ``Base.metadata``."""
 
-from keyrack.storage.tables import audit, console, crm, keys, notices, requests, tenancy, webhooks
+from keyrack.storage.tables import (
+    audit,
+    console,
+    crm,
+    jobs,
+    keys,
+    notices,
+    requests,
+    tenancy,
+    webhooks,
+)
 from keyrack.storage.tables.base import Base
 
-__all__ = ["Base", "audit", "console", "crm", "keys", "notices", "requests", "tenancy", "webhooks"]
+__all__ = [
+    "Base",
+    "audit",
+    "console",
+    "crm",
+    "jobs",
+    "keys",
+    "notices",
+    "requests",
+    "tenancy",
+    "webhooks",
+]

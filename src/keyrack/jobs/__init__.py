@@ -1,0 +1,34 @@
+"""The durable job queue: jobs are rows in Keyrack's own database.
+
+``enqueue(session, kind, payload)`` adds a job inside the caller's transaction
+(it commits with the change that asked for it, or not at all). ``Worker`` claims
+due jobs (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, one atomic UPDATE on SQLite),
+holds each under a lease its heartbeat renews, retries failures with full-jitter
+backoff and ends them ``failed`` with their last error; a job whose worker died
+runs again once its lease is over. ``Schedule`` enqueues periodic jobs once per
+period, however many workers run. Workers wake within moments of a commit
+(in-process, PostgreSQL ``LISTEN``, Redis), polling only as a fallback.
+``admin`` lists, retries, cancels and counts. See ``queue`` for the statements.
+"""
+
+from keyrack.domain.jobs import Backoff, Every, Priority, State
+from keyrack.jobs.handler import Discard, Handler, RunningJob, Snooze
+from keyrack.jobs.queue import Enqueued, JobView, enqueue
+from keyrack.jobs.schedules import Schedule
+from keyrack.jobs.worker import Worker
+
+__all__ = [
+    "Backoff",
+    "Discard",
+    "Enqueued",
+    "Every",
+    "Handler",
+    "JobView",
+    "Priority",
+    "RunningJob",
+    "Schedule",
+    "Snooze",
+    "State",
+    "Worker",
+    "enqueue",
+]

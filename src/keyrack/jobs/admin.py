@@ -1,0 +1,140 @@
+"""Seeing and steering the queue: list, retry, cancel, stats (the CLI and console use these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.exc import IntegrityError
+
+from keyrack.domain.jobs import WAITING, State
+from keyrack.errors import Conflict, InvalidInput, NotFound
+from keyrack.jobs import metrics, queue, wakeup
+from keyrack.jobs.queue import JOBS, JobView
+from keyrack.storage.database import Database
+from keyrack.storage.paging import DEFAULT_LIMIT, Page, paginate
+from keyrack.storage.tables.jobs import WAITING_JOBS, Job
+
+RECENT_FAILURES = 10
+
+
+def parse_state(text: str) -> State:
+    try:
+        return State(text)
+    except ValueError:
+        raise InvalidInput(f"state must be one of {', '.join(State)}") from None
+
+
+def list_jobs(
+    db: Database,
+    *,
+    state: State | None = None,
+    kind: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Page[JobView]:
+    """Jobs, newest first, one page at a time."""
+    stmt = select(Job)
+    if state is not None:
+        stmt = stmt.where(Job.state == state)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    with db.session() as session:
+        return paginate(session, stmt, Job.id, limit=limit, cursor=cursor).map(JobView.of)
+
+
+def get_job(db: Database, job_id: int) -> JobView:
+    with db.session() as session:
+        row = session.get(Job, job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return JobView.of(row)
+
+
+def _change(
+    db: Database, job_id: int, allowed: tuple[State, ...], verb: str, **values: Any
+) -> JobView:
+    """Apply ``values`` if the job is in one of ``allowed``; say why not otherwise."""
+    try:
+        with db.transaction() as session:
+            row = session.execute(
+                update(JOBS)
+                .where(Job.id == job_id, Job.state.in_(allowed))
+                .values(**values)
+                .returning(*queue.COLUMNS)
+            ).first()
+            if row is not None and values.get("state") in WAITING:
+                wakeup.on_commit(session)
+    except IntegrityError:
+        raise Conflict(
+            f"job {job_id} cannot be retried: another job with its unique key is queued or running"
+        ) from None
+    if row is None:
+        current = get_job(db, job_id)  # NotFound when there is no such job
+        raise Conflict(f"job {job_id} is {current.state}: it cannot be {verb}")
+    return JobView.of(row)
+
+
+def retry(db: Database, job_id: int, now: datetime) -> JobView:
+    """Run a failed, canceled or waiting job now; a failed one gets one more attempt."""
+    return _change(
+        db,
+        job_id,
+        (State.FAILED, State.CANCELED, *WAITING),
+        "retried",
+        state=State.AVAILABLE,
+        run_at=now,
+        finished_at=None,
+        max_attempts=case(
+            (Job.attempt >= Job.max_attempts, Job.attempt + 1), else_=Job.max_attempts
+        ),
+    )
+
+
+def cancel(db: Database, job_id: int, now: datetime) -> JobView:
+    """Cancel a waiting or running job (a running one is told to stop at its next heartbeat)."""
+    return _change(
+        db,
+        job_id,
+        (*WAITING, State.RUNNING),
+        "canceled",
+        state=State.CANCELED,
+        finished_at=now,
+        lease_expires_at=None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    counts: dict[str, int]
+    """Jobs per state, every state listed."""
+    oldest_waiting: JobView | None
+    """The job due longest ago that no worker has started."""
+    oldest_waiting_seconds: float | None
+    recent_failures: list[JobView]
+    """The latest jobs to end ``failed``, newest first, with their errors."""
+
+
+def stats(db: Database, now: datetime) -> QueueStats:
+    counted = queue.counts(db)
+    metrics.record_depth(counted)
+    with db.session() as session:
+        oldest = session.scalars(
+            select(Job).where(WAITING_JOBS, Job.run_at <= now).order_by(Job.run_at, Job.id).limit(1)
+        ).first()
+        failures = session.scalars(
+            select(Job)
+            .where(Job.state == State.FAILED)
+            .order_by(Job.finished_at.desc(), Job.id.desc())
+            .limit(RECENT_FAILURES)
+        ).all()
+        oldest_view = JobView.of(oldest) if oldest is not None else None
+        failure_views = [JobView.of(row) for row in failures]
+    return QueueStats(
+        counts={state.value: counted.get(state.value, 0) for state in State},
+        oldest_waiting=oldest_view,
+        oldest_waiting_seconds=(now - oldest_view.run_at).total_seconds() if oldest_view else None,
+        recent_failures=failure_views,
+    )
