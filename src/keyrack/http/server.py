@@ -25,7 +25,6 @@ do, arms no timer: a few attribute writes per request.
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import json
 import logging
@@ -79,12 +78,6 @@ def http_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
     return functools.partial(LimitedHttpToolsProtocol, limits=ServerLimits.of(settings))
 
 
-class _Reading(enum.Enum):
-    HEAD = enum.auto()  # waiting for a request's head, or reading it
-    BODY = enum.auto()
-    DONE = enum.auto()  # the request is read; the app answers it
-
-
 class _Refusal(Exception):
     """Raised in a parser callback to stop parsing a request that breaks a limit."""
 
@@ -105,7 +98,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
-        self._reading = _Reading.HEAD
+        self._in_head = True
+        """A head is due: the connection is new, or a request began and its head is incomplete."""
         self._head_bytes = 0
         """Bytes read while the current head was incomplete, by whole reads (an upper bound)."""
         self._read = 0
@@ -143,24 +137,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if self._reading is _Reading.HEAD:
+        if self._in_head:
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse("headers-too-large", self._too_large())
             elif self._timer is None:
                 self._arm(self.limits.header_timeout)
-        elif self._reading is _Reading.BODY and self._timer is None:
+        elif self._timer is None and self.cycle.more_body:
             self._arm(self.limits.body_timeout)
 
     # -- parser callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._reading = _Reading.HEAD
+        self._in_head = True
         self._head_bytes = 0
+        if self._timer is not None:  # the last request's body timer, or the connection's
+            self._disarm()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
         limits = self.limits
         if len(self.headers) > limits.max_headers:
             raise _Refusal(
@@ -173,13 +168,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             > limits.max_header_bytes
         ):
             raise _Refusal("headers-too-large", self._too_large())
-        self._reading = _Reading.BODY
+        self._in_head = False
+        if self._timer is not None:
+            self._disarm()
         super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._reading = _Reading.DONE
-        self._disarm()
-        super().on_message_complete()
 
     # -- limits ---------------------------------------------------------------------
 
@@ -196,10 +188,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._reading is _Reading.HEAD:
+        if self._in_head:
             seconds = self.limits.header_timeout
             self._refuse("request-timeout", f"the request head took longer than {seconds:g} s")
-        elif self._reading is _Reading.BODY:
+        elif self.cycle.more_body:
             seconds = self.limits.body_timeout
             if self.cycle.waiting_for_100_continue:  # the app has not asked for the body yet
                 self._arm(seconds)
@@ -213,7 +205,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._answerable():
             self.transport.close()
             return
-        if self._reading is _Reading.BODY:  # the app waiting for this body: the client left
+        if not self._in_head:  # the app waiting for this body: the client left
             self.cycle.disconnected = True
             self.cycle.message_event.set()
         self.transport.write(self._problem(code, detail))
@@ -225,9 +217,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _answerable(self) -> bool:
         """Whether an answer now answers this request: no earlier response is going out."""
         cycle = self.cycle
-        if self._reading is _Reading.BODY:
-            return not cycle.response_started and not self.pipeline
-        return cycle is None or cycle.response_complete
+        if self._in_head:
+            return cycle is None or cycle.response_complete
+        return not cycle.response_started and not self.pipeline
 
     def _problem(self, code: str, detail: str) -> bytes:
         body = json.dumps(problem_body(code, detail)).encode()
