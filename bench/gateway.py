@@ -7,8 +7,9 @@ included; SQLite in a temporary directory), then drives it from another process
 with 32 keep-alive connections: ``wrk`` when installed (``apt-get install wrk``),
 else a small asyncio HTTP/1.1 client. Endpoints: ``GET /healthz`` (no auth) and
 ``GET /api/v2/keys/self`` with a valid key whose limits are raised out of the way;
-first with the in-process limiter, then with the Redis limiter (``KEYRACK_BENCH_REDIS_URL``, else
-``KEYRACK_TEST_REDIS_URL``, else redis://127.0.0.1:6379/0; skipped if unreachable).
+first with the in-process limiter, then with the Redis limiter
+(``KEYRACK_BENCH_REDIS_URL``, else ``KEYRACK_TEST_REDIS_URL``, else
+redis://127.0.0.1:6379/0; skipped if unreachable).
 Prints req/s, p50/p99 latency and the authenticated/unauthenticated ratios.
 Targets: >= 0.85 in-process, >= 0.6 with Redis.
 """
