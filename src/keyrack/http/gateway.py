@@ -215,6 +215,8 @@ class Gateway:
             )
         try:
             verdict = await self.verifier.verify(presented)
+        except KeyrackError as exc:  # the database is unreachable: said once, by the key cache
+            raise _Refused(exc.code, exc.detail) from None
         except Exception:
             log.exception("key lookup failed")
             raise _Refused("unavailable", "key verification is unavailable; retry") from None
@@ -275,6 +277,8 @@ class Gateway:
         where = f"URL query string of {scope['method']} {scope['path']}"
         try:
             await to_thread.run_sync(revoke_leaked, self.ctx, secret, where)
+        except KeyrackError as exc:
+            log.error("could not revoke a key found in a URL: %s", exc.for_operator)
         except Exception:
             log.exception("could not revoke a key found in a URL")
 
