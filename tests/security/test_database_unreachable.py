@@ -24,7 +24,7 @@ import pytest
 from keyrack.config import Settings
 from keyrack.domain.keys import Environment, generate
 from keyrack.http.app import create_app
-from keyrack.http.server import http_protocol
+from keyrack.http.server import uvicorn_options
 from keyrack.logging import JsonFormatter
 from keyrack.services import jobs
 from keyrack.services.context import Context
@@ -55,7 +55,7 @@ def down(unreachable_url: str) -> Iterator[httpx.Client]:
     )
     ctx = Context(settings=settings, db=Database(unreachable_url))
     with (
-        serve_in_thread(create_app(ctx=ctx), http=http_protocol(settings)) as url,
+        serve_in_thread(create_app(ctx=ctx), **uvicorn_options(settings)) as url,
         httpx.Client(base_url=url, timeout=30) as client,
     ):
         yield client
