@@ -13,13 +13,16 @@ through ``h11_max_incomplete_event_size``, with a 400, but has no timers either.
 - a head not complete ``header_timeout_seconds`` after the connection opened or its
   first byte arrived → 408 ``request-timeout``;
 - a body not complete ``body_timeout_seconds`` after its head → 408
-  ``request-timeout``; the app waiting for it is told the client left.
+  ``request-timeout``; the app waiting for it sees the client leave
+  (``http.disconnect``), and what it answers is dropped.
 
 It answers as a proxy would: a problem document and ``connection: close``, when no
 earlier response on the connection is still going out (else it just closes); then
 it drops what the client still sends, so the client can read the answer, and closes
-after ``LINGER_SECONDS``. A request whose head arrives in one read, as nearly all
-do, arms no timer: a few attribute writes per request.
+after ``LINGER_SECONDS``. Everything else (parse errors, keep-alive, pipelining) is
+uvicorn's. A timer is armed only while a head or a body is incomplete at the end of
+a read, so a request that arrives in one read, as nearly all do, costs a few
+attribute writes more.
 """
 
 from __future__ import annotations
