@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/gateway.py [--seconds 6] [--connections 32]
 
-Starts ``uvicorn keyrack.http.app:create_app --factory`` (one process, SQLite in a
-temporary directory), then drives it from another process with 32 keep-alive
-connections: ``wrk`` when installed (``apt-get install wrk``), else a small asyncio
-HTTP/1.1 client. Endpoints: ``GET /healthz`` (no auth) and ``GET /api/v2/keys/self``
-with a valid key whose limits are raised out of the way; first with the in-process
-limiter, then with the Redis limiter (``KEYRACK_BENCH_REDIS_URL``, else
-``KEYRACK_TEST_REDIS_URL``, else redis://127.0.0.1:6379/0; skipped if unreachable).
+Starts ``keyrack serve`` (one process, as an operator runs it, server limits
+included; SQLite in a temporary directory), then drives it from another process
+with 32 keep-alive connections: ``wrk`` when installed (``apt-get install wrk``),
+else a small asyncio HTTP/1.1 client. Endpoints: ``GET /healthz`` (no auth) and
+``GET /api/v2/keys/self`` with a valid key whose limits are raised out of the way;
+first with the in-process limiter, then with the Redis limiter
+(``KEYRACK_BENCH_REDIS_URL``, else ``KEYRACK_TEST_REDIS_URL``, else
+redis://127.0.0.1:6379/0; skipped if unreachable).
 Prints req/s, p50/p99 latency and the authenticated/unauthenticated ratios.
 Targets: >= 0.85 in-process, >= 0.6 with Redis.
 """
@@ -91,8 +92,8 @@ def seed(database_url: str) -> str:
 
 
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uvicorn", "keyrack.http.app:create_app", "--factory"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    command = [sys.executable, "-c", "from keyrack.cli import main; main()"]
+    command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0", *command]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

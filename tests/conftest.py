@@ -24,6 +24,7 @@ from keyrack.domain import passwords
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Role
 from keyrack.http.app import create_app
+from keyrack.http.server import http_protocol
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.services.keys import KeyView, Scope
@@ -183,8 +184,8 @@ def seeded(ctx: Context) -> Seeded:
 
 @pytest.fixture
 def live_url(ctx: Context) -> Iterator[str]:
-    """The real app served by uvicorn on a loopback socket."""
-    with serve_in_thread(create_app(ctx=ctx)) as url:
+    """The real app served by uvicorn on a loopback socket, with ``keyrack serve``'s limits."""
+    with serve_in_thread(create_app(ctx=ctx), http=http_protocol(ctx.settings)) as url:
         yield url
 
 

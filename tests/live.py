@@ -17,11 +17,11 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", **options: Any) -> It
     """Serve ``app`` on a free port; yields its base URL and stops the server after.
 
     ``options`` go to ``uvicorn.Config`` (e.g. ``proxy_headers=False``, as ``keyrack serve``
-    runs unless the operator trusts a proxy).
+    runs unless the operator trusts a proxy; or all of ``keyrack serve``'s, from
+    ``keyrack.http.server.uvicorn_options``).
     """
-    config = uvicorn.Config(
-        app, host=host, port=0, log_config=None, lifespan="on", ws="none", **options
-    )
+    defaults: dict[str, Any] = {"log_config": None, "lifespan": "on", "ws": "none"}
+    config = uvicorn.Config(app, host=host, port=0, **(defaults | options))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     handoff_ttl_hours: int = Field(default=24, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
+    # what ``keyrack serve`` lets one connection hold (keyrack.http.server)
+    max_header_bytes: int = Field(default=65_536, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+
     # periodic jobs (keyrack worker): expiry notices, webhook deliveries, outbox emails
     worker_interval_seconds: float = Field(default=60.0, gt=0)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -57,8 +63,9 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
     """When set, ``GET /metrics`` wants ``Authorization: Bearer <token>`` (else 401)."""
     trust_forwarded_for: bool = False
-    """Take the client IP from X-Forwarded-For: only behind a proxy that appends it.
-    The last entry counts (the address the proxy saw); earlier ones can be forged."""
+    """Believe the proxy's X-Forwarded-For and X-Forwarded-Proto: only behind a proxy
+    that sets them. The last entry counts (what the proxy saw: the client's address,
+    and whether it used HTTPS); earlier ones can be forged."""
 
     # the durable job queue (keyrack.jobs)
     job_concurrency: int = Field(default=4, ge=1)

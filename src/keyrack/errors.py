@@ -11,8 +11,13 @@ Every error has a stable ``code``: the slug of its RFC 9457 problem type
     ├── Conflict                conflict
     ├── PayloadTooLarge         payload-too-large
     ├── AuthenticationFailed    missing-key, malformed-key, invalid-key, revoked-key, expired-key
-    └── AccessDenied            api-disabled, wrong-tenant, insufficient-permission,
-                                browser-origin, ip-not-allowed, forbidden
+    ├── AccessDenied            api-disabled, wrong-tenant, insufficient-permission,
+    │                           browser-origin, ip-not-allowed, tls-required, forbidden
+    ├── Throttled               rate-limited, concurrency-limited
+    └── Unavailable             unavailable        (the database cannot be reached: retry)
+
+The server itself (``keyrack.http.server``) answers ``headers-too-large`` (431) and
+``request-timeout`` (408) before a request reaches the app.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ class KeyrackError(Exception):
         self.detail = detail
         if code is not None:
             self.code = code  # type: ignore[misc]
+
+    @property
+    def for_operator(self) -> str:
+        """The detail as the CLI and the logs say it; an HTTP answer says ``detail`` only."""
+        return self.detail
 
 
 class InvalidInput(KeyrackError):
@@ -70,3 +80,22 @@ class Throttled(KeyrackError):
     def __init__(self, detail: str, *, code: str | None = None, retry_after: float = 1.0) -> None:
         super().__init__(detail, code=code)
         self.retry_after = retry_after
+
+
+class Unavailable(KeyrackError):
+    """Something the operation needs (the database) cannot be reached; retrying may work.
+
+    ``reason`` is the driver's own words, for the operator (``for_operator``); it may
+    name hosts and ports, so it never goes into an HTTP answer.
+    """
+
+    code = "unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+    @property
+    def for_operator(self) -> str:
+        return f"{self.detail} ({self.reason})" if self.reason else self.detail

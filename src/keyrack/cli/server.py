@@ -6,6 +6,7 @@ import typer
 import uvicorn
 
 from keyrack.cli.common import console, context
+from keyrack.http.server import uvicorn_options
 from keyrack.services import tenancy
 from keyrack.storage.migrate import upgrade
 
@@ -39,7 +40,5 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_config=None,
-        server_header=False,
-        proxy_headers=ctx.settings.trust_forwarded_for,
+        **uvicorn_options(ctx.settings),
     )

@@ -7,8 +7,10 @@ thread on a hit), the limiter takes one call, and ``last_used`` is noted in
 memory for the write-behind flush. The order of checks for an API request:
 
 1. a key in the URL query → 400 ``key-in-url``, and that key is revoked as leaked;
-2. the key from ``X-API-Key`` / ``Authorization`` → 401 missing/malformed/invalid/
-   revoked/expired, 403 ``api-disabled``;
+2. the key from ``X-API-Key`` / ``Authorization`` → 401 missing/malformed; in
+   production, a key that came over plain HTTP (neither HTTPS to us nor, said by a
+   trusted proxy, to the proxy) → 403 ``tls-required``, and it is revoked as leaked;
+   then 401 invalid/revoked/expired, 403 ``api-disabled``;
 3. the instance host (``{slug}.{base_domain}``) → 403 ``wrong-tenant``;
 4. an ``Origin`` header outside the org's allow-list → 403 ``browser-origin``;
 5. the key's CIDR allow-list → 403 ``ip-not-allowed``;
@@ -134,6 +136,7 @@ class Gateway:
         self.last_used = last_used
         self.metrics = metrics
         self.trust_forwarded_for = trust_forwarded_for
+        self.require_tls = ctx.settings.environment == "production"
         self.verifier = verifier
         self.parser = KeyParser()
         self.host_suffix = "." + ctx.settings.base_domain.lower().strip(".")
@@ -213,8 +216,18 @@ class Gateway:
             raise _Refused(
                 "missing-key", "send your API key in the X-API-Key or Authorization header"
             )
+        if self.require_tls and not self._over_https(scope, headers):
+            await self._revoke_leaked(
+                presented, f"plain HTTP request {scope['method']} {scope['path']}"
+            )
+            raise _Refused(
+                "tls-required",
+                "send API keys over HTTPS only; a key sent over plain HTTP is revoked",
+            )
         try:
             verdict = await self.verifier.verify(presented)
+        except KeyrackError as exc:  # the database is unreachable: said once, by the key cache
+            raise _Refused(exc.code, exc.detail) from None
         except Exception:
             log.exception("key lookup failed")
             raise _Refused("unavailable", "key verification is unavailable; retry") from None
@@ -266,17 +279,25 @@ class Gateway:
 
     async def _refuse_leaked(self, leaked: str, scope: Scope) -> NoReturn:
         """Revoke a key found in the URL and refuse the request (400 key-in-url)."""
-        await self._revoke_leaked(leaked, scope)
+        await self._revoke_leaked(leaked, f"URL query string of {scope['method']} {scope['path']}")
         raise _Refused(
             "key-in-url", "API keys must not be sent in the URL; a key sent there is revoked"
         )
 
-    async def _revoke_leaked(self, secret: str, scope: Scope) -> None:
-        where = f"URL query string of {scope['method']} {scope['path']}"
+    async def _revoke_leaked(self, secret: str, where: str) -> None:
         try:
             await to_thread.run_sync(revoke_leaked, self.ctx, secret, where)
+        except KeyrackError as exc:
+            log.error("could not revoke a leaked key: %s", exc.for_operator)
         except Exception:
-            log.exception("could not revoke a key found in a URL")
+            log.exception("could not revoke a leaked key")
+
+    def _over_https(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """Whether the client used HTTPS: to us, or to the proxy we trust (its last word)."""
+        if scope.get("scheme") == "https":
+            return True
+        said = headers.get("x-forwarded-proto") if self.trust_forwarded_for else None
+        return said is not None and said.rsplit(",", 1)[-1].strip().lower() == "https"
 
     def _client_ip(self, scope: Scope, headers: dict[str, str]) -> str | None:
         if self.trust_forwarded_for and (forwarded := headers.get("x-forwarded-for")):

@@ -33,15 +33,18 @@ STATUS_BY_CODE: dict[str, int] = {
     "insufficient-permission": 403,
     "browser-origin": 403,
     "ip-not-allowed": 403,
+    "tls-required": 403,
     "forbidden": 403,
     "not-found": 404,
     "method-not-allowed": 405,
+    "request-timeout": 408,
     "conflict": 409,
     "gone": 410,
     "payload-too-large": 413,
     "unsupported-media-type": 415,
     "rate-limited": 429,
     "concurrency-limited": 429,
+    "headers-too-large": 431,
     "internal-error": 500,
     "unavailable": 503,
 }
@@ -60,15 +63,18 @@ TITLES: dict[str, str] = {
     "insufficient-permission": "Insufficient permission",
     "browser-origin": "Browser origin refused",
     "ip-not-allowed": "IP address not allowed",
+    "tls-required": "HTTPS required",
     "forbidden": "Forbidden",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
+    "request-timeout": "Request timeout",
     "conflict": "Conflict",
     "gone": "Gone",
     "payload-too-large": "Payload too large",
     "unsupported-media-type": "Unsupported media type",
     "rate-limited": "Rate limit exceeded",
     "concurrency-limited": "Too many requests in flight",
+    "headers-too-large": "Request header fields too large",
     "internal-error": "Internal error",
     "unavailable": "Service unavailable",
 }
@@ -76,6 +82,20 @@ TITLES: dict[str, str] = {
 
 def request_id_of(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
+
+
+def problem_body(
+    code: str, detail: str, *, request_id: str | None = None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The RFC 9457 document for ``code`` (also written by the server itself, before the app)."""
+    return {
+        "type": PROBLEM_BASE + code,
+        "title": TITLES.get(code, code.replace("-", " ").capitalize()),
+        "status": STATUS_BY_CODE.get(code, 400),
+        "detail": redact(detail),  # e.g. "no client 'kr_live_…'" when a key was pasted as an id
+        "request_id": request_id,
+        **(extra or {}),
+    }
 
 
 def problem(
@@ -86,16 +106,8 @@ def problem(
     headers: Mapping[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    status = STATUS_BY_CODE.get(code, 400)
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + code,
-        "title": TITLES.get(code, code.replace("-", " ").capitalize()),
-        "status": status,
-        "detail": redact(detail),  # e.g. "no client 'kr_live_…'" when a key was pasted as an id
-        "request_id": request_id,
-        **(extra or {}),
-    }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
+    body = problem_body(code, detail, request_id=request_id, extra=extra)
+    return JSONResponse(body, status_code=body["status"], headers=headers, media_type=MEDIA_TYPE)
 
 
 _HTTP_CODES = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from keyrack.errors import KeyrackError
 from keyrack.services import email, expiry, handoffs, sessions, webhooks
 from keyrack.services.context import Clock, Context
 
@@ -103,6 +104,8 @@ def run_worker(
     while not stop.is_set():
         try:
             report = sweep(ctx)
+        except KeyrackError as exc:  # e.g. the database is unreachable: a line, not a trace
+            log.error("sweep failed: %s; retrying at the next tick", exc.for_operator)
         except Exception:
             log.exception("sweep failed; retrying at the next tick")
         else:

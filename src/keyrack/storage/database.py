@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from keyrack.errors import InvalidInput
+from keyrack.errors import InvalidInput, Unavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
@@ -56,17 +57,38 @@ def _refuse_nul(
         raise InvalidInput("text must not contain NUL (\\u0000) characters")
 
 
-@contextmanager
-def _unstorable_values_refused() -> Iterator[None]:
-    """A value the database cannot hold is bad input (400), never a 500.
+def _unreachable(error: Exception) -> bool:
+    """Whether ``error`` says the database could not be reached, rather than refused a statement.
 
-    PostgreSQL refuses e.g. an id beyond its column's range (``DataError``) and
-    SQLite an integer beyond 64 bits (``OverflowError``), wherever the value came from.
+    Connecting failed (the error carries no statement: a closed port, a file that
+    cannot be opened, a refused login), the connection broke (SQLAlchemy invalidated
+    it), or no pooled connection came free in time.
+    """
+    if isinstance(error, PoolTimeout):
+        return True
+    return isinstance(error, OperationalError | InterfaceError) and (
+        error.connection_invalidated or error.statement is None
+    )
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """What the database says, in Keyrack's terms, wherever the call came from.
+
+    A value it cannot hold is bad input (400), never a 500: PostgreSQL refuses e.g.
+    an id beyond its column's range (``DataError``), SQLite an integer beyond 64 bits
+    (``OverflowError``). A database it cannot reach is ``Unavailable`` (503 for the
+    API and the console, one line and exit 1 for the CLI), never a stack trace.
     """
     try:
         yield
     except (DataError, OverflowError):
         raise InvalidInput("a value is out of range for what it names") from None
+    except (DBAPIError, PoolTimeout) as error:
+        if not _unreachable(error):
+            raise
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise Unavailable("the database is unreachable", reason=reason) from None
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -102,17 +124,18 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with _unstorable_values_refused(), self._sessions() as session, session.begin():
+        with database_errors(), self._sessions() as session, session.begin():
             yield session
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A read session (no implicit commit)."""
-        with _unstorable_values_refused(), self._sessions() as session:
+        with database_errors(), self._sessions() as session:
             yield session
 
     def is_migrated(self) -> bool:
-        return inspect(self.engine).has_table("alembic_version")
+        with database_errors():
+            return inspect(self.engine).has_table("alembic_version")
 
     def ping(self) -> bool:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
-from keyrack.storage.database import MIGRATIONS_DIR, normalize_url
+from keyrack.storage.database import MIGRATIONS_DIR, database_errors, normalize_url
 
 
 def alembic_config(url: str) -> Config:
@@ -17,4 +17,5 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Apply every migration (all heads) to the database at ``url``."""
-    command.upgrade(alembic_config(url), "heads")
+    with database_errors():
+        command.upgrade(alembic_config(url), "heads")

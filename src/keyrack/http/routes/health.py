@@ -6,6 +6,7 @@ from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
+from keyrack.errors import Unavailable
 from keyrack.http.deps import ContextDep
 from keyrack.http.router import Router
 
@@ -27,6 +28,6 @@ async def healthz(request: Request) -> Response:
 
 @router.get("/readyz", responses={503: {"description": "database unreachable"}})
 def readyz(ctx: ContextDep) -> JSONResponse:
-    if ctx.db.ping():
-        return JSONResponse({"status": "ok"})
-    return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    if not ctx.db.ping():
+        raise Unavailable("the database is unreachable")
+    return JSONResponse({"status": "ok"})
