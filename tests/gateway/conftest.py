@@ -13,9 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from keyrack.cache.memory import MemoryLimiter
 from keyrack.config import Settings
 from keyrack.http.app import create_app
+from keyrack.ratelimit.memory import MemoryLimiter
 from keyrack.services.context import Context
 from tests.conftest import TEST_SECRET
 from tests.live import serve_in_thread

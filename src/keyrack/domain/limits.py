@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 
@@ -25,6 +26,13 @@ class RateLimitPolicy:
     @property
     def policy_header(self) -> str:
         return f'"key";q={self.rate_per_second};w=1, "inflight";q={self.concurrency}'
+
+
+@lru_cache(maxsize=4096)
+def policy_for(rate_per_second: int, concurrency: int) -> RateLimitPolicy:
+    """The policy of a key with these limits: one shared instance per pair, so the
+    limiters' per-bucket memos tell a policy unchanged by identity."""
+    return RateLimitPolicy(rate_per_second, concurrency)
 
 
 class Decision(enum.StrEnum):

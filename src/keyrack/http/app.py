@@ -16,10 +16,7 @@ from starlette.routing import Route
 
 from keyrack import __version__, console
 from keyrack import logging as keyrack_logging
-from keyrack.cache.failover import FailoverLimiter
 from keyrack.cache.keycache import CachedVerifier, KeyCache
-from keyrack.cache.memory import MemoryLimiter
-from keyrack.cache.redis import RedisLimiter
 from keyrack.cache.relay import RedisListener, RedisPublisher
 from keyrack.config import Settings
 from keyrack.http import metrics, problems
@@ -42,6 +39,9 @@ from keyrack.http.routes import (
     verify,
     webhooks,
 )
+from keyrack.ratelimit.failover import FailoverLimiter
+from keyrack.ratelimit.memory import MemoryLimiter
+from keyrack.ratelimit.redis import RedisLimiter
 from keyrack.services.context import Context
 from keyrack.services.keys import find_identity
 from keyrack.services.last_used import LastUsedBuffer

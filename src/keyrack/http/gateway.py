@@ -36,16 +36,16 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyrack.cache.base import Limiter
 from keyrack.cache.keycache import CachedVerifier
 from keyrack.domain.keys import looks_like_key
-from keyrack.domain.limits import Admission, RateLimitPolicy
+from keyrack.domain.limits import Admission, policy_for
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import KeyrackError
 from keyrack.http.auth import KeyParser, principal_from
 from keyrack.http.metrics import Metrics
 from keyrack.http.problems import STATUS_BY_CODE, problem
 from keyrack.logging import REQUEST_ID
+from keyrack.ratelimit.base import Limiter
 from keyrack.services.context import Context
 from keyrack.services.handoffs import LINK_PATH
 from keyrack.services.last_used import LastUsedBuffer
@@ -63,11 +63,6 @@ access_log = logging.getLogger("keyrack.access")
 
 
 _NO_STORE = (b"cache-control", b"no-store")
-
-
-@lru_cache(maxsize=4096)
-def policy_for(rate_per_second: int, concurrency: int) -> RateLimitPolicy:
-    return RateLimitPolicy(rate_per_second, concurrency)
 
 
 @lru_cache(maxsize=4096)

@@ -18,13 +18,13 @@ from anyio import to_thread
 from fastapi import Body, Request
 from pydantic import Field
 
-from keyrack.cache.base import Limiter
 from keyrack.domain.keys import is_well_formed
 from keyrack.domain.limits import RateLimitPolicy
 from keyrack.errors import Throttled
 from keyrack.http.deps import ContextDep, client_ip
 from keyrack.http.router import Router
 from keyrack.http.schemas.leaks import MAX_TOKENS, FoundToken, LeakReceipt, LeakReport
+from keyrack.ratelimit.base import Limiter
 from keyrack.services import leaks
 
 router = Router(tags=["leaks"])

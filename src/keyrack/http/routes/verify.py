@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
-from keyrack.cache.base import Limiter
 from keyrack.cache.keycache import CachedVerifier
 from keyrack.domain import permissions as perms
+from keyrack.domain.limits import policy_for
 from keyrack.domain.verification import KeyIdentity, RemoteCode, remote_code
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
-from keyrack.http.gateway import policy_for
 from keyrack.http.router import Router
 from keyrack.http.schemas.verify import VerifiedKey, VerifyIn, VerifyOut
+from keyrack.ratelimit.base import Limiter
 from keyrack.services.last_used import LastUsedBuffer
 
 router = Router(prefix="/api/v2/keys", tags=["keys"])

@@ -11,9 +11,9 @@ from typing import Protocol
 import pytest
 from redis.asyncio import Redis
 
-from keyrack.cache.base import DEFAULT_LEASE_SECONDS, Limiter
-from keyrack.cache.memory import MemoryLimiter
-from keyrack.cache.redis import RedisLimiter
+from keyrack.ratelimit.base import DEFAULT_LEASE_SECONDS, Limiter
+from keyrack.ratelimit.memory import MemoryLimiter
+from keyrack.ratelimit.redis import RedisLimiter
 
 
 class FakeClock:
