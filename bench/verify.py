@@ -19,10 +19,10 @@ from pathlib import Path
 
 from keyrack.config import Settings
 from keyrack.domain.keys import Environment, generate
+from keyrack.domain.tenancy import Scope
 from keyrack.domain.verification import KeyIdentity, KeyStatus, KeyVerifier
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 from keyrack.storage.database import Database
 from keyrack.storage.migrate import upgrade
 

@@ -22,12 +22,12 @@ from sqlalchemy import create_engine, text
 from keyrack.config import Settings
 from keyrack.domain import passwords
 from keyrack.domain.keys import Environment
-from keyrack.domain.tenancy import Role
+from keyrack.domain.tenancy import Role, Scope
 from keyrack.http.app import create_app
 from keyrack.http.server import http_protocol
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import KeyView, Scope
+from keyrack.services.keys import KeyView
 from keyrack.storage.database import Database, normalize_url
 from keyrack.storage.migrate import upgrade
 from keyrack.storage.tables import Base

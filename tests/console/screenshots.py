@@ -15,11 +15,10 @@ from playwright.sync_api import Page, sync_playwright
 
 from keyrack.config import Settings
 from keyrack.domain.keys import Environment
-from keyrack.domain.tenancy import OrgKind, Role
+from keyrack.domain.tenancy import OrgKind, Role, Scope
 from keyrack.http.app import create_app
 from keyrack.services import apps, expiry, keys, leaks, requests, tenancy
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 from keyrack.storage.database import Database
 from keyrack.storage.migrate import upgrade
 from tests.conftest import TEST_SECRET, MutableClock

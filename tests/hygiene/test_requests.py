@@ -10,13 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from keyrack.domain.keys import Environment
-from keyrack.domain.tenancy import OrgKind, Role
+from keyrack.domain.tenancy import OrgKind, Role, Scope
 from keyrack.domain.verification import KeyVerifier
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import apps, audit, handoffs, keys, requests, tenancy
 from keyrack.services.apps import AppView
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 from keyrack.services.requests import RequestStatus
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.tenancy import User

@@ -25,9 +25,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from keyrack.config import Settings
+from keyrack.domain.tenancy import Scope
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Context
-from keyrack.services.keys import Scope
 from keyrack.storage.database import normalize_url
 from keyrack.storage.migrate import upgrade
 from tests.conftest import OPERATOR, PG_URL, REDIS_URL, TEST_SECRET

@@ -11,10 +11,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from keyrack.domain.tenancy import Scope
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import AccessDenied, AuthenticationFailed
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 
 
 async def get_context(request: Request) -> Context:

@@ -17,6 +17,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from keyrack.cache.keycache import KeyCache
+from keyrack.domain.tenancy import Scope
 from keyrack.domain.verification import KeyIdentity
 from keyrack.http.deps import get_principal
 from keyrack.http.router import Router
@@ -79,7 +80,7 @@ def _last_use_fields(
 
 def load_self(ctx: Context, identity: KeyIdentity) -> SelfView:
     """Read what the cached identity lacks (creation, last use, org name): two queries."""
-    view = keys.get_key(ctx, keys.Scope(identity.org_id), identity.ref)
+    view = keys.get_key(ctx, Scope(identity.org_id), identity.ref)
     organization = tenancy.get_org_by_id(ctx, identity.org_id).name
     body = KeySelf(
         ref=view.ref,
