@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
+from keyrack.domain.limits import throttled_headers
 from keyrack.domain.tenancy import Role, UserKind
 from keyrack.errors import AccessDenied, InvalidInput, KeyrackError, NotFound, Throttled
 from keyrack.http.problems import STATUS_BY_CODE
@@ -188,7 +189,7 @@ def error_page(request: Request, exc: KeyrackError) -> HTMLResponse:
         status=status,
     )
     if isinstance(exc, Throttled):
-        response.headers["Retry-After"] = str(int(exc.retry_after))
+        response.headers.update(throttled_headers(exc.retry_after))
     return response
 
 

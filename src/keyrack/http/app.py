@@ -21,6 +21,7 @@ from keyrack.cache.relay import RedisListener, RedisPublisher
 from keyrack.config import Settings
 from keyrack.http import metrics, problems
 from keyrack.http.gateway import Gateway
+from keyrack.http.router import public_paths
 from keyrack.http.routes import (
     apps,
     clients,
@@ -45,6 +46,9 @@ from keyrack.ratelimit.redis import RedisLimiter
 from keyrack.services.context import Context
 from keyrack.services.keys import find_identity
 from keyrack.services.last_used import LastUsedBuffer
+
+API_DOCUMENT = "/api/v2/openapi.json"
+"""The OpenAPI document: public, like the routes declared so."""
 
 HOT_ENDPOINTS = (
     ("/healthz", health.healthz),  # first: the benchmark's baseline gets no head start
@@ -102,7 +106,7 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
         title="Keyrack",
         version=__version__,
         summary="API keys, throttling and the CRM API behind them",
-        openapi_url="/api/v2/openapi.json",
+        openapi_url=API_DOCUMENT,
         docs_url="/docs",
         redoc_url=None,
         lifespan=lifespan,
@@ -130,6 +134,7 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
         verifier=app.state.verifier,
         last_used=last_used,
         metrics=app.state.metrics,
+        public_paths=public_paths(ROUTERS) | {API_DOCUMENT},
         trust_forwarded_for=ctx.settings.trust_forwarded_for,
     )
     if server:

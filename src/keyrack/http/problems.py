@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from keyrack.domain.limits import throttled_headers
 from keyrack.errors import KeyrackError, Throttled
 from keyrack.logging import redact
 
@@ -132,7 +133,7 @@ def install(app: FastAPI) -> None:
 
     async def keyrack_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, KeyrackError)
-        headers = {"Retry-After": str(int(exc.retry_after))} if isinstance(exc, Throttled) else None
+        headers = throttled_headers(exc.retry_after) if isinstance(exc, Throttled) else None
         return problem(exc.code, exc.detail, request_id=request_id_of(request), headers=headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""``Router``: FastAPI's ``APIRouter``, made to rule out paths outside its prefix first.
+"""``Router``: FastAPI's ``APIRouter``, made to rule out paths outside its prefix first;
+and ``public``, which declares a route that takes no API key.
 
 FastAPI matches an included router by trying each of its routes in turn, with some
 bookkeeping per route; a request to the last router of the app paid that for every
@@ -8,9 +9,16 @@ route before it (~250 µs for an unknown path). A router with a prefix now answe
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
 from fastapi import APIRouter
-from starlette.routing import Match
+from starlette.routing import Match, Route
 from starlette.types import Scope
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+_PUBLIC = "_keyrack_public"
 
 
 class Router(APIRouter):
@@ -23,3 +31,23 @@ class Router(APIRouter):
             if not path.startswith(self.prefix):
                 return Match.NONE, {}
         return super().matches(scope)
+
+
+def public(endpoint: Endpoint) -> Endpoint:
+    """Declare that the route of ``endpoint`` takes no API key, below its route decorator:
+    the gateway lets its path through (``public_paths``)."""
+    setattr(endpoint, _PUBLIC, True)
+    return endpoint
+
+
+def public_paths(routers: Iterable[APIRouter]) -> frozenset[str]:
+    """The paths of the routers' routes declared ``public``; each must be one exact path."""
+    paths = {
+        route.path
+        for router in routers
+        for route in router.routes
+        if isinstance(route, Route) and getattr(route.endpoint, _PUBLIC, False)
+    }
+    if any("{" in path for path in paths):
+        raise ValueError(f"a public route must have a fixed path: {sorted(paths)}")
+    return frozenset(paths)

@@ -22,7 +22,7 @@ from keyrack.domain.keys import is_well_formed
 from keyrack.domain.limits import RateLimitPolicy
 from keyrack.errors import Throttled
 from keyrack.http.deps import ContextDep, client_ip
-from keyrack.http.router import Router
+from keyrack.http.router import Router, public
 from keyrack.http.schemas.leaks import MAX_TOKENS, FoundToken, LeakReceipt, LeakReport
 from keyrack.ratelimit.base import Limiter
 from keyrack.services import leaks
@@ -33,6 +33,7 @@ POLICY = RateLimitPolicy(rate_per_second=2, concurrency=4)
 
 
 @router.post("/api/v2/leaks", status_code=202)
+@public
 async def report_leaks(
     ctx: ContextDep,
     request: Request,
