@@ -23,8 +23,8 @@ from keyrack.config import Settings
 from keyrack.domain import passwords
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Role, Scope
-from keyrack.http.app import create_app
-from keyrack.http.server import http_protocol
+from keyrack.http.protocol import http_protocol
+from keyrack.server import create_app
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.services.keys import KeyView

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, sync_playwright
 from keyrack.config import Settings
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import OrgKind, Role, Scope
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from keyrack.services import apps, expiry, keys, leaks, requests, tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.storage.database import Database

@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from keyrack.config import Settings
-from keyrack.http.app import create_app
 from keyrack.ratelimit.memory import MemoryLimiter
+from keyrack.server import create_app
 from keyrack.services.context import Context
 from tests.conftest import TEST_SECRET
 from tests.live import serve_in_thread

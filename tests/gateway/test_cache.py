@@ -17,7 +17,7 @@ from sqlalchemy import event
 from keyrack.cache.keycache import KeyCache
 from keyrack.config import Settings
 from keyrack.domain.verification import KeyIdentity
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Context
 from keyrack.services.events import KeyChanged, OrgChanged

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from tests.conftest import Seeded
 from tests.live import serve_in_thread
 

@@ -65,7 +65,7 @@ def start_server(database_url: str, log: Path) -> Server:
         "KEYRACK_ENVIRONMENT": "test",
         "KEYRACK_CONCURRENCY_LEASE_SECONDS": str(LEASE_SECONDS),
     }
-    command = [sys.executable, "-m", "uvicorn", "keyrack.http.app:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "keyrack.server:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     with log.open("ab") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=sink)

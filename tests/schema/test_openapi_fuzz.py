@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from keyrack.config import Settings
 from keyrack.domain.permissions import PERMISSIONS
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from keyrack.services import keys
 from keyrack.services.context import Context
 from keyrack.storage.database import Database

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from keyrack.config import Settings
 from keyrack.domain.tenancy import Role
-from keyrack.http.app import create_app
 from keyrack.logging import JsonFormatter
+from keyrack.server import create_app
 from keyrack.services import jobs, keys, tenancy, webhooks
 from keyrack.services.context import Context
 from tests.conftest import OPERATOR, Seeded

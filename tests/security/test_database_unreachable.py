@@ -23,9 +23,9 @@ import pytest
 
 from keyrack.config import Settings
 from keyrack.domain.keys import Environment, generate
-from keyrack.http.app import create_app
-from keyrack.http.server import uvicorn_options
+from keyrack.http.protocol import uvicorn_options
 from keyrack.logging import JsonFormatter
+from keyrack.server import create_app
 from keyrack.services import jobs
 from keyrack.services.context import Context
 from keyrack.storage.database import Database

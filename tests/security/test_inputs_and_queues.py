@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from keyrack.cli import main as keyrack_cli
 from keyrack.domain.tenancy import OrgKind, Scope
 from keyrack.errors import InvalidInput
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from keyrack.services import email, jobs, keys, requests, tenancy, webhooks
 from keyrack.services.context import Context
 from keyrack.storage.tables.keys import ApiKey

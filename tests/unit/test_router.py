@@ -10,7 +10,7 @@ from starlette.routing import Match
 
 from keyrack.console import web
 from keyrack.http import deps
-from keyrack.http.router import Router, public, public_paths
+from keyrack.routing import Router, public, public_paths
 
 
 def scope(path: str, root_path: str = "") -> dict[str, object]:

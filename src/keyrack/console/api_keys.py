@@ -15,7 +15,6 @@ from keyrack.console.web import (
     ConsoleRoute,
     CsrfDep,
     CtxDep,
-    client_ip,
     render,
     see_other,
 )
@@ -24,7 +23,7 @@ from keyrack.domain.keys import Environment
 from keyrack.domain.permissions import PERMISSIONS
 from keyrack.domain.tenancy import Scope
 from keyrack.errors import AccessDenied, InvalidInput
-from keyrack.http.router import Router
+from keyrack.routing import Router, client_ip
 from keyrack.services import keys, sessions, tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.services.sessions import SignedIn

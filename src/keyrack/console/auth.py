@@ -17,7 +17,6 @@ from keyrack.console.web import (
     CsrfDep,
     CtxDep,
     SignedInDep,
-    client_ip,
     manages_settings,
     render,
     safe_next,
@@ -25,7 +24,7 @@ from keyrack.console.web import (
 )
 from keyrack.domain.limits import throttled_headers
 from keyrack.errors import AccessDenied, AuthenticationFailed, Throttled
-from keyrack.http.router import Router
+from keyrack.routing import Router, client_ip
 from keyrack.services import sessions
 
 router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)

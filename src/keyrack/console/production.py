@@ -16,13 +16,12 @@ from keyrack.console.web import (
     ConsoleRoute,
     CsrfDep,
     CtxDep,
-    client_ip,
     render,
     see_other,
 )
 from keyrack.domain.tenancy import Scope
 from keyrack.errors import AccessDenied, InvalidInput
-from keyrack.http.router import Router
+from keyrack.routing import Router, client_ip
 from keyrack.services import apps, handoffs, requests, sessions
 from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 

@@ -20,7 +20,7 @@ from keyrack.console.web import (
 )
 from keyrack.domain.permissions import PERMISSIONS
 from keyrack.errors import InvalidInput
-from keyrack.http.router import Router
+from keyrack.routing import Router
 from keyrack.services import requests, tenancy
 from keyrack.services.context import Context
 from keyrack.services.requests import RequestStatus

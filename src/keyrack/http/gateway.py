@@ -47,8 +47,9 @@ from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import KeyrackError
 from keyrack.http.auth import KeyParser
 from keyrack.http.metrics import Metrics
-from keyrack.http.problems import STATUS_BY_CODE, problem
+from keyrack.http.problems import problem
 from keyrack.logging import REQUEST_ID
+from keyrack.problems import STATUS_BY_CODE
 from keyrack.ratelimit.base import Limiter
 from keyrack.services.context import Context
 from keyrack.services.handoffs import LINK_PATH

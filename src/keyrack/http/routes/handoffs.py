@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from fastapi import Depends, Request, Response
 
-from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, client_ip, require
+from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router, public
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import (
     HandoffCreate,
@@ -19,6 +18,7 @@ from keyrack.http.schemas.requests import (
     LinkOut,
     RevealedOut,
 )
+from keyrack.routing import Router, client_ip, public
 from keyrack.services import handoffs
 from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 

@@ -17,10 +17,8 @@ from fastapi import Request
 from starlette.responses import Response
 
 from keyrack.cache.keycache import KeyCache
-from keyrack.domain.tenancy import Scope
 from keyrack.domain.verification import KeyIdentity
 from keyrack.http.deps import get_principal
-from keyrack.http.router import Router
 from keyrack.http.schemas.introspection import (
     EffectiveRateLimit,
     HealthOut,
@@ -28,8 +26,8 @@ from keyrack.http.schemas.introspection import (
     OrganizationRef,
     ScopeOut,
 )
-from keyrack.services import keys, tenancy
-from keyrack.services.context import Context
+from keyrack.routing import Router
+from keyrack.services.introspection import SelfView
 from keyrack.services.last_used import LastUsedBuffer, Use
 
 router = Router(prefix="/api/v2", tags=["introspection"])
@@ -39,8 +37,8 @@ LAST_USE_FIELDS = frozenset({"last_used_at", "last_used_ip", "inactivity_deadlin
 
 
 @dataclass(frozen=True, slots=True)
-class SelfView:
-    """A verified key as introspection shows it, rendered to JSON once per cache load.
+class RenderedSelf:
+    """A key's ``SelfView`` as introspection shows it, rendered to JSON once per cache load.
 
     The last use changes with every request: ``keys/self`` is stored whole as of the
     load, and as ``head`` (every other field) for appending a newer use to.
@@ -78,10 +76,9 @@ def _last_use_fields(
     )
 
 
-def load_self(ctx: Context, identity: KeyIdentity) -> SelfView:
-    """Read what the cached identity lacks (creation, last use, org name): two queries."""
-    view = keys.get_key(ctx, Scope(identity.org_id), identity.ref)
-    organization = tenancy.get_org_by_id(ctx, identity.org_id).name
+def render_self(found: SelfView) -> RenderedSelf:
+    """The answers of ``keys/self`` and ``health`` for ``found``, as JSON."""
+    identity, view, organization = found.identity, found.key, found.organization
     body = KeySelf(
         ref=view.ref,
         name=view.name,
@@ -110,7 +107,7 @@ def load_self(ctx: Context, identity: KeyIdentity) -> SelfView:
         inactivity_deadline=view.inactivity_deadline,
     )
     health = HealthOut(status="ok", organization=organization, key=identity.ref)
-    return SelfView(
+    return RenderedSelf(
         health=health.model_dump_json().encode(),
         stored=body.model_dump_json().encode(),
         head=body.model_dump_json(exclude=set(LAST_USE_FIELDS)).encode()[:-1] + b",",
@@ -124,9 +121,9 @@ def _json_time(moment: datetime) -> bytes:
     return b'"%s"' % moment.isoformat().replace("+00:00", "Z").encode()
 
 
-async def _self_view(request: Request) -> tuple[KeyIdentity, SelfView]:
+async def _self_view(request: Request) -> tuple[KeyIdentity, RenderedSelf]:
     principal = await get_principal(request)
-    cache: KeyCache[SelfView] = request.app.state.key_cache
+    cache: KeyCache[RenderedSelf] = request.app.state.key_cache
     return principal, await cache.view(principal)
 
 

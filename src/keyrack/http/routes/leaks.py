@@ -21,10 +21,10 @@ from pydantic import Field
 from keyrack.domain.keys import is_well_formed
 from keyrack.domain.limits import RateLimitPolicy
 from keyrack.errors import Throttled
-from keyrack.http.deps import ContextDep, client_ip
-from keyrack.http.router import Router, public
+from keyrack.http.deps import ContextDep
 from keyrack.http.schemas.leaks import MAX_TOKENS, FoundToken, LeakReceipt, LeakReport
 from keyrack.ratelimit.base import Limiter
+from keyrack.routing import Router, client_ip, public
 from keyrack.services import leaks
 
 router = Router(tags=["leaks"])

@@ -12,9 +12,9 @@ from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import NotFound
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import Approval, KeyRequestOut, OrgAccess, OrgOut, Rejection
+from keyrack.routing import Router
 from keyrack.services import requests, tenancy
 from keyrack.services.requests import RequestStatus
 

@@ -16,9 +16,9 @@ from keyrack.domain import permissions as perms
 from keyrack.domain.limits import policy_for
 from keyrack.domain.verification import KeyIdentity, RemoteCode, remote_code
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
-from keyrack.http.router import Router
 from keyrack.http.schemas.verify import VerifiedKey, VerifyIn, VerifyOut
 from keyrack.ratelimit.base import Limiter
+from keyrack.routing import Router
 from keyrack.services.last_used import LastUsedBuffer
 
 router = Router(prefix="/api/v2/keys", tags=["keys"])

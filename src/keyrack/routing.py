@@ -1,5 +1,9 @@
-"""``Router``: FastAPI's ``APIRouter``, made to rule out paths outside its prefix first;
-and ``public``, which declares a route that takes no API key.
+"""What the HTTP API and the console share to route a request: ``Router``, ``public``
+routes, and the client's address.
+
+``Router`` is FastAPI's ``APIRouter``, made to rule out paths outside its prefix first.
+``public`` declares a route that takes no API key, so the gateway lets it through.
+``client_ip`` is the caller's address as the gateway determined it.
 
 FastAPI matches an included router by trying each of its routes in turn, with some
 bookkeeping per route; a request to the last router of the app paid that for every
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
@@ -51,3 +55,11 @@ def public_paths(routers: Iterable[APIRouter]) -> frozenset[str]:
     if any("{" in path for path in paths):
         raise ValueError(f"a public route must have a fixed path: {sorted(paths)}")
     return frozenset(paths)
+
+
+def client_ip(request: Request) -> str | None:
+    """The caller's address as the gateway determined it (X-Forwarded-For when trusted)."""
+    ip: str | None = request.scope.get("state", {}).get("client_ip")
+    if ip is None and request.client:
+        ip = request.client.host
+    return ip
