@@ -9,7 +9,7 @@ from sqlalchemy import event, select
 
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Scope
-from keyrack.domain.verification import KeyStatus, KeyVerifier, VerdictStatus
+from keyrack.domain.verification import KeyStatus, VerdictStatus
 from keyrack.errors import Conflict, InvalidInput, NotFound
 from keyrack.services import audit, keys, tenancy
 from keyrack.services.context import Context
@@ -17,10 +17,11 @@ from keyrack.services.events import KeyChanged
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.keys import KeySecret
 from tests.conftest import OPERATOR, MutableClock, Seeded
+from tests.verifier import Verifier
 
 
-def verifier(ctx: Context) -> KeyVerifier:
-    return KeyVerifier(lambda digest: keys.find_identity(ctx, digest), ctx.clock)
+def verifier(ctx: Context) -> Verifier:
+    return Verifier(ctx)
 
 
 def test_created_key_verifies_with_its_identity(seeded: Seeded) -> None:

@@ -20,7 +20,6 @@ Links are never sent by email: the admin copies them.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import secrets
@@ -32,6 +31,7 @@ from sqlalchemy import ColumnElement, CursorResult, Select, select, text, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain import keys as keyformat
+from keyrack.domain.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.domain.ids import new_ref
 from keyrack.domain.sealing import Sealer
 from keyrack.domain.tenancy import Scope
@@ -54,17 +54,6 @@ LINK_PATH = "/console/handoff/{token}"
 """Where people open a link: the console page, which reveals on a button press (a GET
 alone, e.g. a chat app's link preview, does not use the link up)."""
 _SEALING_PURPOSE = "handoff"
-
-
-class HandoffPurpose(enum.StrEnum):
-    CLAIM = "claim"
-    LINK = "link"
-
-
-class HandoffStatus(enum.StrEnum):
-    PENDING = "pending"
-    OPENED = "opened"
-    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)

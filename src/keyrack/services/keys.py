@@ -10,6 +10,7 @@ from typing import Required, TypedDict, Unpack
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
+from keyrack.domain import expiry
 from keyrack.domain import keys as keyformat
 from keyrack.domain import permissions as perms
 from keyrack.domain.authority import Authority, Bounds, Powers, Rank, Ruling, check, inherit
@@ -66,7 +67,7 @@ class KeyView:
         """When the key is deleted if it stays unused (None once it is not active)."""
         if self.status is not KeyStatus.ACTIVE:
             return None
-        return (self.last_used_at or self.created_at) + timedelta(days=self.inactivity_days)
+        return expiry.inactivity_deadline(self.created_at, self.last_used_at, self.inactivity_days)
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyView:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
+from keyrack.domain.requests import RequestStatus
 from keyrack.domain.tenancy import OrgKind, Scope, validate_name
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit, handoffs, keys
@@ -36,12 +36,6 @@ from keyrack.storage.scoping import within_scope
 from keyrack.storage.tables.keys import ApiKey
 from keyrack.storage.tables.requests import App, Handoff, KeyRequest
 from keyrack.storage.tables.tenancy import Organization
-
-
-class RequestStatus(enum.StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)

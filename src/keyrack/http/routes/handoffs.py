@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import Depends, Request, Response
 
+from keyrack.domain.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.schemas.common import ListPage
@@ -20,7 +21,6 @@ from keyrack.http.schemas.requests import (
 )
 from keyrack.routing import Router, client_ip, public
 from keyrack.services import handoffs
-from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 
 router = Router(tags=["hand-offs"])
 managed = [Depends(require("keys:manage"))]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 
 from fastapi import Request
 from starlette.responses import Response
 
 from keyrack.cache.keycache import KeyCache
+from keyrack.domain.expiry import inactivity_deadline
 from keyrack.domain.verification import KeyIdentity
 from keyrack.http.deps import get_principal
 from keyrack.http.schemas.introspection import (
@@ -50,6 +51,7 @@ class RenderedSelf:
     """The whole ``keys/self`` body, with the last use as stored at the load."""
     head: bytes
     """``stored`` without its last-use fields: ``{...,`` ready for them."""
+    created_at: datetime
     last_used_at: datetime | None
     inactivity_days: int
     active: bool
@@ -59,16 +61,18 @@ class RenderedSelf:
         """The ``keys/self`` body, with ``pending`` as the last use when it is newer."""
         if pending is None or (self.last_used_at is not None and pending[0] <= self.last_used_at):
             return self.stored
-        return self.head + _last_use_fields(*pending, self.inactivity_days, self.active)
+        return self.head + _last_use_fields(
+            *pending, self.created_at, self.inactivity_days, self.active
+        )
 
 
 @lru_cache(maxsize=1024)
 def _last_use_fields(
-    used_at: datetime, ip: str | None, inactivity_days: int, active: bool
+    used_at: datetime, ip: str | None, created_at: datetime, inactivity_days: int, active: bool
 ) -> bytes:
     """The closing fields of ``keys/self``: one rendering per key, second and address
     (uses are recorded to the second)."""
-    deadline = used_at + timedelta(days=inactivity_days) if active else None
+    deadline = inactivity_deadline(created_at, used_at, inactivity_days) if active else None
     return b'"last_used_at":%s,"last_used_ip":%s,"inactivity_deadline":%s}' % (
         _json_time(used_at),
         json.dumps(ip).encode(),
@@ -111,6 +115,7 @@ def render_self(found: SelfView) -> RenderedSelf:
         health=health.model_dump_json().encode(),
         stored=body.model_dump_json().encode(),
         head=body.model_dump_json(exclude=set(LAST_USE_FIELDS)).encode()[:-1] + b",",
+        created_at=view.created_at,
         last_used_at=view.last_used_at,
         inactivity_days=view.inactivity_days,
         active=view.inactivity_deadline is not None,
