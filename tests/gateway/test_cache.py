@@ -16,11 +16,11 @@ from sqlalchemy import event
 
 from keyrack.cache.keycache import KeyCache
 from keyrack.config import Settings
+from keyrack.domain.events import KeyChanged, OrgChanged
 from keyrack.domain.verification import KeyIdentity
 from keyrack.server import create_app
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Context
-from keyrack.services.events import KeyChanged, OrgChanged
 from keyrack.storage.database import Database
 from tests.conftest import OPERATOR, REDIS_URL, MutableClock, Seeded
 from tests.gateway.conftest import FakeMonotonic, Serve, problem_code

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from keyrack.domain.events import Event, KeyChanged
 from keyrack.domain.expiry import DeadlineKind
 from keyrack.domain.keys import digest
 from keyrack.domain.verification import KeyStatus, VerdictStatus
 from keyrack.services import expiry, jobs, keys
 from keyrack.services.context import Context
-from keyrack.services.events import Event, KeyChanged
 from keyrack.storage.database import Database
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.keys import ApiKey, KeySecret

@@ -7,13 +7,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select
 
+from keyrack.domain.events import KeyChanged
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Scope
 from keyrack.domain.verification import KeyStatus, VerdictStatus
 from keyrack.errors import Conflict, InvalidInput, NotFound
 from keyrack.services import audit, keys, tenancy
 from keyrack.services.context import Context
-from keyrack.services.events import KeyChanged
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.keys import KeySecret
 from tests.conftest import OPERATOR, MutableClock, Seeded

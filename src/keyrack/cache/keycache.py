@@ -27,8 +27,8 @@ from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
 
+from keyrack.domain.events import Event, KeyChanged, OrgChanged
 from keyrack.domain.verification import Clock, KeyIdentity, Verdict, check, verify
-from keyrack.services.events import Event, KeyChanged, OrgChanged
 
 DEFAULT_MAX_ENTRIES = 100_000
 REFRESH_AFTER = 0.8

@@ -14,6 +14,7 @@ from keyrack.domain import expiry
 from keyrack.domain import keys as keyformat
 from keyrack.domain import permissions as perms
 from keyrack.domain.authority import Authority, Bounds, Powers, Rank, Ruling, check, inherit
+from keyrack.domain.events import KeyChanged
 from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Scope, validate_name
@@ -21,7 +22,6 @@ from keyrack.domain.verification import KeyIdentity, KeyStatus
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.events import KeyChanged
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.scoping import location_in_scope, within_scope
 from keyrack.storage.tables.keys import ApiKey, KeySecret
