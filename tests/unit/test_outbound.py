@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from keyrack import outbound
 from keyrack.config import Settings
-from tests.conftest import TEST_SECRET
+from tests.conftest import make_settings
 from tests.live import serve_in_thread
 
 
@@ -32,7 +32,7 @@ def receiver() -> Iterator[tuple[str, list[str]]]:
 
 
 def settings(allow_private: bool) -> Settings:
-    return Settings(secret_key=TEST_SECRET, webhook_allow_private_targets=allow_private)
+    return make_settings(webhook_allow_private_targets=allow_private)
 
 
 def test_a_loopback_receiver_is_not_called_while_private_targets_are_refused(
