@@ -25,51 +25,28 @@ FRAMEWORKS = ("fastapi", "starlette", "sqlalchemy", "alembic", "redis", "httpx",
 
 MODULES = sorted(info.name for info in pkgutil.walk_packages(keyrack.__path__, prefix="keyrack."))
 
+ADAPTERS = ("http", "console", "cli", "server")
+"""The parts that serve people and programs, and the composition root above them all."""
+BELOW_SERVICES = ("services", "integrations", *ADAPTERS)
+PLAIN = ("storage", "cache", "ratelimit", "jobs", "outbound", "routing", "problems")
+"""Parts with a job of their own that plain rules (and the SDK) need none of."""
+
 LAYERS: dict[str, tuple[str, ...]] = {
     # part: the parts of Keyrack it must not import, directly or through another module
-    "domain": (
-        "services",
-        "storage",
-        "cache",
-        "ratelimit",
-        "jobs",
-        "integrations",
-        "http",
-        "console",
-        "cli",
-        "server",
-        "outbound",
-        "routing",
-        "problems",
-    ),
-    "ratelimit": ("services", "storage", "cache", "jobs", "http", "console", "cli", "server"),
-    "cache": ("http", "console", "cli", "server", "services", "ratelimit"),
-    "storage": ("services", "http", "console", "cli", "server"),
-    "jobs": ("services", "http", "console", "cli", "server"),
-    "outbound": ("services", "storage", "http", "console", "cli", "server"),
-    "integrations": ("http", "console", "cli", "server"),
-    "routing": ("services", "storage", "http", "console", "cli", "server"),  # shared by both
-    "problems": ("services", "storage", "http", "console", "cli", "server"),  # shared by all
+    "domain": (*PLAIN, *BELOW_SERVICES),
+    # the SDK shares the key format and webhook signatures (plain domain code), nothing else
+    "client": (*PLAIN, *BELOW_SERVICES, "config"),
+    "ratelimit": ("storage", "cache", "jobs", *BELOW_SERVICES),
+    "cache": ("ratelimit", *BELOW_SERVICES),
+    "storage": BELOW_SERVICES,
+    "jobs": BELOW_SERVICES,
+    "outbound": ("storage", *BELOW_SERVICES),
+    "routing": ("storage", *BELOW_SERVICES),  # shared by the API and the console
+    "problems": ("storage", *BELOW_SERVICES),  # shared by every answer
+    "services": ADAPTERS,
+    "integrations": ADAPTERS,
     "http": ("console", "cli", "server"),
     "console": ("http", "cli", "server"),
-    "services": ("http", "console", "cli", "server"),
-    # the SDK shares the key format and webhook signatures (plain domain code), nothing else
-    "client": (
-        "services",
-        "storage",
-        "cache",
-        "ratelimit",
-        "jobs",
-        "integrations",
-        "http",
-        "console",
-        "cli",
-        "server",
-        "outbound",
-        "routing",
-        "problems",
-        "config",
-    ),
 }
 
 

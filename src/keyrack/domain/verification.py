@@ -120,14 +120,20 @@ def verify(presented: str, known: Known, clock: Clock) -> Verdict | Miss:
     return Miss(wanted)
 
 
+def is_current(digest: str, valid_until: datetime | None, wanted: str, clock: Clock) -> bool:
+    """Whether a stored secret (its ``digest``, and ``valid_until`` once rolled) is the one
+    whose digest is ``wanted``, and still in force (constant-time compare)."""
+    return hmac.compare_digest(digest, wanted) and (valid_until is None or clock() < valid_until)
+
+
 def check(identity: KeyIdentity | None, wanted: str, clock: Clock) -> Verdict:
     """The verdict for the identity found under the digest ``wanted`` (or None).
 
     ``clock`` is read only for a key with a deadline (most have none).
     """
-    if identity is None or not hmac.compare_digest(identity.digest, wanted):
-        return NOT_FOUND
-    if identity.secret_valid_until is not None and clock() >= identity.secret_valid_until:
+    if identity is None or not is_current(
+        identity.digest, identity.secret_valid_until, wanted, clock
+    ):
         return NOT_FOUND
     if identity.status is KeyStatus.REVOKED:
         return Verdict(VerdictStatus.REVOKED, identity)

@@ -21,7 +21,6 @@ Links are never sent by email: the admin copies them.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -35,7 +34,7 @@ from keyrack.domain.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.domain.ids import new_ref
 from keyrack.domain.sealing import Sealer
 from keyrack.domain.tenancy import Scope
-from keyrack.domain.verification import KeyStatus
+from keyrack.domain.verification import KeyStatus, is_current
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.services import audit, keys
 from keyrack.services.context import Actor, Context
@@ -319,8 +318,7 @@ def create_link(ctx: Context, actor: Actor, scope: Scope, key_ref: str, secret: 
         if (
             stored is None
             or stored.key_id != key.id
-            or not hmac.compare_digest(stored.digest, presented)
-            or (stored.valid_until is not None and stored.valid_until <= now)
+            or not is_current(stored.digest, stored.valid_until, presented, lambda: now)
         ):
             raise InvalidInput(f"that is not a current secret of key {key_ref}")
         if key.status != KeyStatus.ACTIVE.value:
