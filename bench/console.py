@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, insert, text
 from keyrack.config import Settings
 from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import Role
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from keyrack.services import tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.storage.database import Database, normalize_url

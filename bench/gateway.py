@@ -33,9 +33,9 @@ import httpx
 import redis
 
 from keyrack.config import Settings
+from keyrack.domain.tenancy import Scope
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 from keyrack.storage.migrate import upgrade
 
 SECRET_KEY = "bench-secret-key-0123456789abcdefghijklmnop"

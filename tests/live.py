@@ -18,7 +18,7 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", **options: Any) -> It
 
     ``options`` go to ``uvicorn.Config`` (e.g. ``proxy_headers=False``, as ``keyrack serve``
     runs unless the operator trusts a proxy; or all of ``keyrack serve``'s, from
-    ``keyrack.http.server.uvicorn_options``).
+    ``keyrack.http.protocol.uvicorn_options``).
     """
     defaults: dict[str, Any] = {"log_config": None, "lifespan": "on", "ws": "none"}
     config = uvicorn.Config(app, host=host, port=0, **(defaults | options))

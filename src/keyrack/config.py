@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     handoff_ttl_hours: int = Field(default=24, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
-    # what ``keyrack serve`` lets one connection hold (keyrack.http.server)
+    # what ``keyrack serve`` lets one connection hold (keyrack.http.protocol)
     max_header_bytes: int = Field(default=65_536, ge=1024)
     max_headers: int = Field(default=100, ge=8)
     header_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -16,7 +16,7 @@ Every error has a stable ``code``: the slug of its RFC 9457 problem type
     ├── Throttled               rate-limited, concurrency-limited
     └── Unavailable             unavailable        (the database cannot be reached: retry)
 
-The server itself (``keyrack.http.server``) answers ``headers-too-large`` (431) and
+The server itself (``keyrack.http.protocol``) answers ``headers-too-large`` (431) and
 ``request-timeout`` (408) before a request reaches the app.
 """
 

@@ -13,16 +13,14 @@ from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
-from keyrack.config import Settings
 from keyrack.domain.keys import Environment
-from keyrack.domain.tenancy import OrgKind, Role
-from keyrack.http.app import create_app
+from keyrack.domain.tenancy import OrgKind, Role, Scope
+from keyrack.server import create_app
 from keyrack.services import apps, expiry, keys, leaks, requests, tenancy
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 from keyrack.storage.database import Database
 from keyrack.storage.migrate import upgrade
-from tests.conftest import TEST_SECRET, MutableClock
+from tests.conftest import MutableClock, make_settings
 from tests.console.conftest import PASSWORD
 from tests.console.test_browser import ARGS, CHROMIUM
 from tests.live import serve_in_thread
@@ -92,7 +90,7 @@ def main() -> None:
         url = f"sqlite:///{tmp}/shots.db"
         upgrade(url)
         clock = MutableClock()
-        settings = Settings(database_url=url, secret_key=TEST_SECRET, environment="test")
+        settings = make_settings(url)
         ctx = Context(settings=settings, db=Database(url), clock=clock)
         seed(ctx, clock)
         with serve_in_thread(create_app(ctx=ctx)) as base, sync_playwright() as pw:

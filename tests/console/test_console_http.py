@@ -10,11 +10,10 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from keyrack.domain.ids import new_ref
-from keyrack.domain.tenancy import OrgKind
+from keyrack.domain.tenancy import OrgKind, Scope
 from keyrack.errors import AuthenticationFailed, Throttled
 from keyrack.services import apps, keys, sessions, tenancy
 from keyrack.services.context import Context
-from keyrack.services.keys import Scope
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.console import ConsoleReveal, ConsoleSession
 from keyrack.storage.tables.keys import ApiKey

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from keyrack.cache.memory import MemoryLimiter
 from keyrack.config import Settings
-from keyrack.http.app import create_app
+from keyrack.ratelimit.memory import MemoryLimiter
+from keyrack.server import create_app
 from keyrack.services.context import Context
-from tests.conftest import TEST_SECRET
+from tests.conftest import make_settings
 from tests.live import serve_in_thread
 
 
@@ -36,15 +36,7 @@ class FakeMonotonic:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        secret_key=TEST_SECRET,
-        environment="test",
-        redis_url=None,
-        smtp_url=None,
-        key_cache_ttl_seconds=300,
-        last_used_flush_seconds=3600,
-    )
+    return make_settings(database_url, key_cache_ttl_seconds=300, last_used_flush_seconds=3600)
 
 
 @pytest.fixture

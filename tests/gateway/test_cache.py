@@ -16,13 +16,13 @@ from sqlalchemy import event
 
 from keyrack.cache.keycache import KeyCache
 from keyrack.config import Settings
+from keyrack.domain.events import KeyChanged, OrgChanged
 from keyrack.domain.verification import KeyIdentity
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Context
-from keyrack.services.events import KeyChanged, OrgChanged
 from keyrack.storage.database import Database
-from tests.conftest import OPERATOR, REDIS_URL, MutableClock, Seeded
+from tests.conftest import OPERATOR, REDIS_SKIP, REDIS_URL, MutableClock, Seeded
 from tests.gateway.conftest import FakeMonotonic, Serve, problem_code
 
 
@@ -246,7 +246,7 @@ async def test_the_cache_is_bounded() -> None:
     assert len(cache) == 3 and cache.peek("a") is None and cache.peek("d") == (None,)
 
 
-@pytest.mark.skipif(not REDIS_URL, reason="KEYRACK_TEST_REDIS_URL not set")
+@pytest.mark.skipif(not REDIS_URL, reason=REDIS_SKIP)
 def test_a_revoke_on_one_instance_reaches_another_through_redis(
     ctx: Context, settings: Settings, seeded: Seeded, serve: Serve
 ) -> None:

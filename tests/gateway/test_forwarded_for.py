@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import select
 
-from keyrack.http.app import create_app
-from tests.conftest import Seeded
+from keyrack.server import create_app
+from keyrack.services import tenancy
+from keyrack.storage.tables.audit import AuditEvent
+from tests.conftest import OPERATOR, Seeded
+from tests.console.conftest import PASSWORD, Browser
 from tests.live import serve_in_thread
 
 
@@ -32,3 +36,23 @@ def test_a_forwarded_entry_that_is_no_address_is_ignored(seeded: Seeded) -> None
             headers={**seeded.headers(), "X-Forwarded-For": '203.0.113.5, x"' + "y" * 80},
         )
     assert me.status_code == 200 and me.json()["last_used_ip"] == "127.0.0.1"
+
+
+def test_the_console_sees_the_address_the_gateway_determined(seeded: Seeded) -> None:
+    """One client address for the API and the console: behind a trusted proxy, a sign-in
+    is recorded (and throttled) under the client's address, not the proxy's."""
+    tenancy.create_user(
+        seeded.ctx, OPERATOR, org_slug="acme", email="ann@acme.test", password=PASSWORD
+    )
+    seeded.ctx.settings.trust_forwarded_for = True
+    with (
+        serve_in_thread(create_app(ctx=seeded.ctx), proxy_headers=False) as url,
+        httpx.Client(base_url=url, headers={"X-Forwarded-For": "203.0.113.5"}) as client,
+    ):
+        browser = Browser(client)
+        assert browser.sign_in("ann@acme.test").status_code == 303
+    with seeded.ctx.db.session() as session:
+        ips = session.scalars(
+            select(AuditEvent.ip).where(AuditEvent.action == "console.signed_in")
+        ).all()
+    assert ips == ["203.0.113.5"]

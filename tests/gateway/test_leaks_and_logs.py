@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from fastapi import FastAPI
 
+from keyrack.domain.events import KeyChanged
 from keyrack.domain.keys import Environment, generate
 from keyrack.logging import REQUEST_ID, JsonFormatter, redact
 from keyrack.services import audit, keys
-from keyrack.services.events import KeyChanged
 from keyrack.services.leaks import revoke_leaked
 from tests.conftest import OPERATOR, MutableClock, Seeded
 from tests.gateway.conftest import Serve

@@ -16,17 +16,18 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from keyrack.domain.events import Event, KeyChanged
 from keyrack.domain.expiry import DeadlineKind
 from keyrack.domain.keys import digest
-from keyrack.domain.verification import KeyStatus, KeyVerifier, VerdictStatus
+from keyrack.domain.verification import KeyStatus, VerdictStatus
 from keyrack.services import expiry, jobs, keys
 from keyrack.services.context import Context
-from keyrack.services.events import Event, KeyChanged
 from keyrack.storage.database import Database
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.keys import ApiKey, KeySecret
 from keyrack.storage.tables.notices import ExpiryNotice, Notification, OutboxEmail
 from tests.conftest import MutableClock, Seeded
+from tests.verifier import Verifier
 
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
@@ -83,7 +84,7 @@ def test_notices_go_out_exactly_15_7_and_1_days_before_and_the_key_expires_at_90
     assert [e.target_ref for e in expired] == [ref]
     assert published == [KeyChanged(seeded.key.id, (digest(seeded.secret),))]
     clock.now = created + 90 * DAY
-    verdict = KeyVerifier(lambda d: keys.find_identity(ctx, d), clock).verify(seeded.secret)
+    verdict = Verifier(ctx, clock).verify(seeded.secret)
     assert verdict.status is VerdictStatus.NOT_FOUND
     assert jobs.sweep(ctx, created + 200 * DAY).expired == 0
 

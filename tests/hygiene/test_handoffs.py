@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
+from keyrack.domain.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.domain.keys import Environment
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.http.routes.handoffs import OPEN_LINK_PATH
 from keyrack.services import audit, handoffs, keys, requests
 from keyrack.services.context import Actor, Context
-from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.storage.tables import Base
 from keyrack.storage.tables.requests import Handoff
 from tests.conftest import OPERATOR, MutableClock, Seeded, seed_org

@@ -10,17 +10,16 @@ import pytest
 from sqlalchemy import select
 
 from keyrack.domain.keys import Environment
-from keyrack.domain.tenancy import OrgKind, Role
-from keyrack.domain.verification import KeyVerifier
+from keyrack.domain.requests import RequestStatus
+from keyrack.domain.tenancy import OrgKind, Role, Scope
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import apps, audit, handoffs, keys, requests, tenancy
 from keyrack.services.apps import AppView
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
-from keyrack.services.requests import RequestStatus
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.tenancy import User
 from tests.conftest import OPERATOR, Seeded, seed_org
+from tests.verifier import Verifier
 
 APP_PERMISSIONS = ("clients:read", "contacts:read", "usage:write")
 
@@ -95,8 +94,8 @@ def market(ctx: Context) -> Market:
     return seed_market(ctx)
 
 
-def verifier(ctx: Context) -> KeyVerifier:
-    return KeyVerifier(lambda digest: keys.find_identity(ctx, digest), ctx.clock)
+def verifier(ctx: Context) -> Verifier:
+    return Verifier(ctx)
 
 
 # --- services -------------------------------------------------------------------------------

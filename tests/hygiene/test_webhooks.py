@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from keyrack.client.webhooks import sign_payload, verify_signature
+from keyrack.domain.tenancy import Scope
 from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
 from keyrack.services import jobs, keys, tenancy, webhooks
 from keyrack.services.context import Actor
@@ -214,7 +215,7 @@ def test_another_organizations_webhooks_are_not_found(
     _, other = keys.create_key(
         seeded.ctx,
         Actor(label="t"),
-        keys.Scope(other_org.id),
+        Scope(other_org.id),
         name="O",
         permissions=["keys:manage"],
     )

@@ -29,7 +29,7 @@ from keyrack.domain.jobs import State
 from keyrack.jobs import Worker, admin, enqueue, wakeup
 from keyrack.storage.database import Database
 from keyrack.storage.tables.jobs import Job
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_SKIP, REDIS_URL
 from tests.jobs import worker_process
 from tests.jobs.worker_process import runs
 
@@ -216,7 +216,7 @@ def test_on_sqlite_a_worker_process_and_the_in_process_worker_share_the_jobs(
 
 
 @sqlite_only
-@pytest.mark.skipif(not REDIS_URL, reason="KEYRACK_TEST_REDIS_URL not set")
+@pytest.mark.skipif(not REDIS_URL, reason=REDIS_SKIP)
 def test_on_sqlite_redis_wakes_a_separate_worker_process(db: Database, spawn: Spawn) -> None:
     assert REDIS_URL
     spawn(1, "--redis", REDIS_URL)

@@ -24,19 +24,26 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from keyrack.config import Settings
+from keyrack.domain.tenancy import Scope
 from keyrack.services import keys, tenancy
 from keyrack.services.context import Context
-from keyrack.services.keys import Scope
 from keyrack.storage.database import normalize_url
 from keyrack.storage.migrate import upgrade
-from tests.conftest import OPERATOR, PG_URL, REDIS_URL, TEST_SECRET
+from tests.conftest import (
+    OPERATOR,
+    PG_SKIP,
+    PG_URL,
+    REDIS_SKIP,
+    REDIS_URL,
+    TEST_SECRET,
+    make_settings,
+)
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         not (PG_URL and REDIS_URL),
-        reason="needs KEYRACK_TEST_DATABASE_URL and KEYRACK_TEST_REDIS_URL",
+        reason=f"needs PostgreSQL and Redis: {PG_SKIP if not PG_URL else REDIS_SKIP}",
     ),
 ]
 
@@ -65,7 +72,7 @@ def start_server(database_url: str, log: Path) -> Server:
         "KEYRACK_ENVIRONMENT": "test",
         "KEYRACK_CONCURRENCY_LEASE_SECONDS": str(LEASE_SECONDS),
     }
-    command = [sys.executable, "-m", "uvicorn", "keyrack.http.app:create_app", "--factory"]
+    command = [sys.executable, "-m", "uvicorn", "keyrack.server:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     with log.open("ab") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=sink)
@@ -113,7 +120,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
     servers: list[Server] = []
-    ctx = Context.from_settings(Settings(database_url=url, secret_key=TEST_SECRET))
+    ctx = Context.from_settings(make_settings(url))
     try:
         upgrade(url)
         org = tenancy.create_org(ctx, OPERATOR, name="Two", slug="two")

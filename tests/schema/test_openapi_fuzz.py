@@ -23,13 +23,12 @@ from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from keyrack.config import Settings
 from keyrack.domain.permissions import PERMISSIONS
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from keyrack.services import keys
 from keyrack.services.context import Context
 from keyrack.storage.database import Database
-from tests.conftest import OPERATOR, TEST_SECRET, seed_org
+from tests.conftest import OPERATOR, make_settings, seed_org
 from tests.live import serve_in_thread
 
 EXAMPLES = 25
@@ -46,13 +45,7 @@ class Served:
 def served(_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     target = tmp_path_factory.mktemp("fuzz") / "keyrack.db"
     shutil.copyfile(_sqlite_template, target)
-    settings_ = Settings(
-        database_url=f"sqlite:///{target}",
-        secret_key=TEST_SECRET,
-        environment="test",
-        redis_url=None,
-        smtp_url=None,
-    )
+    settings_ = make_settings(f"sqlite:///{target}")
     ctx = Context(settings=settings_, db=Database(settings_.database_url))
     org = seed_org(ctx, "fuzz")
     _, secret = keys.create_key(

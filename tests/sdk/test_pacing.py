@@ -78,6 +78,32 @@ def test_slow_requests_are_not_delayed_further() -> None:
     assert time.sleeps == []
 
 
+def test_below_two_per_second_a_request_starts_an_interval_after_the_last_one_ended() -> None:
+    """A one-token server bucket counts from arrival, which may come late for one request
+    (a new connection, a cache miss) and on time for the next: spacing starts is not
+    enough, the end of the previous request is the safe mark."""
+    pacer, time = paced(rate=1, concurrency=1)
+    one = 1 / HEADROOM
+    began = []
+    for took in (0.3, 0.05):
+        with pacer.slot():
+            began.append(time.now)
+            time.now += took
+    with pacer.slot():
+        began.append(time.now)
+    assert began == pytest.approx([0.0, 0.3 + one, 0.3 + one + 0.05 + one])
+
+
+def test_from_two_per_second_only_starts_are_spaced() -> None:
+    pacer, time = paced(rate=2, concurrency=1)
+    began = []
+    for _ in range(3):
+        with pacer.slot():
+            began.append(time.now)
+            time.now += 0.1
+    assert began == pytest.approx([0.0, 1 / (2 * HEADROOM), 2 / (2 * HEADROOM)])
+
+
 def test_without_a_rate_nothing_waits() -> None:
     pacer, time = paced(rate=None)
     assert starts(pacer, time, 20) == [0.0] * 20

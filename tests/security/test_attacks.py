@@ -12,10 +12,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from keyrack import outbound
 from keyrack.config import Settings
 from keyrack.domain.tenancy import Role
-from keyrack.http.app import create_app
 from keyrack.logging import JsonFormatter
+from keyrack.server import create_app
 from keyrack.services import jobs, keys, tenancy, webhooks
 from keyrack.services.context import Context
 from tests.conftest import OPERATOR, Seeded
@@ -347,13 +348,13 @@ def test_a_delivery_goes_to_the_address_that_was_checked_keeping_the_name() -> N
         lookups.append((host, port))
         return next(answers)
 
-    target = webhooks.public_target("https://hooks.example:8443/in?x=1", rebinding_dns)
+    target = outbound.public_target("https://hooks.example:8443/in?x=1", rebinding_dns)
     assert target.url == "https://93.184.216.34:8443/in?x=1"
     assert target.headers == {"Host": "hooks.example:8443"}
     assert target.extensions == {"sni_hostname": "hooks.example"}  # and its certificate
     assert lookups == [("hooks.example", 8443)]
-    with pytest.raises(webhooks.TargetRefused, match="non-public"):
-        webhooks.public_target("http://hooks.example/in", rebinding_dns)
+    with pytest.raises(outbound.TargetRefused, match="non-public"):
+        outbound.public_target("http://hooks.example/in", rebinding_dns)
 
 
 @pytest.mark.parametrize(
@@ -365,5 +366,5 @@ def test_a_name_with_any_internal_address_or_none_is_refused(answer: object) -> 
             raise answer
         return list(answer)  # type: ignore[call-overload]
 
-    with pytest.raises(webhooks.TargetRefused, match="refused"):
-        webhooks.public_target("http://hooks.example/in", dns)
+    with pytest.raises(outbound.TargetRefused, match="refused"):
+        outbound.public_target("http://hooks.example/in", dns)

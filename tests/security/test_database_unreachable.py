@@ -21,15 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keyrack.config import Settings
 from keyrack.domain.keys import Environment, generate
-from keyrack.http.app import create_app
-from keyrack.http.server import uvicorn_options
+from keyrack.http.protocol import uvicorn_options
 from keyrack.logging import JsonFormatter
+from keyrack.server import create_app
 from keyrack.services import jobs
 from keyrack.services.context import Context
 from keyrack.storage.database import Database
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, make_settings
 from tests.live import serve_in_thread
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -50,9 +49,7 @@ def unreachable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def down(unreachable_url: str) -> Iterator[httpx.Client]:
-    settings = Settings(
-        database_url=unreachable_url, secret_key=TEST_SECRET, environment="test", redis_url=None
-    )
+    settings = make_settings(unreachable_url)
     ctx = Context(settings=settings, db=Database(unreachable_url))
     with (
         serve_in_thread(create_app(ctx=ctx), **uvicorn_options(settings)) as url,
@@ -162,7 +159,7 @@ def test_a_cli_command_with_the_database_cut_off_says_so_in_one_line_and_exits_1
 def test_the_worker_with_the_database_cut_off_logs_one_line_per_sweep_and_keeps_trying(
     unreachable_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(database_url=unreachable_url, secret_key=TEST_SECRET, redis_url=None)
+    settings = make_settings(unreachable_url)
     ctx = Context(settings=settings, db=Database(unreachable_url))
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()

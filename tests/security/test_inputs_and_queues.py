@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy import select, update
 
 from keyrack.cli import main as keyrack_cli
-from keyrack.domain.tenancy import OrgKind
+from keyrack.domain.tenancy import OrgKind, Scope
 from keyrack.errors import InvalidInput
-from keyrack.http.app import create_app
+from keyrack.server import create_app
 from keyrack.services import email, jobs, keys, requests, tenancy, webhooks
 from keyrack.services.context import Context
 from keyrack.storage.tables.keys import ApiKey
@@ -236,7 +236,7 @@ def test_control_characters_in_names_are_refused_by_the_api(ctx: Context) -> Non
     sandbox, vendor_secret = keys.create_key(
         ctx,
         OPERATOR,
-        keys.Scope(vendor.id),
+        Scope(vendor.id),
         name="Sandbox",
         permissions=["keys:manage"],
         rate_per_second=10_000,
@@ -327,7 +327,7 @@ def test_control_characters_in_console_forms_are_shown_on_the_form_keeping_what_
     assert email_added.status_code == 400 and "control character" in email_added.text
     assert 'value="Ann"' in email_added.text
 
-    victim, _ = keys.create_key(ctx, OPERATOR, keys.Scope(people.org_id), name="Victim")
+    victim, _ = keys.create_key(ctx, OPERATOR, Scope(people.org_id), name="Victim")
     admin.get(f"/console/settings/api/keys/{victim.ref}")
     revoked = admin.post(
         f"/console/settings/api/keys/{victim.ref}/revoke", {"reason": "retired\u2028today"}
@@ -337,8 +337,8 @@ def test_control_characters_in_console_forms_are_shown_on_the_form_keeping_what_
     assert "retired\u2028today" in revoked.text
     assert 'action="/console/settings/api/keys/' in revoked.text  # the key's page, its form
 
-    assert [k.name for k in keys.list_keys(ctx, keys.Scope(people.org_id)).data] == ["Victim"]
-    assert keys.get_key(ctx, keys.Scope(people.org_id), victim.ref).status.value == "active"
+    assert [k.name for k in keys.list_keys(ctx, Scope(people.org_id)).data] == ["Victim"]
+    assert keys.get_key(ctx, Scope(people.org_id), victim.ref).status.value == "active"
     with ctx.db.session() as session:
         assert not session.scalars(select(User).where(User.email.like("ann%"))).all()
 

@@ -19,10 +19,10 @@ from sqlalchemy import select
 
 from keyrack.domain.keys import Environment
 from keyrack.domain.permissions import PERMISSIONS
-from keyrack.domain.tenancy import OrgKind, Role
+from keyrack.domain.tenancy import OrgKind, Role, Scope
 from keyrack.services import apps, audit, keys, requests, tenancy
 from keyrack.services.context import Context
-from keyrack.services.keys import KeyView, Scope
+from keyrack.services.keys import KeyView
 from keyrack.storage.tables.requests import Handoff, KeyRequest
 from keyrack.storage.tables.tenancy import User
 from tests.conftest import OPERATOR, MutableClock, Seeded

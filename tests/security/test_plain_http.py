@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from keyrack.domain.verification import KeyStatus
-from keyrack.http.app import create_app
-from keyrack.http.server import uvicorn_options
+from keyrack.http.protocol import uvicorn_options
+from keyrack.server import create_app
 from keyrack.services import keys
 from keyrack.services.context import Context
 from tests.conftest import Seeded

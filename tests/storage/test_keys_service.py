@@ -7,20 +7,21 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select
 
+from keyrack.domain.events import KeyChanged
 from keyrack.domain.keys import Environment
-from keyrack.domain.verification import KeyStatus, KeyVerifier, VerdictStatus
+from keyrack.domain.tenancy import Scope
+from keyrack.domain.verification import KeyStatus, VerdictStatus
 from keyrack.errors import Conflict, InvalidInput, NotFound
 from keyrack.services import audit, keys, tenancy
 from keyrack.services.context import Context
-from keyrack.services.events import KeyChanged
-from keyrack.services.keys import Scope
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.keys import KeySecret
 from tests.conftest import OPERATOR, MutableClock, Seeded
+from tests.verifier import Verifier
 
 
-def verifier(ctx: Context) -> KeyVerifier:
-    return KeyVerifier(lambda digest: keys.find_identity(ctx, digest), ctx.clock)
+def verifier(ctx: Context) -> Verifier:
+    return Verifier(ctx)
 
 
 def test_created_key_verifies_with_its_identity(seeded: Seeded) -> None:

@@ -10,7 +10,7 @@ from starlette.routing import Match
 
 from keyrack.console import web
 from keyrack.http import deps
-from keyrack.http.router import Router
+from keyrack.routing import Router, public, public_paths
 
 
 def scope(path: str, root_path: str = "") -> dict[str, object]:
@@ -45,3 +45,23 @@ def test_a_path_outside_the_prefix_is_ruled_out() -> None:  # inside: every API 
 )
 def test_dependencies_that_only_read_the_request_are_async(dependency: object) -> None:
     assert inspect.iscoroutinefunction(dependency)
+
+
+def test_the_routes_declared_public_are_the_public_paths() -> None:
+    router = Router(prefix="/api/v2")
+
+    @router.post("/reports")
+    @public
+    async def report() -> None: ...
+
+    @router.get("/things")
+    async def things() -> None: ...
+
+    assert public_paths([router]) == {"/api/v2/reports"}
+
+    @router.get("/things/{thing_id}")
+    @public
+    async def thing(thing_id: int) -> None: ...
+
+    with pytest.raises(ValueError, match="fixed path"):
+        public_paths([router])

@@ -1,1 +1,1 @@
-"""Per-key throttling backends: in-process (``MemoryLimiter``) and shared (``RedisLimiter``)."""
+"""The verification cache (``keycache``) and its invalidation across instances (``relay``)."""

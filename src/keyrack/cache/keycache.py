@@ -27,16 +27,8 @@ from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
 
-from keyrack.domain import keys as keyformat
-from keyrack.domain.verification import (
-    MALFORMED,
-    NOT_FOUND,
-    Clock,
-    KeyIdentity,
-    Verdict,
-    check,
-)
-from keyrack.services.events import Event, KeyChanged, OrgChanged
+from keyrack.domain.events import Event, KeyChanged, OrgChanged
+from keyrack.domain.verification import Clock, KeyIdentity, Verdict, check, verify
 
 DEFAULT_MAX_ENTRIES = 100_000
 REFRESH_AFTER = 0.8
@@ -215,7 +207,8 @@ class KeyCache(Generic[V]):
 
 
 class CachedVerifier:
-    """Key verification over a ``KeyCache`` for async callers (the gateway, ``keys/verify``).
+    """Key verification over a ``KeyCache`` for async callers (the gateway, ``keys/verify``):
+    ``keyrack.domain.verification.verify`` on what the cache holds, a miss read once.
 
     A hit is answered on the event loop; a miss is loaded once in a worker thread
     (concurrent misses for one digest share the load). ``on_miss`` is told of each.
@@ -225,25 +218,15 @@ class CachedVerifier:
         self, cache: KeyCache[Any], clock: Clock, *, on_miss: Callable[[], None] | None = None
     ) -> None:
         self.cache = cache
+        self._known = cache.peek
         self._clock = clock
         self._on_miss = on_miss
 
     async def verify(self, presented: str) -> Verdict:
-        """The verdict for ``presented``; raises only if the database cannot be read.
-
-        A digest found in memory needs no shape check: it is the digest of a real key.
-        Anything else is shape-checked before it may cost a database read.
-        """
-        if len(presented) != keyformat.KEY_LENGTH:
-            return MALFORMED
-        wanted = keyformat.digest(presented)
-        boxed = self.cache.peek(wanted)
-        if boxed is not None and boxed[0] is not None:
-            return check(boxed[0], wanted, self._clock)
-        if not keyformat.is_well_formed(presented):
-            return MALFORMED
-        if boxed is not None:
-            return NOT_FOUND
+        """The verdict for ``presented``; raises only if the database cannot be read."""
+        found = verify(presented, self._known, self._clock)
+        if isinstance(found, Verdict):
+            return found
         if self._on_miss is not None:
             self._on_miss()
-        return check(await self.cache.identity(wanted), wanted, self._clock)
+        return check(await self.cache.identity(found.digest), found.digest, self._clock)

@@ -19,7 +19,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from keyrack.cache.keycache import KeyCache
-from keyrack.services.events import Event, KeyChanged, OrgChanged
+from keyrack.domain.events import Event, KeyChanged, OrgChanged
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,10 @@ from keyrack.cli.common import (
     parse_duration,
 )
 from keyrack.domain.keys import Environment
+from keyrack.domain.tenancy import Scope
 from keyrack.errors import NotFound
 from keyrack.services import keys, tenancy
-from keyrack.services.keys import KeyView, Scope
+from keyrack.services.keys import KeyView
 from keyrack.storage.tables.keys import ApiKey
 
 app = typer.Typer(help="API keys.", no_args_is_help=True)

@@ -7,9 +7,10 @@ from typing import Any
 import typer
 
 from keyrack.cli.common import OPERATOR, JsonOption, console, context, emit_json, emit_table
+from keyrack.domain.requests import RequestStatus
 from keyrack.services import apps, requests
 from keyrack.services.apps import AppView
-from keyrack.services.requests import KeyRequestView, RequestStatus
+from keyrack.services.requests import KeyRequestView
 
 app = typer.Typer(help="Production-key requests (staff).", no_args_is_help=True)
 apps_app = typer.Typer(help="The app catalog.", no_args_is_help=True)

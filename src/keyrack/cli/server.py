@@ -6,7 +6,7 @@ import typer
 import uvicorn
 
 from keyrack.cli.common import console, context
-from keyrack.http.server import uvicorn_options
+from keyrack.http.protocol import uvicorn_options
 from keyrack.services import tenancy
 from keyrack.storage.migrate import upgrade
 
@@ -35,7 +35,7 @@ def serve(
         )
     ctx.db.dispose()
     uvicorn.run(
-        "keyrack.http.app:create_app",
+        "keyrack.server:create_app",
         factory=True,
         host=host,
         port=port,

@@ -5,9 +5,16 @@ takes a slot of the concurrency gate (at most ``concurrency`` in flight), then a
 start time from a token bucket holding one token and refilled at ``HEADROOM``
 times ``rate_per_second``: starts are evenly spaced, 5% wider than the limit
 allows. The server's bucket holds ``rate_per_second`` tokens, so evenly spaced
-starts never drain it; the headroom covers a one-token bucket (a 1/s key), where
-a request reaching the server a few milliseconds early would otherwise be
-refused.
+starts never drain it while it holds two or more: an early arrival spends a token
+saved up.
+
+A key below 2 requests/second has a one-token bucket, and no spacing of *starts*
+can be wide enough for it: the server counts from when the previous request
+reached it, and a request can take longer to get there than the next one (the
+first on a connection, a key not yet in the server's cache). So at such a rate a
+request also starts no sooner than one interval after the previous one *ended*,
+when the server had certainly counted it; with ``concurrency=1`` this holds
+whatever the network does, and costs a round trip per interval.
 
 After a 429 the client calls ``hold(retry_after)``: no thread starts a request
 before that moment has passed. When the server's ``RateLimit-Policy`` header
@@ -29,6 +36,9 @@ from email.utils import parsedate_to_datetime
 DEFAULT_RETRY_AFTER = 1.0
 HEADROOM = 0.95
 """Fraction of the configured rate actually used, for arrival jitter."""
+ONE_TOKEN_BELOW = 2
+"""Rates (per second) below this have a one-token bucket on the server: paced from each
+request's end too."""
 
 
 class Pacer:
@@ -55,6 +65,8 @@ class Pacer:
         self._lock = threading.Lock()
         self._last_start = -math.inf
         """Start time granted to the latest request."""
+        self._last_end = -math.inf
+        """When the latest request ended."""
         self._not_before = -math.inf
         """Set by ``hold``: nothing starts earlier."""
 
@@ -70,6 +82,8 @@ class Pacer:
                 wait = self._held_for()
             yield
         finally:
+            with self._lock:
+                self._last_end = max(self._last_end, self._clock())
             if self._gate is not None:
                 self._gate.release()
 
@@ -90,6 +104,8 @@ class Pacer:
         with self._lock:
             now = self._clock()
             start = max(now, self._last_start + self._interval, self._not_before)
+            if self.rate_per_second is not None and self.rate_per_second < ONE_TOKEN_BELOW:
+                start = max(start, self._last_end + self._interval)
             self._last_start = start
             return start - now
 

@@ -13,11 +13,10 @@ from keyrack.console.web import (
     CsrfDep,
     CtxDep,
     SignedInDep,
-    client_ip,
     render,
 )
 from keyrack.errors import AuthenticationFailed, InvalidInput
-from keyrack.http.router import Router
+from keyrack.routing import Router, client_ip
 from keyrack.services import sessions
 
 router = Router(prefix=f"{PREFIX}/account", route_class=ConsoleRoute, include_in_schema=False)

@@ -15,18 +15,17 @@ from keyrack.console.web import (
     ConsoleRoute,
     CsrfDep,
     CtxDep,
-    client_ip,
     render,
     see_other,
 )
 from keyrack.domain.authority import Rank
 from keyrack.domain.keys import Environment
 from keyrack.domain.permissions import PERMISSIONS
+from keyrack.domain.tenancy import Scope
 from keyrack.errors import AccessDenied, InvalidInput
-from keyrack.http.router import Router
+from keyrack.routing import Router, client_ip
 from keyrack.services import keys, sessions, tenancy
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 from keyrack.services.sessions import SignedIn
 
 router = Router(prefix=f"{PREFIX}/settings/api", route_class=ConsoleRoute, include_in_schema=False)

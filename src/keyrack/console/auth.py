@@ -17,14 +17,14 @@ from keyrack.console.web import (
     CsrfDep,
     CtxDep,
     SignedInDep,
-    client_ip,
     manages_settings,
     render,
     safe_next,
     see_other,
 )
+from keyrack.domain.limits import throttled_headers
 from keyrack.errors import AccessDenied, AuthenticationFailed, Throttled
-from keyrack.http.router import Router
+from keyrack.routing import Router, client_ip
 from keyrack.services import sessions
 
 router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
@@ -78,7 +78,7 @@ def login(
         return _login_page(request, safe_next(next), error=exc.detail, email=email, status=401)
     except Throttled as exc:
         refused = _login_page(request, safe_next(next), error=exc.detail, email=email, status=429)
-        refused.headers["Retry-After"] = str(int(exc.retry_after))
+        refused.headers.update(throttled_headers(exc.retry_after))
         return refused
     assert signed.token is not None
     response = see_other(safe_next(next))

@@ -14,7 +14,7 @@ from keyrack.console.web import (
     render,
     see_other,
 )
-from keyrack.http.router import Router
+from keyrack.routing import Router
 from keyrack.services import notifications
 
 router = Router(prefix=f"{PREFIX}/notifications", route_class=ConsoleRoute, include_in_schema=False)

@@ -16,15 +16,14 @@ from keyrack.console.web import (
     ConsoleRoute,
     CsrfDep,
     CtxDep,
-    client_ip,
     render,
     see_other,
 )
+from keyrack.domain.handoffs import HandoffPurpose, HandoffStatus
+from keyrack.domain.tenancy import Scope
 from keyrack.errors import AccessDenied, InvalidInput
-from keyrack.http.router import Router
+from keyrack.routing import Router, client_ip
 from keyrack.services import apps, handoffs, requests, sessions
-from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
-from keyrack.services.keys import Scope
 
 router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 HANDOFF_COOKIE = "keyrack_handoff_csrf"

@@ -19,11 +19,11 @@ from keyrack.console.web import (
     see_other,
 )
 from keyrack.domain.permissions import PERMISSIONS
+from keyrack.domain.requests import RequestStatus
 from keyrack.errors import InvalidInput
-from keyrack.http.router import Router
+from keyrack.routing import Router
 from keyrack.services import requests, tenancy
 from keyrack.services.context import Context
-from keyrack.services.requests import RequestStatus
 
 router = Router(prefix=f"{PREFIX}/staff", route_class=ConsoleRoute, include_in_schema=False)
 

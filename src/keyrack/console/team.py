@@ -20,7 +20,7 @@ from keyrack.console.web import (
 )
 from keyrack.domain.tenancy import Role
 from keyrack.errors import Conflict, InvalidInput
-from keyrack.http.router import Router
+from keyrack.routing import Router
 from keyrack.services import audit, tenancy
 from keyrack.services.audit import AuditFilter
 from keyrack.services.context import Context

@@ -15,10 +15,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
+from keyrack.domain.limits import throttled_headers
 from keyrack.domain.tenancy import Role, UserKind
 from keyrack.errors import AccessDenied, InvalidInput, KeyrackError, NotFound, Throttled
-from keyrack.http.problems import STATUS_BY_CODE
 from keyrack.logging import redact
+from keyrack.problems import STATUS_BY_CODE
+from keyrack.routing import client_ip
 from keyrack.services import sessions
 from keyrack.services.context import Actor, Context
 from keyrack.services.sessions import SignedIn
@@ -54,10 +56,6 @@ class Redirect(Exception):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.url = url
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def context_of(request: Request) -> Context:
@@ -188,7 +186,7 @@ def error_page(request: Request, exc: KeyrackError) -> HTMLResponse:
         status=status,
     )
     if isinstance(exc, Throttled):
-        response.headers["Retry-After"] = str(int(exc.retry_after))
+        response.headers.update(throttled_headers(exc.retry_after))
     return response
 
 

@@ -49,6 +49,13 @@ def idle_anchor(created_at: datetime, last_used_at: datetime | None) -> datetime
     return max(created_at, last_used_at) if last_used_at is not None else created_at
 
 
+def inactivity_deadline(
+    created_at: datetime, last_used_at: datetime | None, inactivity_days: int
+) -> datetime:
+    """When a key left unused lapses: ``inactivity_days`` after its idle anchor."""
+    return idle_anchor(created_at, last_used_at) + timedelta(days=inactivity_days)
+
+
 def deadline_of(
     created_at: datetime,
     last_used_at: datetime | None,
@@ -57,7 +64,11 @@ def deadline_of(
 ) -> Deadline:
     """The deadline that comes first: inactivity, or the absolute ``expires_at``."""
     anchor = idle_anchor(created_at, last_used_at)
-    idle = Deadline(DeadlineKind.INACTIVITY, anchor, anchor + timedelta(days=inactivity_days))
+    idle = Deadline(
+        DeadlineKind.INACTIVITY,
+        anchor,
+        inactivity_deadline(created_at, last_used_at, inactivity_days),
+    )
     if expires_at is not None and expires_at <= idle.at:
         return Deadline(DeadlineKind.ABSOLUTE, expires_at, expires_at)
     return idle

@@ -1,8 +1,12 @@
-"""Throttling policy values and the IETF RateLimit header arithmetic.
+"""Throttling policy values, and the headers of a throttled answer.
 
 A key may make ``rate_per_second`` requests per second with at most
 ``concurrency`` in flight. Headers follow draft-ietf-httpapi-ratelimit-headers:
-``RateLimit-Policy: "key";q=5;w=1`` and ``RateLimit: "key";r=4;t=1``.
+``RateLimit-Policy: "key";q=5;w=1`` and ``RateLimit: "key";r=4;t=1``. A 429, from
+the gateway, a route or the console's sign-in, gets its headers from
+``throttled_headers``: ``Retry-After`` in whole seconds rounded up (a client that
+waits that long finds the token there), and the RateLimit pair when a limiter
+decided it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 
@@ -25,6 +30,13 @@ class RateLimitPolicy:
     @property
     def policy_header(self) -> str:
         return f'"key";q={self.rate_per_second};w=1, "inflight";q={self.concurrency}'
+
+
+@lru_cache(maxsize=4096)
+def policy_for(rate_per_second: int, concurrency: int) -> RateLimitPolicy:
+    """The policy of a key with these limits: one shared instance per pair, so the
+    limiters' per-bucket memos tell a policy unchanged by identity."""
+    return RateLimitPolicy(rate_per_second, concurrency)
 
 
 class Decision(enum.StrEnum):
@@ -54,8 +66,23 @@ class Admission(NamedTuple):
     @property
     def retry_after(self) -> int:
         """Whole seconds for the ``Retry-After`` header (at least 1)."""
-        return max(1, math.ceil(self.reset_seconds))
+        return whole_seconds(self.reset_seconds)
 
     @property
     def header(self) -> str:
         return f'"key";r={max(0, self.remaining)};t={max(0, math.ceil(self.reset_seconds))}'
+
+
+def whole_seconds(seconds: float) -> int:
+    """A wait as ``Retry-After`` says it: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
+
+
+def throttled_headers(retry_after: float, admission: Admission | None = None) -> dict[str, str]:
+    """The headers of a 429 that asks to wait ``retry_after`` seconds; with the limiter's
+    ``admission``, also the policy and state of its bucket."""
+    headers = {"Retry-After": str(whole_seconds(retry_after))}
+    if admission is not None:
+        headers["RateLimit-Policy"] = admission.policy.policy_header
+        headers["RateLimit"] = admission.header
+    return headers

@@ -5,12 +5,34 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from keyrack.domain.text import check_plain
 from keyrack.errors import InvalidInput
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a caller sees and manages: an organization (the agency), or one location of it.
+
+    An agency scope covers everything of its organization, whatever its location; a
+    location scope covers only what belongs to its location, so nothing of the agency's
+    own (no location) and nothing of another organization. ``covers`` is the rule;
+    ``keyrack.storage.scoping.within_scope`` is the same rule as a query filter.
+    """
+
+    org_id: int
+    location_id: int | None = None
+
+    def covers(self, org_id: int, location_id: int | None) -> bool:
+        """Whether something of organization ``org_id`` and location ``location_id`` (None:
+        the agency's own) is within this scope."""
+        return org_id == self.org_id and (
+            self.location_id is None or location_id == self.location_id
+        )
 
 
 class OrgKind(enum.StrEnum):

@@ -1,8 +1,10 @@
 """Key verification: a presented string in, a ``Verdict`` out.
 
-Verification never raises on the hot path; the HTTP edge turns a non-valid
-verdict into a problem document. A malformed string (wrong shape or checksum)
-is refused before any lookup.
+``verify`` is the one procedure (shape, digest, what is known, ``check``); the server's
+verifier (``keyrack.cache.keycache.CachedVerifier``) runs it over its cache and reads
+a miss from the database. Verification never raises on the hot path; the HTTP edge
+turns a non-valid verdict into a problem document. A malformed string (wrong shape or
+checksum) is refused before any lookup.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from keyrack.domain.keys import Environment, digest, is_well_formed
+from keyrack.domain.keys import KEY_LENGTH, Environment, digest, is_well_formed
 
 
 class KeyStatus(enum.StrEnum):
@@ -86,26 +88,42 @@ class Verdict(NamedTuple):
 MALFORMED = Verdict(VerdictStatus.MALFORMED)
 NOT_FOUND = Verdict(VerdictStatus.NOT_FOUND)
 
-Lookup = Callable[[str], KeyIdentity | None]
 Clock = Callable[[], datetime]
+Known = Callable[[str], tuple[KeyIdentity | None] | None]
+"""A digest's identity when it is known (boxed; ``(None,)``: known to be no key), or None
+when it has to be read."""
 
 
-class KeyVerifier:
-    """Checks a presented key against identities found by digest.
+class Miss(NamedTuple):
+    """``verify`` knows nothing of ``digest``: read its identity, then ``check`` it."""
 
-    ``lookup`` maps a SHA-256 hex digest to the identity it belongs to (a cache
-    in front of the database in production); ``clock`` gives the current time.
+    digest: str
+
+
+def verify(presented: str, known: Known, clock: Clock) -> Verdict | Miss:
+    """The verdict for the ``presented`` string from what is ``known`` (a cache), or the
+    ``Miss`` to read first.
+
+    A digest known to be a key's needs no shape check: it is the digest of a real key.
+    Anything else is shape- and checksum-checked before it may cost a read.
     """
+    if len(presented) != KEY_LENGTH:
+        return MALFORMED
+    wanted = digest(presented)
+    boxed = known(wanted)
+    if boxed is not None and boxed[0] is not None:
+        return check(boxed[0], wanted, clock)
+    if not is_well_formed(presented):
+        return MALFORMED
+    if boxed is not None:
+        return NOT_FOUND
+    return Miss(wanted)
 
-    def __init__(self, lookup: Lookup, clock: Clock) -> None:
-        self._lookup = lookup
-        self._clock = clock
 
-    def verify(self, presented: str) -> Verdict:
-        if not is_well_formed(presented):
-            return MALFORMED
-        wanted = digest(presented)
-        return check(self._lookup(wanted), wanted, self._clock)
+def is_current(digest: str, valid_until: datetime | None, wanted: str, clock: Clock) -> bool:
+    """Whether a stored secret (its ``digest``, and ``valid_until`` once rolled) is the one
+    whose digest is ``wanted``, and still in force (constant-time compare)."""
+    return hmac.compare_digest(digest, wanted) and (valid_until is None or clock() < valid_until)
 
 
 def check(identity: KeyIdentity | None, wanted: str, clock: Clock) -> Verdict:
@@ -113,9 +131,9 @@ def check(identity: KeyIdentity | None, wanted: str, clock: Clock) -> Verdict:
 
     ``clock`` is read only for a key with a deadline (most have none).
     """
-    if identity is None or not hmac.compare_digest(identity.digest, wanted):
-        return NOT_FOUND
-    if identity.secret_valid_until is not None and clock() >= identity.secret_valid_until:
+    if identity is None or not is_current(
+        identity.digest, identity.secret_valid_until, wanted, clock
+    ):
         return NOT_FOUND
     if identity.status is KeyStatus.REVOKED:
         return Verdict(VerdictStatus.REVOKED, identity)

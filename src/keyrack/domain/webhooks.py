@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
-import socket
 from datetime import timedelta
 
 SIGNATURE_HEADER = "Keyrack-Signature"
@@ -65,69 +63,6 @@ def verify(
     for candidate in signatures:
         matched |= hmac.compare_digest(expected, candidate)
     return matched
-
-
-_CARRYING_IPV4 = tuple(
-    ipaddress.IPv6Network(prefix)
-    for prefix in (
-        "::ffff:0:0/96",  # IPv4-mapped
-        "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
-        "::/96",  # IPv4-compatible (deprecated; also holds :: and ::1)
-        "64:ff9b::/96",  # NAT64, well-known prefix
-    )
-)
-_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
-
-
-def is_public_address(address: str) -> bool:
-    """True for a globally routable unicast address: not loopback, private, link-local
-    (cloud metadata), shared, reserved or multicast.
-
-    An IPv6 address that carries an IPv4 one (mapped, translated, compatible, NAT64,
-    6to4) is judged by that IPv4 address, which is where a packet to it may end up;
-    the local-use NAT64 prefix is never public.
-    """
-    try:
-        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
-            address.split("%", 1)[0]
-        )
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip in _NAT64_LOCAL:
-            return False
-        if ip.sixtofour is not None:
-            ip = ip.sixtofour
-        elif any(ip in prefix for prefix in _CARRYING_IPV4):
-            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.is_global and not ip.is_multicast
-
-
-def numeric_address(host: str) -> str | None:
-    """The IP address ``host`` is by itself, in any notation the system resolver reads as
-    one, or None for a name that only DNS can answer.
-
-    This is ``getaddrinfo`` with ``AI_NUMERICHOST`` (no lookup), the very parser that
-    connecting would use: besides dotted quads and IPv6 it reads the ``inet_aton`` forms
-    (``0x7f000001``, ``2130706433``, ``017700000001``, ``127.1``, ``0x7f.0.0.1``) and,
-    after IDNA mapping, full-width digits and dots (``\\uff11\\uff12\\uff17.0.0.1``).
-    """
-    try:
-        found = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
-    except (OSError, UnicodeError, ValueError):
-        return None
-    return str(found[0][4][0]) if found else None
-
-
-def names_internal_host(hostname: str) -> bool:
-    """True when ``hostname`` is, by its name alone, an internal target: ``localhost``, or
-    an address (in any notation, see ``numeric_address``) that is not public. Other names
-    are checked when resolved."""
-    name = hostname.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    address = numeric_address(name)
-    return address is not None and not is_public_address(address)
 
 
 MAX_ATTEMPTS = 8

@@ -1,4 +1,4 @@
-"""Finding the API key in a request, and turning a verdict into a principal or an error."""
+"""Finding the API key in a request."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from keyrack.domain.keys import looks_like_key
-from keyrack.domain.verification import KeyIdentity, Verdict, VerdictStatus
-from keyrack.errors import AccessDenied, AuthenticationFailed
+from keyrack.errors import AuthenticationFailed
 
 QUERY_KEY_NAMES = frozenset({"api_key", "key", "token", "access_token"})
 
@@ -75,21 +74,3 @@ class KeyParser:
 
 def _malformed(detail: str) -> AuthenticationFailed:
     return AuthenticationFailed(detail, code="malformed-key")
-
-
-_MESSAGES = {
-    "malformed-key": "the API key is not well formed (check for a copy/paste error)",
-    "invalid-key": "the API key is not valid",
-    "revoked-key": "the API key has been revoked",
-    "expired-key": "the API key has expired",
-}
-
-
-def principal_from(verdict: Verdict) -> KeyIdentity:
-    """The identity of a valid verdict; otherwise the matching error."""
-    if verdict.status is VerdictStatus.VALID and verdict.key is not None:
-        return verdict.key
-    code = verdict.status.problem_code
-    if verdict.status is VerdictStatus.DISABLED:
-        raise AccessDenied("API access is disabled for this organization", code=code)
-    raise AuthenticationFailed(_MESSAGES[code], code=code)

@@ -11,10 +11,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from keyrack.domain.tenancy import Scope
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import AccessDenied, AuthenticationFailed
+from keyrack.routing import client_ip
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 
 
 async def get_context(request: Request) -> Context:
@@ -34,14 +35,6 @@ async def get_principal(request: Request) -> KeyIdentity:
 
 
 PrincipalDep = Annotated[KeyIdentity, Depends(get_principal)]
-
-
-def client_ip(request: Request) -> str | None:
-    """The caller's address as the gateway determined it (X-Forwarded-For when trusted)."""
-    ip: str | None = request.scope.get("state", {}).get("client_ip")
-    if ip is None and request.client:
-        ip = request.client.host
-    return ip
 
 
 async def get_actor(request: Request, principal: PrincipalDep) -> Actor:

@@ -13,7 +13,7 @@ from prometheus_client.exposition import generate_latest
 from starlette.responses import Response
 
 from keyrack.errors import AuthenticationFailed
-from keyrack.http.router import Router
+from keyrack.routing import Router
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

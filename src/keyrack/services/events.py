@@ -1,4 +1,5 @@
-"""In-process publish/subscribe for things other parts must react to after a commit.
+"""In-process publish/subscribe of the events (``keyrack.domain.events``) other parts must
+react to after a commit.
 
 Services publish only after their transaction commits. The gateway's key cache
 subscribes to ``KeyChanged``; with Redis configured a bridge relays events to
@@ -9,27 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from keyrack.domain.events import Event
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class KeyChanged:
-    """A key's verdict may have changed: drop cached identities for these digests."""
-
-    key_id: int
-    digests: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class OrgChanged:
-    """An organization's API switch or allow-lists changed: drop all its cached keys."""
-
-    org_id: int
-
-
-Event = KeyChanged | OrgChanged
 Subscriber = Callable[[Event], None]
 
 

@@ -18,11 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyrack.domain import expiry
+from keyrack.domain.events import KeyChanged
 from keyrack.domain.expiry import DeadlineKind, Due
 from keyrack.domain.verification import KeyStatus
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.events import KeyChanged
 from keyrack.services.keys import KeyView
 from keyrack.storage.tables.keys import ApiKey, KeySecret
 from keyrack.storage.tables.notices import ExpiryNotice

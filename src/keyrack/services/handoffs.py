@@ -20,9 +20,7 @@ Links are never sent by email: the admin copies them.
 
 from __future__ import annotations
 
-import enum
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -32,14 +30,17 @@ from sqlalchemy import ColumnElement, CursorResult, Select, select, text, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain import keys as keyformat
+from keyrack.domain.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.domain.ids import new_ref
 from keyrack.domain.sealing import Sealer
-from keyrack.domain.verification import KeyStatus
+from keyrack.domain.tenancy import Scope
+from keyrack.domain.verification import KeyStatus, is_current
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.services import audit, keys
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import KeyView, Scope
+from keyrack.services.keys import KeyView
 from keyrack.storage.paging import Page, paginate
+from keyrack.storage.scoping import within_scope
 from keyrack.storage.tables.keys import ApiKey, KeySecret
 from keyrack.storage.tables.requests import Handoff
 
@@ -52,17 +53,6 @@ LINK_PATH = "/console/handoff/{token}"
 """Where people open a link: the console page, which reveals on a button press (a GET
 alone, e.g. a chat app's link preview, does not use the link up)."""
 _SEALING_PURPOSE = "handoff"
-
-
-class HandoffPurpose(enum.StrEnum):
-    CLAIM = "claim"
-    LINK = "link"
-
-
-class HandoffStatus(enum.StrEnum):
-    PENDING = "pending"
-    OPENED = "opened"
-    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +185,7 @@ def insert_claim(
 
 def _in_scope(scope: Scope) -> ColumnElement[bool]:
     """Hand-offs of keys within ``scope``: a location key sees only its location's."""
-    within = Handoff.org_id == scope.org_id
-    if scope.location_id is not None:
-        local = select(ApiKey.id).where(ApiKey.location_id == scope.location_id)
-        within &= Handoff.key_id.in_(local)
-    return within
+    return within_scope(scope, Handoff.org_id, ApiKey.location_id, via=(Handoff.key_id, ApiKey.id))
 
 
 def list_handoffs(
@@ -327,18 +313,12 @@ def create_link(ctx: Context, actor: Actor, scope: Scope, key_ref: str, secret: 
     now = ctx.clock()
     token = secrets.token_urlsafe(TOKEN_BYTES)
     with ctx.db.transaction() as session:
-        stmt = select(ApiKey).where(ApiKey.ref == key_ref, ApiKey.org_id == scope.org_id)
-        if scope.location_id is not None:
-            stmt = stmt.where(ApiKey.location_id == scope.location_id)
-        key = session.scalar(stmt)
-        if key is None:
-            raise NotFound(f"no key {key_ref!r}")
+        key = keys.key_in_scope(session, scope, key_ref)
         stored = session.scalar(select(KeySecret).where(KeySecret.digest == presented))
         if (
             stored is None
             or stored.key_id != key.id
-            or not hmac.compare_digest(stored.digest, presented)
-            or (stored.valid_until is not None and stored.valid_until <= now)
+            or not is_current(stored.digest, stored.valid_until, presented, lambda: now)
         ):
             raise InvalidInput(f"that is not a current secret of key {key_ref}")
         if key.status != KeyStatus.ACTIVE.value:

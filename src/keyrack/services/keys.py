@@ -7,34 +7,28 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Required, TypedDict, Unpack
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
+from keyrack.domain import expiry
 from keyrack.domain import keys as keyformat
 from keyrack.domain import permissions as perms
 from keyrack.domain.authority import Authority, Bounds, Powers, Rank, Ruling, check, inherit
+from keyrack.domain.events import KeyChanged
 from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
-from keyrack.domain.tenancy import validate_name
+from keyrack.domain.tenancy import Scope, validate_name
 from keyrack.domain.verification import KeyIdentity, KeyStatus
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.events import KeyChanged
 from keyrack.storage.paging import Page, paginate
+from keyrack.storage.scoping import location_in_scope, within_scope
 from keyrack.storage.tables.keys import ApiKey, KeySecret
-from keyrack.storage.tables.tenancy import Location, Organization, User
+from keyrack.storage.tables.tenancy import Organization, User
 
 MAX_GRACE = timedelta(days=7)
 DEFAULT_INACTIVITY_DAYS = 90
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Which keys a caller may manage: an organization, or one location of it."""
-
-    org_id: int
-    location_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +67,7 @@ class KeyView:
         """When the key is deleted if it stays unused (None once it is not active)."""
         if self.status is not KeyStatus.ACTIVE:
             return None
-        return (self.last_used_at or self.created_at) + timedelta(days=self.inactivity_days)
+        return expiry.inactivity_deadline(self.created_at, self.last_used_at, self.inactivity_days)
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyView:
@@ -173,14 +167,18 @@ def authorize(session: Session, actor: Actor, row: ApiKey) -> None:
 def authority_over(ctx: Context, actor: Actor, scope: Scope, ref: str) -> Ruling:
     """Whether ``actor`` may change, roll or revoke key ``ref``, so adapters offer only that."""
     with ctx.db.session() as session:
-        row = _key_in_scope(session, scope, ref)
+        row = key_in_scope(session, scope, ref)
         return check(_authority(session, actor), _powers_of(session, row))
 
 
-def _key_in_scope(session: Session, scope: Scope, ref: str, *, lock: bool = False) -> ApiKey:
-    stmt = select(ApiKey).where(ApiKey.ref == ref, ApiKey.org_id == scope.org_id)
-    if scope.location_id is not None:
-        stmt = stmt.where(ApiKey.location_id == scope.location_id)
+def _in_scope(scope: Scope) -> ColumnElement[bool]:
+    return within_scope(scope, ApiKey.org_id, ApiKey.location_id)
+
+
+def key_in_scope(session: Session, scope: Scope, ref: str, *, lock: bool = False) -> ApiKey:
+    """The key ``ref`` if ``scope`` covers it (locked for update with ``lock``), else
+    ``NotFound``."""
+    stmt = select(ApiKey).where(ApiKey.ref == ref, _in_scope(scope))
     if lock:
         stmt = stmt.with_for_update()
     row = session.scalar(stmt)
@@ -247,15 +245,8 @@ def insert_key(
         raise InvalidInput("inactivity_days must be between 1 and 3650")
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at must be in the future")
-    if scope.location_id is not None:
-        if location_id not in (None, scope.location_id):
-            raise NotFound("no such location")
-        location_id = scope.location_id
+    location_id = location_in_scope(session, scope, location_id)
     generated = keyformat.generate(Environment(environment))
-    if location_id is not None:
-        location = session.get(Location, location_id)
-        if location is None or location.org_id != scope.org_id:
-            raise NotFound("no such location")
     if owner_id is not None:
         owner = session.get(User, owner_id)
         if owner is None or owner.org_id != scope.org_id:
@@ -318,9 +309,7 @@ def list_keys(
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[KeyView]:
-    stmt = select(ApiKey).where(ApiKey.org_id == scope.org_id)
-    if scope.location_id is not None:
-        stmt = stmt.where(ApiKey.location_id == scope.location_id)
+    stmt = select(ApiKey).where(_in_scope(scope))
     if status is not None:
         stmt = stmt.where(ApiKey.status == status.value)
     with ctx.db.session() as session:
@@ -329,7 +318,7 @@ def list_keys(
 
 def get_key(ctx: Context, scope: Scope, ref: str) -> KeyView:
     with ctx.db.session() as session:
-        return KeyView.of(_key_in_scope(session, scope, ref))
+        return KeyView.of(key_in_scope(session, scope, ref))
 
 
 def update_key(
@@ -348,7 +337,7 @@ def update_key(
     _check_limits(rate_per_second, concurrency)
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        row = _key_in_scope(session, scope, ref, lock=True)
+        row = key_in_scope(session, scope, ref, lock=True)
         authority = _authority(session, actor)
         _require(authority, _powers_of(session, row))
         if row.status != KeyStatus.ACTIVE.value:
@@ -400,7 +389,7 @@ def roll_key(
         raise InvalidInput("grace must be between 0 and 7 days")
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        row = _key_in_scope(session, scope, ref, lock=True)
+        row = key_in_scope(session, scope, ref, lock=True)
         authorize(session, actor, row)
         if row.status != KeyStatus.ACTIVE.value:
             raise Conflict(f"key {ref} is {row.status}; only active keys can be rolled")
@@ -438,7 +427,7 @@ def revoke_key(ctx: Context, actor: Actor, scope: Scope, ref: str, *, reason: st
     reason = validate_name(reason, "reason", 500)
     now = ctx.clock()
     with ctx.db.transaction() as session:
-        row = _key_in_scope(session, scope, ref, lock=True)
+        row = key_in_scope(session, scope, ref, lock=True)
         authorize(session, actor, row)
         if row.status == KeyStatus.REVOKED.value:
             return KeyView.of(row)

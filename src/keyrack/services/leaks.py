@@ -9,11 +9,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from keyrack.domain import keys as keyformat
+from keyrack.domain.events import KeyChanged
 from keyrack.domain.verification import KeyStatus
 from keyrack.logging import redact
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.events import KeyChanged
 from keyrack.services.keys import KeyView
 from keyrack.storage.tables.keys import ApiKey, KeySecret
 

@@ -12,9 +12,11 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select, update
 
+from keyrack.domain.tenancy import Scope
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.services.context import Context
 from keyrack.storage.paging import Page, paginate
+from keyrack.storage.scoping import within_scope
 from keyrack.storage.tables.keys import ApiKey
 from keyrack.storage.tables.notices import Notification
 
@@ -61,13 +63,10 @@ def _mine(
     conditions = []
     if user_id is not None:
         conditions.append(Notification.user_id == user_id)
-    if org_id is not None:
-        conditions.append(Notification.org_id == org_id)
-    if location_id is not None:
-        conditions.append(Notification.target_type == "key")
-        conditions.append(
-            Notification.target_ref.in_(select(ApiKey.ref).where(ApiKey.location_id == location_id))
-        )
+    if org_id is not None:  # a location's are those about its keys (key refs are typed)
+        scope = Scope(org_id, location_id)
+        via = (Notification.target_ref, ApiKey.ref)
+        conditions.append(within_scope(scope, Notification.org_id, ApiKey.location_id, via=via))
     return conditions
 
 

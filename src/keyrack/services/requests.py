@@ -15,33 +15,27 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, false, select, update
+from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
-from keyrack.domain.tenancy import OrgKind, validate_name
+from keyrack.domain.requests import RequestStatus
+from keyrack.domain.tenancy import OrgKind, Scope, validate_name
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit, handoffs, keys
 from keyrack.services.apps import app_by_ref
 from keyrack.services.context import Actor, Context
-from keyrack.services.keys import Scope
 from keyrack.storage.paging import Page, paginate
+from keyrack.storage.scoping import within_scope
 from keyrack.storage.tables.keys import ApiKey
 from keyrack.storage.tables.requests import App, Handoff, KeyRequest
 from keyrack.storage.tables.tenancy import Organization
-
-
-class RequestStatus(enum.StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +186,9 @@ def create_request(
 
 
 def _in_scope(scope: Scope) -> ColumnElement[bool]:
-    """Requests are the agency's: the key one leads to is an agency key, which no
-    location key could have made, so a location scope sees none."""
-    if scope.location_id is not None:
-        return false()
-    return KeyRequest.org_id == scope.org_id
+    """Requests are the agency's (no location): the key one leads to is an agency key,
+    which no location key could have made, so a location scope sees none."""
+    return within_scope(scope, KeyRequest.org_id, None)
 
 
 def list_requests(

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyrack.domain import passwords
+from keyrack.domain.events import OrgChanged
 from keyrack.domain.tenancy import (
     OrgKind,
     Role,
@@ -21,7 +22,6 @@ from keyrack.domain.tenancy import (
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.events import OrgChanged
 from keyrack.storage.tables.tenancy import Location, Organization, User
 
 DEFAULT_ORG_SLUG = "default"

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select, update
 
+from keyrack import outbound
 from keyrack.domain import webhooks as signing
 from keyrack.domain.sealing import Sealer
 from keyrack.domain.text import check_plain
 from keyrack.errors import InvalidInput, NotFound
+from keyrack.outbound import TargetRefused
 from keyrack.services import audit, outbox
 from keyrack.services.context import Actor, Context
 from keyrack.services.notices import EVENT_TYPES
@@ -28,7 +28,6 @@ from keyrack.storage.tables.webhooks import WebhookDelivery, WebhookEndpoint
 
 DELIVERED = "delivered"
 SEALING_PURPOSE = "webhook-secret"
-MAX_URL_LENGTH = 2000
 
 
 def _sealer(ctx: Context) -> Sealer:
@@ -98,84 +97,6 @@ class DeliveryView:
         )
 
 
-def validate_url(url: str, *, allow_private: bool = False) -> str:
-    """An http(s) URL; unless ``allow_private``, not naming a loopback/private/link-local host."""
-    url = check_plain(url, "a webhook URL").strip()
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # e.g. an unclosed IPv6 bracket or a port out of range
-        valid = False
-    if not valid or len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
-        raise InvalidInput("a webhook URL must be an http:// or https:// URL")
-    if not allow_private and signing.names_internal_host(parts.hostname or ""):
-        raise InvalidInput(_INTERNAL_TARGET)
-    try:  # what delivers it must be able to call it
-        callable_host = bool(httpx.URL(url).host)
-    except (httpx.InvalidURL, ValueError):  # IDNA errors are ValueErrors too
-        callable_host = False
-    if not callable_host:
-        raise InvalidInput("a webhook URL must name a host an HTTP client can call")
-    return url
-
-
-_INTERNAL_TARGET = (
-    "a webhook URL must not point at a loopback, private or link-local address "
-    "(an operator may allow it with KEYRACK_WEBHOOK_ALLOW_PRIVATE_TARGETS=true)"
-)
-
-
-Resolver = Callable[[str, int], list[str]]
-
-
-def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (``getaddrinfo``)."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(address[0]) for *_, address in found]
-
-
-class TargetRefused(Exception):
-    """A delivery that must not be sent: the host is internal, or does not resolve."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a delivery goes: the URL to request, with what keeps it addressed to the name."""
-
-    url: str
-    headers: dict[str, str]
-    extensions: dict[str, str]
-
-
-def public_target(url: str, resolver: Resolver = resolve) -> Target:
-    """``url`` pinned to the address its host resolves to, when every one of them is public.
-
-    Resolved once, before every attempt, and the request goes to that very address (the
-    ``Host`` header and the TLS server name keep the name): a DNS server that answers a
-    public address to the check and an internal one to the connection has no second
-    lookup to answer. So a name that later resolves inside the network, or an endpoint
-    registered before its URL was refused, is never called.
-    """
-    try:
-        parsed = httpx.URL(url)
-        host = parsed.host
-    except (httpx.InvalidURL, ValueError):  # IDNA errors are ValueErrors too
-        raise TargetRefused("refused: not a URL an HTTP client can call") from None
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        addresses = resolver(host, port)
-    except (OSError, UnicodeError):
-        raise TargetRefused(f"refused: {host} does not resolve") from None
-    if not addresses or not all(signing.is_public_address(a) for a in addresses):
-        raise TargetRefused(f"refused: {host} resolves to a non-public address")
-    extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
-    return Target(
-        str(parsed.copy_with(host=addresses[0])),
-        {"Host": parsed.netloc.decode("ascii")},
-        extensions,
-    )
-
-
 def validate_events(events: Sequence[str]) -> tuple[str, ...]:
     wanted = {e.strip() for e in events if e.strip()} or {"*"}
     unknown = sorted(wanted - {"*", *EVENT_TYPES})
@@ -204,7 +125,7 @@ def create_endpoint(
     description: str = "",
 ) -> tuple[EndpointView, str]:
     """Register an endpoint. Returns it and its signing secret (``whsec_…``), shown once."""
-    url = validate_url(url, allow_private=ctx.settings.webhook_allow_private_targets)
+    url = outbound.validate_url(url, allow_private=ctx.settings.webhook_allow_private_targets)
     subscribed = validate_events(events)
     description = check_plain(description, "description").strip()
     if len(description) > 200:
@@ -312,17 +233,14 @@ def redeliver(ctx: Context, actor: Actor, org_id: int, delivery_id: int) -> Deli
 
 
 def _post(
-    client: httpx.Client, target: Target, headers: dict[str, str], body: bytes
-) -> tuple[int | None, str | None, int]:
-    """POST once: (status code, error, elapsed ms)."""
+    client: httpx.Client, url: str, headers: dict[str, str], body: bytes
+) -> tuple[int | None, str | None, int | None]:
+    """POST once: (status code, error, elapsed ms); a refused target is not called at all."""
     started = time.perf_counter()
     try:
-        response = client.post(
-            target.url,
-            content=body,
-            headers={**headers, **target.headers},
-            extensions=target.extensions,
-        )
+        response = client.post(url, content=body, headers=headers)
+    except TargetRefused as refused:
+        return None, str(refused), None
     except httpx.HTTPError as exc:
         elapsed = int((time.perf_counter() - started) * 1000)
         return None, f"{type(exc).__name__}: {exc}"[:500], elapsed
@@ -333,12 +251,8 @@ def _post(
 
 
 def _attempt(
-    client: httpx.Client,
-    sealer: Sealer,
-    row: WebhookDelivery,
-    endpoint: WebhookEndpoint,
-    target: Target,
-) -> tuple[int | None, str | None, int]:
+    client: httpx.Client, sealer: Sealer, row: WebhookDelivery, endpoint: WebhookEndpoint
+) -> tuple[int | None, str | None, int | None]:
     body = body_of(row.payload)
     headers = {
         "Content-Type": "application/json",
@@ -351,14 +265,17 @@ def _attempt(
         signing.EVENT_ID_HEADER: row.event_id,
         signing.EVENT_TYPE_HEADER: row.event_type,
     }
-    return _post(client, target, headers, body)
+    return _post(client, endpoint.url, headers, body)
 
 
 def deliver_due(ctx: Context) -> outbox.Tally:
-    """Send every due delivery once; a failure is retried later with exponential backoff."""
+    """Send every due delivery once; a failure is retried later with exponential backoff.
+
+    Every attempt goes through ``keyrack.outbound``: resolved once, sent to the address
+    that was checked, or refused without a call.
+    """
     lease = timedelta(seconds=ctx.settings.webhook_timeout_seconds * 4 + 30)
     sealer = _sealer(ctx)
-    allow_private = ctx.settings.webhook_allow_private_targets
     unanswered = {"last_status_code": None, "last_response_ms": None}
     with ExitStack() as opened:
         client: httpx.Client | None = None  # opened for the first delivery, if any
@@ -369,16 +286,10 @@ def deliver_due(ctx: Context) -> outbox.Tally:
                 endpoint = session.get(WebhookEndpoint, row.endpoint_id)
             if endpoint is None or not endpoint.active:
                 return outbox.Attempt("endpoint deleted", final=True, record=unanswered)
-            try:
-                target = (
-                    Target(endpoint.url, {}, {}) if allow_private else public_target(endpoint.url)
-                )
-            except TargetRefused as refused:
-                return outbox.Attempt(str(refused), record=unanswered)
             if client is None:
-                timeout = httpx.Timeout(ctx.settings.webhook_timeout_seconds)
-                client = opened.enter_context(httpx.Client(timeout=timeout, follow_redirects=False))
-            code, error, elapsed = _attempt(client, sealer, row, endpoint, target)
+                timeout = ctx.settings.webhook_timeout_seconds
+                client = opened.enter_context(outbound.client(ctx.settings, timeout=timeout))
+            code, error, elapsed = _attempt(client, sealer, row, endpoint)
             return outbox.Attempt(
                 error, record={"last_status_code": code, "last_response_ms": elapsed}
             )

@@ -6,9 +6,9 @@ from fastapi import Depends, Request, Response
 
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import AppCreate, AppOut
+from keyrack.routing import Router
 from keyrack.services import apps
 
 router = Router(prefix="/api/v2/apps", tags=["apps"])

@@ -15,9 +15,9 @@ from pydantic import BaseModel
 
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import PROBLEM_RESPONSES
+from keyrack.routing import Router
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """One-time reveals: approved production keys (claims) and hand-off links to a vendor.
 
 Claims and link creation need ``keys:manage`` in the key's organization. Opening a
-link needs no key: the token is the capability, and it works once.
+link needs no key (a public route): the token is the capability, and it works once.
 """
 
 from __future__ import annotations
 
 from fastapi import Depends, Request, Response
 
-from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, client_ip, require
+from keyrack.domain.handoffs import HandoffPurpose, HandoffStatus
+from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import (
     HandoffCreate,
@@ -19,8 +19,8 @@ from keyrack.http.schemas.requests import (
     LinkOut,
     RevealedOut,
 )
+from keyrack.routing import Router, client_ip, public
 from keyrack.services import handoffs
-from keyrack.services.handoffs import HandoffPurpose, HandoffStatus
 
 router = Router(tags=["hand-offs"])
 managed = [Depends(require("keys:manage"))]
@@ -70,10 +70,10 @@ def create_link(
 
 
 OPEN_LINK_PATH = "/api/v2/handoffs/open"
-"""Public (no API key): the gateway must let this exact path through, like the leaks one."""
 
 
 @router.post(OPEN_LINK_PATH, responses={404: {}, 410: {}})
+@public
 def open_link(ctx: ContextDep, body: HandoffOpen, request: Request) -> RevealedOut:
     """Read the handed-off secret, once; afterwards 410 gone, unknown tokens 404.
 

@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from keyrack.errors import Unavailable
 from keyrack.http.deps import ContextDep
-from keyrack.http.router import Router
+from keyrack.routing import Router
 
 router = Router(tags=["health"])
 

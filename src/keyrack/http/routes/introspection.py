@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 
 from fastapi import Request
 from starlette.responses import Response
 
 from keyrack.cache.keycache import KeyCache
+from keyrack.domain.expiry import inactivity_deadline
 from keyrack.domain.verification import KeyIdentity
 from keyrack.http.deps import get_principal
-from keyrack.http.router import Router
 from keyrack.http.schemas.introspection import (
     EffectiveRateLimit,
     HealthOut,
@@ -27,8 +27,8 @@ from keyrack.http.schemas.introspection import (
     OrganizationRef,
     ScopeOut,
 )
-from keyrack.services import keys, tenancy
-from keyrack.services.context import Context
+from keyrack.routing import Router
+from keyrack.services.introspection import SelfView
 from keyrack.services.last_used import LastUsedBuffer, Use
 
 router = Router(prefix="/api/v2", tags=["introspection"])
@@ -38,8 +38,8 @@ LAST_USE_FIELDS = frozenset({"last_used_at", "last_used_ip", "inactivity_deadlin
 
 
 @dataclass(frozen=True, slots=True)
-class SelfView:
-    """A verified key as introspection shows it, rendered to JSON once per cache load.
+class RenderedSelf:
+    """A key's ``SelfView`` as introspection shows it, rendered to JSON once per cache load.
 
     The last use changes with every request: ``keys/self`` is stored whole as of the
     load, and as ``head`` (every other field) for appending a newer use to.
@@ -51,6 +51,7 @@ class SelfView:
     """The whole ``keys/self`` body, with the last use as stored at the load."""
     head: bytes
     """``stored`` without its last-use fields: ``{...,`` ready for them."""
+    created_at: datetime
     last_used_at: datetime | None
     inactivity_days: int
     active: bool
@@ -60,16 +61,18 @@ class SelfView:
         """The ``keys/self`` body, with ``pending`` as the last use when it is newer."""
         if pending is None or (self.last_used_at is not None and pending[0] <= self.last_used_at):
             return self.stored
-        return self.head + _last_use_fields(*pending, self.inactivity_days, self.active)
+        return self.head + _last_use_fields(
+            *pending, self.created_at, self.inactivity_days, self.active
+        )
 
 
 @lru_cache(maxsize=1024)
 def _last_use_fields(
-    used_at: datetime, ip: str | None, inactivity_days: int, active: bool
+    used_at: datetime, ip: str | None, created_at: datetime, inactivity_days: int, active: bool
 ) -> bytes:
     """The closing fields of ``keys/self``: one rendering per key, second and address
     (uses are recorded to the second)."""
-    deadline = used_at + timedelta(days=inactivity_days) if active else None
+    deadline = inactivity_deadline(created_at, used_at, inactivity_days) if active else None
     return b'"last_used_at":%s,"last_used_ip":%s,"inactivity_deadline":%s}' % (
         _json_time(used_at),
         json.dumps(ip).encode(),
@@ -77,10 +80,9 @@ def _last_use_fields(
     )
 
 
-def load_self(ctx: Context, identity: KeyIdentity) -> SelfView:
-    """Read what the cached identity lacks (creation, last use, org name): two queries."""
-    view = keys.get_key(ctx, keys.Scope(identity.org_id), identity.ref)
-    organization = tenancy.get_org_by_id(ctx, identity.org_id).name
+def render_self(found: SelfView) -> RenderedSelf:
+    """The answers of ``keys/self`` and ``health`` for ``found``, as JSON."""
+    identity, view, organization = found.identity, found.key, found.organization
     body = KeySelf(
         ref=view.ref,
         name=view.name,
@@ -109,10 +111,11 @@ def load_self(ctx: Context, identity: KeyIdentity) -> SelfView:
         inactivity_deadline=view.inactivity_deadline,
     )
     health = HealthOut(status="ok", organization=organization, key=identity.ref)
-    return SelfView(
+    return RenderedSelf(
         health=health.model_dump_json().encode(),
         stored=body.model_dump_json().encode(),
         head=body.model_dump_json(exclude=set(LAST_USE_FIELDS)).encode()[:-1] + b",",
+        created_at=view.created_at,
         last_used_at=view.last_used_at,
         inactivity_days=view.inactivity_days,
         active=view.inactivity_deadline is not None,
@@ -123,9 +126,9 @@ def _json_time(moment: datetime) -> bytes:
     return b'"%s"' % moment.isoformat().replace("+00:00", "Z").encode()
 
 
-async def _self_view(request: Request) -> tuple[KeyIdentity, SelfView]:
+async def _self_view(request: Request) -> tuple[KeyIdentity, RenderedSelf]:
     principal = await get_principal(request)
-    cache: KeyCache[SelfView] = request.app.state.key_cache
+    cache: KeyCache[RenderedSelf] = request.app.state.key_cache
     return principal, await cache.view(principal)
 
 

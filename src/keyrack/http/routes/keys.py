@@ -9,7 +9,6 @@ from fastapi import Depends, Request, Response
 from keyrack.domain.verification import KeyStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.keys import (
     KeyCreate,
@@ -19,6 +18,7 @@ from keyrack.http.schemas.keys import (
     KeyUpdate,
     KeyWithSecret,
 )
+from keyrack.routing import Router
 from keyrack.services import keys
 
 router = Router(

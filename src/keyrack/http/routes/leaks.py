@@ -18,13 +18,13 @@ from anyio import to_thread
 from fastapi import Body, Request
 from pydantic import Field
 
-from keyrack.cache.base import Limiter
 from keyrack.domain.keys import is_well_formed
 from keyrack.domain.limits import RateLimitPolicy
 from keyrack.errors import Throttled
-from keyrack.http.deps import ContextDep, client_ip
-from keyrack.http.router import Router
+from keyrack.http.deps import ContextDep
 from keyrack.http.schemas.leaks import MAX_TOKENS, FoundToken, LeakReceipt, LeakReport
+from keyrack.ratelimit.base import Limiter
+from keyrack.routing import Router, client_ip, public
 from keyrack.services import leaks
 
 router = Router(tags=["leaks"])
@@ -33,6 +33,7 @@ POLICY = RateLimitPolicy(rate_per_second=2, concurrency=4)
 
 
 @router.post("/api/v2/leaks", status_code=202)
+@public
 async def report_leaks(
     ctx: ContextDep,
     request: Request,

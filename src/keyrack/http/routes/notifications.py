@@ -9,9 +9,9 @@ from fastapi import Depends, Path, Request, Response
 
 from keyrack.http.deps import ContextDep, PrincipalDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.notifications import NotificationOut
+from keyrack.routing import Router
 from keyrack.services import notifications
 
 router = Router(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import Depends, Request, Response
 
+from keyrack.domain.requests import RequestStatus
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import KeyRequestCreate, KeyRequestOut
+from keyrack.routing import Router
 from keyrack.services import requests
-from keyrack.services.requests import RequestStatus
 
 router = Router(
     prefix="/api/v2/key-requests",

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from fastapi import Depends, Request, Response
 
+from keyrack.domain.requests import RequestStatus
 from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import NotFound
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.requests import Approval, KeyRequestOut, OrgAccess, OrgOut, Rejection
+from keyrack.routing import Router
 from keyrack.services import requests, tenancy
-from keyrack.services.requests import RequestStatus
 
 
 async def require_staff(principal: PrincipalDep) -> KeyIdentity:

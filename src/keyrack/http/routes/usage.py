@@ -9,7 +9,6 @@ from fastapi import Depends, Query, Request, Response
 from keyrack.domain.crm import Period
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import (
     PROBLEM_RESPONSES,
@@ -18,6 +17,7 @@ from keyrack.http.schemas.crm import (
     UsageBucketOut,
     UsageIngestOut,
 )
+from keyrack.routing import Router
 from keyrack.services.crm import usage
 
 router = Router(prefix="/api/v2/usage", tags=["usage"], responses=PROBLEM_RESPONSES)

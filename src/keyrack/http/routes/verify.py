@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from fastapi import Depends, Request
 
-from keyrack.cache.base import Limiter
 from keyrack.cache.keycache import CachedVerifier
 from keyrack.domain import permissions as perms
+from keyrack.domain.limits import policy_for
 from keyrack.domain.verification import KeyIdentity, RemoteCode, remote_code
-from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
-from keyrack.http.gateway import policy_for
-from keyrack.http.router import Router
+from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.schemas.verify import VerifiedKey, VerifyIn, VerifyOut
+from keyrack.ratelimit.base import Limiter
+from keyrack.routing import Router
 from keyrack.services.last_used import LastUsedBuffer
 
 router = Router(prefix="/api/v2/keys", tags=["keys"])
@@ -26,13 +26,17 @@ router = Router(prefix="/api/v2/keys", tags=["keys"])
 
 @router.post("/verify", dependencies=[Depends(require("keys:verify"))])
 async def verify_key(
-    body: VerifyIn, request: Request, ctx: ContextDep, actor: ActorDep, caller: PrincipalDep
+    body: VerifyIn, request: Request, ctx: ContextDep, actor: ActorDep, scope: ScopeDep
 ) -> VerifyOut:
     required = frozenset(perms.normalize(body.permissions))
     verifier: CachedVerifier = request.app.state.verifier
     verdict = await verifier.verify(body.key)
     found: KeyIdentity | None = verdict.key
-    if found is not None and not actor.is_staff and not _in_scope(found, caller):
+    if (
+        found is not None
+        and not actor.is_staff
+        and not scope.covers(found.org_id, found.location_id)
+    ):
         return VerifyOut(valid=False, code=RemoteCode.NOT_FOUND, key=None)
     code = remote_code(verdict, required)
     shown = VerifiedKey.of(found) if found is not None else None
@@ -50,9 +54,3 @@ async def verify_key(
     last_used: LastUsedBuffer = request.app.state.last_used
     last_used.note(found.key_id, ctx.clock(), None)
     return VerifyOut(valid=True, code=RemoteCode.VALID, key=shown)
-
-
-def _in_scope(found: KeyIdentity, caller: KeyIdentity) -> bool:
-    if found.org_id != caller.org_id:
-        return False
-    return caller.location_id is None or found.location_id == caller.location_id

@@ -10,9 +10,9 @@ from keyrack.domain.verification import KeyIdentity
 from keyrack.errors import AccessDenied
 from keyrack.http.deps import ActorDep, ContextDep, PrincipalDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
-from keyrack.http.router import Router
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.webhooks import DeliveryOut, WebhookCreate, WebhookOut, WebhookWithSecret
+from keyrack.routing import Router
 from keyrack.services import webhooks
 
 

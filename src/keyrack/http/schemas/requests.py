@@ -6,11 +6,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from keyrack.domain.handoffs import HandoffPurpose, HandoffStatus
 from keyrack.domain.keys import Environment
+from keyrack.domain.requests import RequestStatus
 from keyrack.http.schemas.common import Strict
 from keyrack.services.apps import AppView
-from keyrack.services.handoffs import HandoffPurpose, HandoffStatus, HandoffView, NewLink, Revealed
-from keyrack.services.requests import KeyRequestView, RequestStatus
+from keyrack.services.handoffs import HandoffView, NewLink, Revealed
+from keyrack.services.requests import KeyRequestView
 
 
 class AppOut(BaseModel):

@@ -10,12 +10,12 @@ from typing import Any
 from keyrack.domain import crm
 from keyrack.domain.crm import UNSET, ClientStatus, CustomValue, HealthBand, Unset
 from keyrack.domain.ids import new_ref
-from keyrack.domain.tenancy import validate_email, validate_name
+from keyrack.domain.tenancy import Scope, validate_email, validate_name
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm.scoping import client_in_scope, clients_of, resolve_location
-from keyrack.services.keys import Scope
+from keyrack.services.crm.scoping import client_in_scope, clients_of
 from keyrack.storage.paging import Page, paginate
+from keyrack.storage.scoping import location_in_scope
 from keyrack.storage.tables.crm import Client
 
 
@@ -92,7 +92,7 @@ def create_client(
         row = Client(
             ref=new_ref("cli"),
             org_id=scope.org_id,
-            location_id=resolve_location(session, scope, location_id),
+            location_id=location_in_scope(session, scope, location_id),
             created_at=now,
             updated_at=now,
             **row_values,
@@ -145,7 +145,7 @@ def update_client(
         if not isinstance(status, Unset):
             row.status = ClientStatus(status).value
         if not isinstance(location_id, Unset):
-            row.location_id = resolve_location(session, scope, location_id)
+            row.location_id = location_in_scope(session, scope, location_id)
         if not isinstance(owner_email, Unset):
             row.owner_email = _owner(owner_email)
         if not isinstance(arr_cents, Unset):

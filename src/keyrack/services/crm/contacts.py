@@ -11,11 +11,10 @@ from sqlalchemy import select
 from keyrack.domain import crm
 from keyrack.domain.crm import UNSET, Unset
 from keyrack.domain.ids import new_ref
-from keyrack.domain.tenancy import validate_email, validate_name
+from keyrack.domain.tenancy import Scope, validate_email, validate_name
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm.scoping import client_in_scope, in_scope, of_client, one_in_scope
-from keyrack.services.keys import Scope
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.tables.crm import Contact
 

@@ -11,6 +11,7 @@ from sqlalchemy import case, func, select
 from keyrack.domain import crm
 from keyrack.domain.crm import NpsCategory, NpsTally, Period
 from keyrack.domain.ids import new_ref
+from keyrack.domain.tenancy import Scope
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm.scoping import (
@@ -23,7 +24,6 @@ from keyrack.services.crm.scoping import (
     within,
 )
 from keyrack.services.crm.usage import MAX_FUTURE_SKEW, bucket_day
-from keyrack.services.keys import Scope
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.tables.crm import Client, Contact, PulseResponse
 

@@ -1,4 +1,5 @@
-"""Scope filters shared by the CRM services, and the offset cursor of aggregate lists."""
+"""The CRM's scoped reads (clients, and the records that belong to a client), and the
+offset cursor of aggregate lists. Every filter is ``keyrack.storage.scoping.within_scope``."""
 
 from __future__ import annotations
 
@@ -10,36 +11,26 @@ from typing import Any, TypeVarTuple
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from keyrack.domain.crm import UNSET, Unset, is_ref
+from keyrack.domain.crm import is_ref
+from keyrack.domain.tenancy import Scope
 from keyrack.errors import InvalidInput, NotFound
-from keyrack.services.keys import Scope
 from keyrack.storage.paging import check_limit
+from keyrack.storage.scoping import within_scope
 from keyrack.storage.tables.crm import Client
-from keyrack.storage.tables.tenancy import Location
 
 
 def clients_of(scope: Scope) -> Select[Client]:
-    stmt = select(Client).where(Client.org_id == scope.org_id)
-    if scope.location_id is not None:
-        stmt = stmt.where(Client.location_id == scope.location_id)
-    return stmt
+    return select(Client).where(within_scope(scope, Client.org_id, Client.location_id))
 
 
 Ts = TypeVarTuple("Ts")
 
 
 def in_scope(stmt: Select[*Ts], model: Any, scope: Scope) -> Select[*Ts]:
-    """Bound a query over a client's dependents (``model``) to the caller's scope."""
-    stmt = stmt.where(model.org_id == scope.org_id)
-    if scope.location_id is not None:
-        stmt = stmt.where(
-            model.client_id.in_(
-                select(Client.id).where(
-                    Client.org_id == scope.org_id, Client.location_id == scope.location_id
-                )
-            )
-        )
-    return stmt
+    """Bound a query over a client's dependents (``model``) to the caller's scope: they
+    are in the location of their client."""
+    via = (model.client_id, Client.id)
+    return stmt.where(within_scope(scope, model.org_id, Client.location_id, via=via))
 
 
 def of_client(
@@ -80,20 +71,6 @@ def one_in_scope(session: Session, model: Any, kind: str, what: str, scope: Scop
     if row is None:
         raise NotFound(f"no {what} {ref!r}")
     return row
-
-
-def resolve_location(session: Session, scope: Scope, wanted: int | Unset | None) -> int | None:
-    """The location a client of this scope gets: a location key's own, or one of the org's."""
-    if scope.location_id is not None:
-        if wanted not in (UNSET, None, scope.location_id):
-            raise NotFound("no such location")
-        return scope.location_id
-    if wanted is UNSET or wanted is None:
-        return None
-    location = session.get(Location, wanted)
-    if location is None or location.org_id != scope.org_id:
-        raise NotFound("no such location")
-    return location.id
 
 
 def encode_offset(offset: int) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from keyrack.domain import crm
 from keyrack.domain.crm import MAX_USAGE_BATCH, MAX_USAGE_COUNT, Period
+from keyrack.domain.tenancy import Scope
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm.scoping import (
@@ -21,7 +22,6 @@ from keyrack.services.crm.scoping import (
     window,
     within,
 )
-from keyrack.services.keys import Scope
 from keyrack.storage.database import insert_for
 from keyrack.storage.paging import Page
 from keyrack.storage.tables.crm import USAGE_EVENT_ID_SCOPE, Client, UsageEvent

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,9 +10,10 @@ from typing import Protocol
 import pytest
 from redis.asyncio import Redis
 
-from keyrack.cache.base import DEFAULT_LEASE_SECONDS, Limiter
-from keyrack.cache.memory import MemoryLimiter
-from keyrack.cache.redis import RedisLimiter
+from keyrack.ratelimit.base import DEFAULT_LEASE_SECONDS, Limiter
+from keyrack.ratelimit.memory import MemoryLimiter
+from keyrack.ratelimit.redis import RedisLimiter
+from tests.conftest import REDIS_SKIP, REDIS_URL
 
 
 class FakeClock:
@@ -54,10 +54,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def redis_url() -> str:
-    url = os.environ.get("KEYRACK_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("KEYRACK_TEST_REDIS_URL not set")
-    return url
+    if not REDIS_URL:
+        pytest.skip(REDIS_SKIP)
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The limiter contract, run against every backend (see keyrack.cache.base)."""
+"""The limiter contract, run against every backend (see keyrack.ratelimit.base)."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from keyrack.config import Settings
-from keyrack.http.problems import MEDIA_TYPE, STATUS_BY_CODE, problem_body
+from keyrack.problems import MEDIA_TYPE, STATUS_BY_CODE, problem_body
 
 LINGER_SECONDS = 2.0
 """How long a refused connection's further input is read and dropped before it closes."""

@@ -10,9 +10,9 @@ import httpx
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from keyrack.cache.failover import FailoverLimiter
-from keyrack.cache.memory import MemoryLimiter
 from keyrack.domain.limits import Admission, RateLimitPolicy
+from keyrack.ratelimit.failover import FailoverLimiter
+from keyrack.ratelimit.memory import MemoryLimiter
 from keyrack.services import tenancy
 from tests.conftest import OPERATOR, Seeded
 from tests.gateway.conftest import FakeMonotonic, Serve, problem_code

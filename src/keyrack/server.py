@@ -1,4 +1,11 @@
-"""The application factory: ``create_app(settings)`` builds one Keyrack ASGI app."""
+"""The composition root: ``create_app(settings)`` builds one Keyrack ASGI app.
+
+It puts the parts together, and nothing else: the HTTP API (``keyrack.http.api``) and
+the console (``keyrack.console``) as one app behind the gateway, and the runtime they
+share: the key cache and its verifier, the limiter (in-process, or through Redis with
+per-process failover), the cache-invalidation relay, the last-used write-behind. What
+``keyrack serve`` runs is this factory under uvicorn (``keyrack.http.protocol``).
+"""
 
 from __future__ import annotations
 
@@ -12,66 +19,23 @@ from typing import Any
 from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 from redis.asyncio import Redis as AsyncRedis
-from starlette.routing import Route
 
-from keyrack import __version__, console
+from keyrack import console
 from keyrack import logging as keyrack_logging
-from keyrack.cache.failover import FailoverLimiter
 from keyrack.cache.keycache import CachedVerifier, KeyCache
-from keyrack.cache.memory import MemoryLimiter
-from keyrack.cache.redis import RedisLimiter
 from keyrack.cache.relay import RedisListener, RedisPublisher
 from keyrack.config import Settings
-from keyrack.http import metrics, problems
+from keyrack.http import api
 from keyrack.http.gateway import Gateway
-from keyrack.http.routes import (
-    apps,
-    clients,
-    contacts,
-    contracts,
-    handoffs,
-    health,
-    introspection,
-    keys,
-    leaks,
-    notifications,
-    pulse,
-    requests,
-    staff,
-    usage,
-    verify,
-    webhooks,
-)
+from keyrack.http.metrics import Metrics
+from keyrack.http.routes.introspection import RenderedSelf, render_self
+from keyrack.ratelimit.failover import FailoverLimiter
+from keyrack.ratelimit.memory import MemoryLimiter
+from keyrack.ratelimit.redis import RedisLimiter
 from keyrack.services.context import Context
+from keyrack.services.introspection import load_self
 from keyrack.services.keys import find_identity
 from keyrack.services.last_used import LastUsedBuffer
-
-HOT_ENDPOINTS = (
-    ("/healthz", health.healthz),  # first: the benchmark's baseline gets no head start
-    ("/api/v2/health", introspection.health),
-    ("/api/v2/keys/self", introspection.key_self),
-)
-
-ROUTERS = (
-    introspection.router,  # first: the hot path; and before keys (/keys/self ≠ /keys/{ref})
-    health.router,
-    metrics.router,
-    verify.router,  # before keys: POST /keys/verify is not a key ref
-    keys.router,
-    apps.router,
-    requests.router,
-    handoffs.router,
-    leaks.router,
-    staff.router,
-    clients.router,
-    contacts.router,
-    contracts.router,
-    usage.router,
-    pulse.router,
-    notifications.router,
-    webhooks.router,
-)
-"""Every router of the app; a new resource adds its router here."""
 
 _SUBSCRIBE_WAIT_SECONDS = 2.0
 _REDIS_CONNECTIONS = 128
@@ -85,9 +49,9 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
         ctx = Context.from_settings(settings or Settings())
         keyrack_logging.configure(ctx.settings.log_level)
     ctx.settings.check_deployable()
-    key_cache: KeyCache[introspection.SelfView] = KeyCache(
+    key_cache: KeyCache[RenderedSelf] = KeyCache(
         lambda digest: find_identity(ctx, digest),
-        lambda identity: introspection.load_self(ctx, identity),
+        lambda identity: render_self(load_self(ctx, identity)),
         ttl=ctx.settings.key_cache_ttl_seconds,
     )
     ctx.bus.subscribe(key_cache.invalidate)
@@ -95,30 +59,15 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with _gateway_runtime(app, ctx, key_cache, last_used):
+        async with _runtime(app, ctx, key_cache, last_used):
             yield
 
-    app = FastAPI(
-        title="Keyrack",
-        version=__version__,
-        summary="API keys, throttling and the CRM API behind them",
-        openapi_url="/api/v2/openapi.json",
-        docs_url="/docs",
-        redoc_url=None,
-        lifespan=lifespan,
-    )
+    app = api.create_api(lifespan)
     app.state.ctx = ctx
-    problems.install(app)
-    for router in ROUTERS:
-        app.include_router(router)
-    # The hot endpoints take only the request: serve them as plain routes at the front of
-    # the table, past FastAPI's per-route matching and dependency work (their FastAPI
-    # declarations above stay, and document them in the OpenAPI schema).
-    app.router.routes[:0] = [Route(path, fn, methods=["GET"]) for path, fn in HOT_ENDPOINTS]
     console.install(app)
     app.state.key_cache = key_cache
     app.state.last_used = last_used
-    app.state.metrics = metrics.Metrics()
+    app.state.metrics = Metrics()
     # the active limiter; replaced by a RedisLimiter at startup when Redis is configured
     app.state.limiter = MemoryLimiter(lease_seconds=ctx.settings.concurrency_lease_seconds)
     app.state.verifier = CachedVerifier(
@@ -130,6 +79,7 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
         verifier=app.state.verifier,
         last_used=last_used,
         metrics=app.state.metrics,
+        public_paths=api.public_paths(),
         trust_forwarded_for=ctx.settings.trust_forwarded_for,
     )
     if server:
@@ -141,7 +91,7 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
 
 
 @asynccontextmanager
-async def _gateway_runtime(
+async def _runtime(
     app: FastAPI, ctx: Context, key_cache: KeyCache[Any], last_used: LastUsedBuffer
 ) -> AsyncIterator[None]:
     """Start the limiter, the last-used flusher and the invalidation listener; stop them,

@@ -9,8 +9,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from keyrack.cache.base import CONCURRENCY_RETRY_SECONDS, DEFAULT_LEASE_SECONDS, MICRO
 from keyrack.domain.limits import Admission, Decision, RateLimitPolicy
+from keyrack.ratelimit.base import CONCURRENCY_RETRY_SECONDS, DEFAULT_LEASE_SECONDS, MICRO
 
 
 @dataclass(slots=True)
@@ -24,7 +24,7 @@ class _Bucket:
 
 
 class MemoryLimiter:
-    """Per-process limiter (see ``keyrack.cache.base`` for the semantics).
+    """Per-process limiter (see ``keyrack.ratelimit.base`` for the semantics).
 
     A bucket untouched for ``max(1 s, lease_seconds)`` is full with no live lease,
     i.e. indistinguishable from a new one, so it is dropped: memory is bounded by

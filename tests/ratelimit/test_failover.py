@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from keyrack.cache.failover import FailoverLimiter
-from keyrack.cache.memory import MemoryLimiter
 from keyrack.domain.limits import Admission, Decision, RateLimitPolicy
+from keyrack.ratelimit.failover import FailoverLimiter
+from keyrack.ratelimit.memory import MemoryLimiter
 
 pytestmark = pytest.mark.anyio
 

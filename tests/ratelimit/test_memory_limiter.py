@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyrack.cache.memory import MemoryLimiter
 from keyrack.domain.limits import Decision, RateLimitPolicy
+from keyrack.ratelimit.memory import MemoryLimiter
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,9 @@ import logging
 
 from redis import RedisError
 
-from keyrack.cache.base import Limiter
-from keyrack.cache.memory import MemoryLimiter
 from keyrack.domain.limits import Admission, RateLimitPolicy
+from keyrack.ratelimit.base import Limiter
+from keyrack.ratelimit.memory import MemoryLimiter
 
 log = logging.getLogger(__name__)
 

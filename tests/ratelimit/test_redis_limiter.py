@@ -1,4 +1,4 @@
-"""RedisLimiter across instances, in real (Redis server) time."""
+"""RedisLimiter across instances, in real (Redis server) time unless a test moves a clock."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from keyrack.cache.failover import FailoverLimiter
-from keyrack.cache.memory import MemoryLimiter
-from keyrack.cache.redis import RedisLimiter
 from keyrack.domain.limits import Decision, RateLimitPolicy
+from keyrack.ratelimit.failover import FailoverLimiter
+from keyrack.ratelimit.memory import MemoryLimiter
+from keyrack.ratelimit.redis import RedisLimiter
 
 pytestmark = pytest.mark.anyio
 
@@ -252,10 +252,11 @@ async def test_grants_never_let_instances_together_exceed_the_limits(
 
 
 async def test_a_grant_that_expires_with_tokens_left_makes_the_next_one_smaller(
-    connect, redis_prefix
+    connect, redis_prefix, clock
 ) -> None:
     client = connect()
-    limiter = RedisLimiter(client, prefix=redis_prefix, grant_seconds=0.5)
+    # grants live a minute on ``clock``, moved by hand: no timer fires during the burst
+    limiter = RedisLimiter(client, prefix=redis_prefix, grant_seconds=60, grant_clock=clock)
     policy = RateLimitPolicy(rate_per_second=100_000, concurrency=100_000)
     leases_key = f"{redis_prefix}{{k}}:leases"
 
@@ -272,7 +273,7 @@ async def test_a_grant_that_expires_with_tokens_left_makes_the_next_one_smaller(
     biggest = max(burst.values())
     assert biggest == 64 and len(burst) == 7  # 1 + 2 + ... + 64 = 127 slots, 100 used
 
-    await asyncio.sleep(1.0)  # the last grant expires with 27 tokens unused
+    clock.advance(61)  # the last grant expires with 27 tokens unused
     assert (await limiter.acquire("k", policy)).allowed
     [(_, after)] = [(g, n) for g, n in (await grant_sizes()).items() if g not in burst]
     assert after == biggest // 2
