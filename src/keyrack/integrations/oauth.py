@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.httpx_client import OAuth2ClientAuth
+from authlib.oauth2.auth import ClientAuth
+from authlib.oauth2.base import OAuth2Error
 from authlib.oauth2.client import OAuth2Client
 
 from keyrack.integrations.connector import TokenCallback
@@ -35,11 +35,30 @@ LEEWAY_SECONDS = 60
 Post = Callable[..., httpx.Response]
 
 
+class _ClientAuth(httpx.Auth):
+    """authlib's client authentication (here ``client_secret_post``) as an httpx auth.
+
+    authlib's own httpx integration is not used: from 1.9.10 it warns that plain httpx
+    is deprecated in favour of its ``httpx2``; its protocol core needs only this."""
+
+    requires_request_body = True
+
+    def __init__(self, client_id: str, client_secret: str, auth_method: str) -> None:
+        self._auth = ClientAuth(client_id, client_secret, auth_method)
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        url, headers, body = self._auth.prepare(
+            request.method, str(request.url), request.headers, request.content
+        )
+        headers["Content-Length"] = str(len(body))
+        yield httpx.Request(request.method, url, headers=headers, content=body)
+
+
 class _AuthlibClient(OAuth2Client):  # type: ignore[misc]
     """authlib's protocol client on a plain ``session`` object (ours posts through httpx)."""
 
-    client_auth_class = OAuth2ClientAuth
-    oauth_error_class = OAuthError
+    client_auth_class = _ClientAuth
+    oauth_error_class = OAuth2Error
 
 
 def _epoch(value: Any) -> int | None:
@@ -134,7 +153,7 @@ class Keeper:
         return f"Bearer {secret}"
 
     def refresh(self) -> None:
-        """Refresh the access token; raises authlib's ``OAuthError`` when the provider
+        """Refresh the access token; raises authlib's ``OAuth2Error`` when the provider
         refuses (``error`` is its OAuth2 error code), ``httpx.HTTPStatusError`` for a 5xx
         and ``ValueError`` for an answer that is not a token."""
         assert self._client is not None

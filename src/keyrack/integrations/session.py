@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 import httpx
-from authlib.integrations.base_client import OAuthError
+from authlib.oauth2.base import OAuth2Error
 
 from keyrack.integrations.batching import Refused
 from keyrack.integrations.connector import (
@@ -240,7 +240,7 @@ class ProviderSession:
         """Refresh the OAuth2 access token, or raise what the provider's refusal means."""
         try:
             self.keeper.refresh()
-        except OAuthError as error:
+        except OAuth2Error as error:
             answer = self.keeper.last_refresh_answer
             if answer is None:
                 failure = ProviderFailure(
