@@ -19,11 +19,10 @@ from typing import Any
 
 import httpx
 import stripe
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyrack.integrations.connector import Connector, OutboundRecord, ProbeStatus
 from keyrack.integrations.connectors import connector_for
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from tests.fakes.base import SlidingWindow, loopback_certificate, serve
 from tests.fakes.hubspot import INVALID_AUTHENTICATION, HubSpotFake
 from tests.fakes.salesforce import SalesforceFake
@@ -338,8 +337,9 @@ def stage(tls: bool = False) -> Iterator[Stage]:
 
 
 @contextmanager
-def hubspot_peer(on: Stage) -> Iterator[HubSpotPeer]:
-    fake = HubSpotFake(rate_limit=(10_000, 10.0), search_rate_limit=(10_000, 1.0))
+def hubspot_peer(on: Stage, **options: Any) -> Iterator[HubSpotPeer]:
+    limits = {"rate_limit": (10_000, 10.0), "search_rate_limit": (10_000, 1.0)}
+    fake = HubSpotFake(**(limits | options))
     fake.base_url = on.base_url
     on.app = fake.app
     for name in HUBSPOT_OBJECTS:
@@ -351,8 +351,8 @@ def hubspot_peer(on: Stage) -> Iterator[HubSpotPeer]:
 
 
 @contextmanager
-def salesforce_peer(on: Stage) -> Iterator[SalesforcePeer]:
-    fake = SalesforceFake(query_batch_size=200)
+def salesforce_peer(on: Stage, **options: Any) -> Iterator[SalesforcePeer]:
+    fake = SalesforceFake(**({"query_batch_size": 200} | options))
     fake.base_url = on.base_url
     on.app = fake.app
     for name in SALESFORCE_OBJECTS:

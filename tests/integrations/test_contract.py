@@ -165,7 +165,7 @@ def test_a_malformed_watermark_is_refused(peer: Peer) -> None:
 
 
 def test_get_reads_one_record_and_none_for_an_unknown_id(peer: Peer) -> None:
-    (first, second) = peer.seed_clients(2)
+    _, second = peer.seed_clients(2)
     connector = peer.connector()
     found = connector.get(CLIENTS, second)
     assert found is not None
