@@ -61,8 +61,9 @@ def isolate(
     """One outcome per item, in order: ``send``'s, or ``refuse``'s for the items a
     refusal of the whole request is narrowed down to (see the module docstring)."""
     outcomes: list[WriteOutcome | None] = [None] * len(items)
-
-    def attempt(positions: list[int]) -> None:
+    pending = [list(range(len(items)))] if items else []
+    while pending:  # a work list, not recursion: no closure cycle keeps a batch alive
+        positions = pending.pop()
         try:
             answered = send([items[p] for p in positions])
         except Refused as refused:
@@ -72,21 +73,17 @@ def isolate(
                 culprits = [p for p in positions if named and holds(items[p], named)]
                 if not culprits:
                     middle = len(positions) // 2
-                    attempt(positions[:middle])
-                    attempt(positions[middle:])
-                    return
+                    pending += [positions[middle:], positions[:middle]]
+                    continue
             for p in culprits:
                 outcomes[p] = refuse(items[p], refused)
             failed = set(culprits)
             rest = [p for p in positions if p not in failed]
             if rest:
-                attempt(rest)
-            return
+                pending.append(rest)
+            continue
         for p, outcome in zip(positions, answered, strict=True):
             outcomes[p] = outcome
-
-    if items:
-        attempt(list(range(len(items))))
     assert all(o is not None for o in outcomes)
     return [o for o in outcomes if o is not None]
 

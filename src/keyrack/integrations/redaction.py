@@ -59,13 +59,10 @@ def _is_secret_name(name: str) -> bool:
     return name.replace("-", "").replace("_", "").lower() in SECRET_NAMES
 
 
-def _text(text: str, secrets: Iterable[str]) -> str:
+def _text(text: str, secrets: list[str]) -> str:
     for secret in secrets:
-        if len(secret) >= MIN_SECRET:
+        if secret in text:
             text = text.replace(secret, REDACTED)
-            encoded = quote(secret, safe="")
-            if encoded != secret:
-                text = text.replace(encoded, REDACTED)
     text = _SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
 
     def pair(match: re.Match[str]) -> str:
@@ -79,8 +76,9 @@ def _text(text: str, secrets: Iterable[str]) -> str:
 def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
     """``value`` (str, mapping, list or tuple, to any depth) with its secrets replaced by
     ``[redacted]``; other values are returned as they are."""
-    known = sorted({s for s in secrets if s}, key=len, reverse=True)
-    return _redact(value, known)
+    spellings = {s for s in secrets if len(s) >= MIN_SECRET}
+    spellings |= {quote(s, safe="") for s in spellings}
+    return _redact(value, sorted(spellings, key=len, reverse=True))
 
 
 def _redact(value: Any, secrets: list[str]) -> Any:

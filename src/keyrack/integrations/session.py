@@ -141,6 +141,7 @@ class ProviderSession:
         self._http = http
         self._max_wait = max_wait
         self._sleep = sleep
+        self._last_call: tuple[httpx.Request, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<ProviderSession {self.dialect.provider} {self.keeper!r}>"
@@ -357,17 +358,34 @@ class ProviderSession:
         answered: str | None = None
         if response is not None:
             answered = _text(response.text) if response_body is _AS_SENT else _dumps(response_body)
+        method, url, request_headers, status, response_headers = self._call_of(request, response)
         return Exchange(
-            method=request.method,
-            url=redact(str(request.url), secrets),
-            request_headers=redact(dict(request.headers.items()), secrets),
+            method=method,
+            url=url,
+            request_headers=request_headers,
             request_body=_cut(redact(sent, secrets)),
-            status=response.status_code if response is not None else None,
-            response_headers=redact(dict(response.headers.items()), secrets)
-            if response is not None
-            else {},
+            status=status,
+            response_headers=response_headers,
             response_body=_cut(redact(answered, secrets)),
         )
+
+    def _call_of(
+        self, request: httpx.Request, response: httpx.Response | None
+    ) -> tuple[str, str, dict[str, str], int | None, dict[str, str]]:
+        """The redacted method, URL, headers and status of a call; the last one is kept,
+        as the records of one batch share it."""
+        if self._last_call is not None and self._last_call[0] is request:
+            return self._last_call[1]
+        secrets = self.keeper.secrets
+        call = (
+            request.method,
+            redact(str(request.url), secrets),
+            redact(dict(request.headers.items()), secrets),
+            response.status_code if response is not None else None,
+            redact(dict(response.headers.items()), secrets) if response is not None else {},
+        )
+        self._last_call = (request, call)
+        return call
 
     def _detail(self, failure: ProviderFailure) -> str:
         status = f" {failure.http_status}" if failure.http_status else ""
