@@ -76,7 +76,8 @@ def test_upserting_100000_companies_in_batches_holds_memory_flat(record_property
                     for n in range(start, start + connector.batch_size)
                 ]
                 created += sum(
-                    o.result is WriteResult.CREATED for o in connector.upsert(RecordType.CLIENTS, batch)
+                    o.result is WriteResult.CREATED
+                    for o in connector.upsert(RecordType.CLIENTS, batch)
                 )
             return created
 

@@ -57,9 +57,11 @@ def test_each_connector_keeps_the_contract_and_defaults_to_the_real_service(
     assert connector.stats.api_calls == 0
     shown = repr(connector)
     assert shown.startswith(type(connector).__name__)
-    assert {"hubspot": "api.hubapi.com", "salesforce": "my.salesforce.com", "stripe": "api.stripe.com"}[
-        provider
-    ] in shown
+    assert {
+        "hubspot": "api.hubapi.com",
+        "salesforce": "my.salesforce.com",
+        "stripe": "api.stripe.com",
+    }[provider] in shown
     assert not any(str(v) in shown for v in CREDENTIALS[provider].values() if "registry" in str(v))
 
 

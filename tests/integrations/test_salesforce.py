@@ -40,7 +40,9 @@ def test_changes_page_through_next_records_url(salesforce: SalesforcePeer) -> No
 
 
 def test_records_sharing_a_second_resume_exactly(salesforce: SalesforcePeer) -> None:
-    tied = salesforce.fake.seed("Account", ({"Name": f"T{n}"} for n in range(30)), modified_at=START)
+    tied = salesforce.fake.seed(
+        "Account", ({"Name": f"T{n}"} for n in range(30)), modified_at=START
+    )
     after = salesforce.fake.seed(
         "Account", [{"Name": "Later"}], modified_at=START + dt.timedelta(milliseconds=400)
     )
@@ -133,7 +135,9 @@ def test_a_missing_external_id_field_fails_every_record_in_one_call(
     assert failure.message == (
         "Provided external ID field does not exist or is not accessible: No_Such_Field__c"
     )
-    assert salesforce.fake.calls["PATCH /services/data/vXX.X/composite/sobjects/Account/{field}"] == 1
+    assert (
+        salesforce.fake.calls["PATCH /services/data/vXX.X/composite/sobjects/Account/{field}"] == 1
+    )
 
 
 def test_new_opportunities_are_closed_won_and_updates_keep_their_stage(
@@ -174,12 +178,16 @@ def test_engagements_are_tasks_by_type_and_events(salesforce: SalesforcePeer) ->
     connector = salesforce.connector()
     (account,) = connector.upsert(CLIENTS, salesforce.clients(["cli_1"]))
     (contact,) = connector.upsert(
-        CONTACTS, [OutboundRecord("ctc_1", {"LastName": "L"}, links={CLIENTS: str(account.remote_id)})]
+        CONTACTS,
+        [OutboundRecord("ctc_1", {"LastName": "L"}, links={CLIENTS: str(account.remote_id)})],
     )
     links = {CLIENTS: str(account.remote_id), CONTACTS: str(contact.remote_id)}
     items = [
         OutboundRecord(
-            "eng_call", {"Subject": "Kickoff", "ActivityDate": "2026-01-05"}, links, EngagementKind.CALL
+            "eng_call",
+            {"Subject": "Kickoff", "ActivityDate": "2026-01-05"},
+            links,
+            EngagementKind.CALL,
         ),
         OutboundRecord(
             "eng_meet",
@@ -187,7 +195,9 @@ def test_engagements_are_tasks_by_type_and_events(salesforce: SalesforcePeer) ->
             links,
             EngagementKind.MEETING,
         ),
-        OutboundRecord("eng_note", {"Subject": "Note", "Description": "x"}, links, EngagementKind.NOTE),
+        OutboundRecord(
+            "eng_note", {"Subject": "Note", "Description": "x"}, links, EngagementKind.NOTE
+        ),
     ]
     outcomes = connector.upsert(ENGAGEMENTS, items)
     assert {o.result for o in outcomes} == {WriteResult.CREATED}

@@ -106,7 +106,11 @@ def test_subscriptions_are_contracts_with_their_recurring_revenue(peer: StripePe
     ]
     first = by_id[made[0].id]
     assert first.links == {CLIENTS: customers[0].id}
-    assert (first.name, first.fields["status"], first.fields["quantity"]) == ("Pro monthly", "active", 2)
+    assert (first.name, first.fields["status"], first.fields["quantity"]) == (
+        "Pro monthly",
+        "active",
+        2,
+    )
     assert by_id[made[1].id].name == product.id  # no nickname: the product
 
     clients = list(connector.changed_since(CLIENTS, None))

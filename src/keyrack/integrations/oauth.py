@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,7 +46,7 @@ class _ClientAuth(httpx.Auth):
     def __init__(self, client_id: str, client_secret: str, auth_method: str) -> None:
         self._auth = ClientAuth(client_id, client_secret, auth_method)
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         url, headers, body = self._auth.prepare(
             request.method, str(request.url), request.headers, request.content
         )

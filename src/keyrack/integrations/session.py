@@ -56,6 +56,9 @@ MAX_ATTEMPTS = 6
 
 _AS_SENT = object()
 
+_Call = tuple[str, str, dict[str, str], int | None, dict[str, str]]
+"""Method, URL, request headers, status and response headers of one call, redacted."""
+
 
 class Dialect(Protocol):
     """What differs between providers in reading an answer."""
@@ -131,17 +134,14 @@ class ProviderSession:
         *,
         credential: Mapping[str, Any],
         on_token: TokenCallback | None = None,
-        stats: Stats | None = None,
         max_wait: float = 60.0,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.stats = stats if stats is not None else Stats()
+        self.stats = Stats()
         self.dialect = dialect
         self.keeper = Keeper(credential, post=self._token_post, on_token=on_token)
         self._http = http
         self._max_wait = max_wait
-        self._sleep = sleep
-        self._last_call: tuple[httpx.Request, Any] | None = None
+        self._last_call: tuple[httpx.Request, _Call] | None = None
 
     def __repr__(self) -> str:
         return f"<ProviderSession {self.dialect.provider} {self.keeper!r}>"
@@ -189,7 +189,7 @@ class ProviderSession:
                     self.dialect.provider,
                     wait,
                 )
-                self._sleep(wait)
+                time.sleep(wait)
                 waited += wait
                 self.stats.rate_limit_wait_seconds += wait
                 continue
@@ -369,9 +369,7 @@ class ProviderSession:
             response_body=_cut(redact(answered, secrets)),
         )
 
-    def _call_of(
-        self, request: httpx.Request, response: httpx.Response | None
-    ) -> tuple[str, str, dict[str, str], int | None, dict[str, str]]:
+    def _call_of(self, request: httpx.Request, response: httpx.Response | None) -> _Call:
         """The redacted method, URL, headers and status of a call; the last one is kept,
         as the records of one batch share it."""
         if self._last_call is not None and self._last_call[0] is request:
