@@ -393,18 +393,18 @@ class HubSpotConnector:
         writes: list[tuple[int, Write]] = []
         for position, item in enumerate(batch):
             properties = {k: "" if v is None else v for k, v in item.fields.items()}
-            current = held.get(item.keyrack_id.lower())
+            current = held.get(item.keyrack_id.lower()) if held is not None else None
             if current is not None and unchanged(properties, current["properties"]):
                 remote_id = _remote_id(name, current["id"])
                 outcomes[position] = WriteOutcome(item.keyrack_id, WriteResult.UNCHANGED, remote_id)
                 continue
-            if current is None:
+            if held is not None and current is None:  # known to be new
                 properties = {**CREATE_DEFAULTS.get(name, {}), **properties}
             writes.append((position, (item, properties)))
         written = isolate(
             [w for _, w in writes],
             lambda sent: self._send_upsert(name, sent),
-            lambda write, refused: self._refused(write, refused, self._input(*write)),
+            self._refused,
             lambda write, field: field in write[1],
         )
         for (position, _), outcome in zip(writes, written, strict=True):
@@ -412,8 +412,9 @@ class HubSpotConnector:
         done = [o for o in outcomes if o is not None]
         return self._associate(name, batch, done)
 
-    def _held(self, name: str, batch: Sequence[OutboundRecord]) -> dict[str, dict[str, Any]]:
-        """What HubSpot holds for the batch's Keyrack ids (lower-cased), to skip no-ops."""
+    def _held(self, name: str, batch: Sequence[OutboundRecord]) -> dict[str, dict[str, Any]] | None:
+        """What HubSpot holds for the batch's Keyrack ids (lower-cased), to skip no-ops;
+        None when it would not say (the upsert will then say why for each record)."""
         fields = {f for item in batch for f in item.fields}
         response = self._call(
             "POST",
@@ -425,7 +426,7 @@ class HubSpotConnector:
             },
         )
         if response.status_code in REFUSED:
-            return {}  # e.g. no such id property: the upsert says so for each record
+            return None
         answer = self._session.json(response)
         held = {}
         for result in answer.get("results") or []:
@@ -490,10 +491,11 @@ class HubSpotConnector:
             )
         return outcomes
 
-    def _refused(self, write: Write, refused: Refused, sent: Any) -> WriteOutcome:
-        item, _ = write
-        exchange = self._session.exchange(refused.response, request_body=sent)
-        return WriteOutcome(item.keyrack_id, WriteResult.FAILED, None, refused.failure, exchange)
+    def _refused(self, write: Write, refused: Refused) -> WriteOutcome:
+        exchange = self._session.exchange(refused.response, request_body=self._input(*write))
+        return WriteOutcome(
+            write[0].keyrack_id, WriteResult.FAILED, None, refused.failure, exchange
+        )
 
     def _associate(
         self, name: str, batch: Sequence[OutboundRecord], outcomes: list[WriteOutcome]

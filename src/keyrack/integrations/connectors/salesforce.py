@@ -346,13 +346,13 @@ class SalesforceConnector:
         outcomes: list[WriteOutcome | None] = [None] * len(batch)
         writes: list[tuple[int, Write]] = []
         for position, (item, body) in enumerate(zip(batch, bodies, strict=True)):
-            current = held.get(item.keyrack_id.lower())
+            current = held.get(item.keyrack_id.lower()) if held is not None else None
             if current is not None and unchanged(body, current):
                 outcomes[position] = WriteOutcome(
                     item.keyrack_id, WriteResult.UNCHANGED, str(current["Id"])
                 )
                 continue
-            if current is None:
+            if held is not None and current is None:  # known to be new
                 body = {**CREATE_DEFAULTS.get(sobject, {}), **body}
             writes.append((position, (item, body)))
         written = isolate(
@@ -373,9 +373,10 @@ class SalesforceConnector:
 
     def _held(
         self, sobject: str, batch: Sequence[OutboundRecord], bodies: Sequence[Mapping[str, Any]]
-    ) -> dict[str, dict[str, Any]]:
-        """What Salesforce holds for the batch's Keyrack ids (lower-cased), to skip no-ops.
-        A field the query cannot name (gone, renamed) is left out of the comparison."""
+    ) -> dict[str, dict[str, Any]] | None:
+        """What Salesforce holds for the batch's Keyrack ids (lower-cased), to skip no-ops;
+        a field the query cannot name (gone, renamed) is left out of the comparison, and
+        None means Salesforce would not say (the upsert will then say why per record)."""
         keys = ", ".join(_quote(item.keyrack_id) for item in batch)
         named = [f for f in _distinct([f for body in bodies for f in body]) if _FIELD_NAME.match(f)]
         for fields in (_distinct(["Id", self._external, *named]), ["Id", self._external]):
@@ -393,7 +394,7 @@ class SalesforceConnector:
                 for row in rows
                 if row.get(self._external)
             }
-        return {}
+        return None
 
     def _row(self, sobject: str, item: OutboundRecord, body: Mapping[str, Any]) -> dict[str, Any]:
         return {"attributes": {"type": sobject}, **body, self._external: item.keyrack_id}
