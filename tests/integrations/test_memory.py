@@ -33,7 +33,7 @@ from keyrack.integrations.connector import OutboundRecord, RecordType, WriteResu
 from keyrack.integrations.connectors.hubspot import HubSpotConnector
 from tests.integrations.remote_hubspot import remote_hubspot
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # ~30 s each on an idle machine
 
 COUNT = 100_000
 BOUND = 8 * 1024 * 1024

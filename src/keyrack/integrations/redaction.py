@@ -52,6 +52,8 @@ _PAIR = re.compile(
     (?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^&\s,;}}\]"']+)
     """
 )
+_WORDS = ("token", "secret", "key", "password", "session", "signature")  # in every name
+_SCHEMES = ("bearer", "basic", "oauth")
 _SCHEME = re.compile(r"(?i)\b(bearer|basic|oauth)\s+[A-Za-z0-9._~+/=!%$:-]{8,}")
 
 
@@ -63,7 +65,11 @@ def _text(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    text = _SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    lowered = text.lower()
+    if any(scheme in lowered for scheme in _SCHEMES):
+        text = _SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if not any(word in lowered for word in _WORDS):
+        return text
 
     def pair(match: re.Match[str]) -> str:
         value = match.group("value")
