@@ -12,7 +12,7 @@ from starlette.routing import Route
 from starlette.types import StatelessLifespan
 
 from keyrack import __version__, routing
-from keyrack.http import metrics, openapi, problems
+from keyrack.http import docs, metrics, openapi, problems
 from keyrack.http.routes import (
     apps,
     clients,
@@ -70,7 +70,7 @@ def create_api(lifespan: StatelessLifespan[FastAPI]) -> FastAPI:
         version=__version__,
         summary="API keys, throttling and the CRM API behind them",
         openapi_url=API_DOCUMENT,
-        docs_url="/docs",
+        docs_url=None,  # keyrack.http.docs serves /docs without a CDN
         redoc_url=None,
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
@@ -78,6 +78,7 @@ def create_api(lifespan: StatelessLifespan[FastAPI]) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(docs.router)
     # The hot endpoints take only the request: serve them as plain routes at the front of
     # the table, past FastAPI's per-route matching and dependency work (their FastAPI
     # declarations above stay, and document them in the OpenAPI schema).
