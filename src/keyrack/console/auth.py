@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from keyrack.console.web import (
     COOKIE,
     LOGIN_COOKIE,
+    PASSWORD_PAGE,
     PREFIX,
     ConsoleRoute,
     CsrfDep,
@@ -81,7 +82,7 @@ def login(
         refused.headers.update(throttled_headers(exc.retry_after))
         return refused
     assert signed.token is not None
-    response = see_other(safe_next(next))
+    response = see_other(PASSWORD_PAGE if signed.user.password_must_change else safe_next(next))
     response.set_cookie(
         COOKIE,
         signed.token,
