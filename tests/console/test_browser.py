@@ -165,15 +165,16 @@ def test_revoke_with_a_reason(page: Page, people: People, live_url: str) -> None
         assert api.get("/api/v2/keys", headers={"X-API-Key": secret}).status_code == 401
 
 
-def test_member_has_no_settings_api_link_and_the_url_is_not_found(
+def test_member_has_no_settings_api_link_and_the_url_says_whom_to_ask(
     page: Page, people: People
 ) -> None:
     sign_in(page, people.member)
     expect(page.get_by_role("heading", name="Welcome")).to_be_visible()
     expect(nav(page, "Settings → API")).to_have_count(0)
     response = page.goto("/console/settings/api")
-    assert response is not None and response.status == 404
-    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    assert response is not None and response.status == 403
+    expect(page.get_by_role("heading", name="Access denied")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("ask an owner or admin of your organization")
 
 
 def test_staff_approves_a_request_and_the_customer_reveals_the_production_key(

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
     COOKIE,
+    HERE,
     LOGIN_COOKIE,
     PASSWORD_PAGE,
     PREFIX,
@@ -112,8 +113,17 @@ def home(request: Request, current: SignedInDep) -> Response:
 
 
 root = Router(include_in_schema=False)
+FAVICON = (HERE / "static" / "favicon.svg").read_bytes()
 
 
 @root.get("/")
 def to_console() -> Response:
     return see_other(PREFIX)
+
+
+@root.get("/favicon.ico")
+def favicon() -> Response:
+    """What browsers ask every site for (an SVG: Chromium and Firefox take it)."""
+    return Response(
+        FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+    )

@@ -150,9 +150,12 @@ SignedInDep = Annotated[SignedIn, Depends(signed_in)]
 
 
 async def settings_admin(current: SignedInDep) -> SignedIn:
-    """Owners and admins of an organization; everyone else gets 404, not a hint."""
+    """Owners and admins of an organization; anyone else is told whom to ask (403)."""
     if not manages_settings(current):
-        raise NotFound("page not found")
+        raise AccessDenied(
+            "the settings of an organization are for its owners and admins: "
+            "ask an owner or admin of your organization"
+        )
     return current
 
 
