@@ -275,7 +275,7 @@ def test_team_shows_seats_without_service_users(browser: Browser, people: People
     person = browser.post(
         "/console/settings/team/users", {"email": "new@acme.test", "role": "admin"}
     )
-    assert "one-time password" in person.text
+    assert "they choose their own at the first sign-in" in person.text
     assert "<strong>4</strong> billable seats" in person.text
 
 

@@ -226,7 +226,7 @@ def list_locations(ctx: Context, org_id: int) -> list[Location]:
 class NewUser:
     user: User
     password: str | None
-    """A generated one-time password, returned once when none was given; it must be
+    """A generated password, returned once when none was given; it must be
     changed at the first sign-in."""
 
 
@@ -343,7 +343,7 @@ def bootstrap(ctx: Context) -> FirstRun | None:
 
     The first owner is also platform staff: the operator who installed Keyrack.
 
-    Returns the one-time password once; on any later call (users exist) returns None.
+    Returns the issued password once; on any later call (users exist) returns None.
     """
     with ctx.db.session() as session:
         if session.scalar(select(func.count()).select_from(User)):
