@@ -2,7 +2,8 @@
 routes, and the client's address.
 
 ``Router`` is FastAPI's ``APIRouter``, made to rule out paths outside its prefix first.
-``public`` declares a route that takes no API key, so the gateway lets it through.
+``public`` declares a route that takes no API key, so the gateway lets it through;
+``takes_key`` is that rule for a path.
 ``client_ip`` is the caller's address as the gateway determined it.
 
 FastAPI matches an included router by trying each of its routes in turn, with some
@@ -23,6 +24,8 @@ from starlette.types import Scope
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 _PUBLIC = "_keyrack_public"
+API_PREFIX = "/api/v2/"
+"""The paths the gateway guards: each wants a key unless its route is public."""
 
 
 class Router(APIRouter):
@@ -55,6 +58,11 @@ def public_paths(routers: Iterable[APIRouter]) -> frozenset[str]:
     if any("{" in path for path in paths):
         raise ValueError(f"a public route must have a fixed path: {sorted(paths)}")
     return frozenset(paths)
+
+
+def takes_key(path: str, public_paths: frozenset[str]) -> bool:
+    """Whether a request to ``path`` must present an API key to reach its route."""
+    return path.startswith(API_PREFIX) and path not in public_paths
 
 
 def client_ip(request: Request) -> str | None:

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, sync_playwright
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import OrgKind, Role, Scope
 from keyrack.server import create_app
-from keyrack.services import apps, expiry, keys, leaks, requests, tenancy
+from keyrack.services import apps, expiry, keys, leaks, requests, sessions, tenancy, webhooks
 from keyrack.services.context import Actor, Context
 from keyrack.storage.database import Database
 from keyrack.storage.migrate import upgrade
@@ -72,15 +72,23 @@ def seed(ctx: Context, clock: MutableClock) -> None:
     keys.revoke_key(ctx, ann, scope, made[3][0].ref, reason="integration retired")
     leaks.revoke_leaked(ctx, made[1][1], "https://github.com/acme/scripts/blob/main/sync.py")
     requests.create_request(ctx, ann, org_id=org.id, app_ref=app.ref)
+    webhooks.create_endpoint(
+        ctx,
+        ann,
+        org.id,
+        url="https://hooks.acme.test/keyrack",
+        events=["key.leaked", "key.expiring"],
+    )
+    tenancy.create_user(ctx, OPERATOR, org_slug="acme", email="new@acme.test", role=Role.ADMIN)
     clock.advance(timedelta(days=76))
     expiry.run(ctx)
     clock.advance(timedelta(hours=1))
 
 
-def sign_in(page: Page, email: str) -> None:
+def sign_in(page: Page, email: str, password: str = PASSWORD) -> None:
     page.goto("/console/login")
     page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
 
 
@@ -123,7 +131,16 @@ def main() -> None:
             shot("audit")
             page.goto("/console/notifications")
             shot("notifications")
+            page.goto("/console/settings/api/webhooks")
+            shot("webhooks")
+            page.locator("table a.url").first.click()
+            shot("webhook-deliveries")
             context.close()
+            first = browser.new_context(base_url=base, viewport={"width": 1440, "height": 800})
+            page = first.new_page()
+            sign_in(page, "new@acme.test", sessions.reset_password(ctx, OPERATOR, "new@acme.test"))
+            shot("first-sign-in")
+            first.close()
             staff = browser.new_context(base_url=base, viewport={"width": 1440, "height": 800})
             page = staff.new_page()
             sign_in(page, "ops@keyrack.test")

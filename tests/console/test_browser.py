@@ -92,14 +92,33 @@ def generate_key(page: Page, name: str, *permissions: str) -> str:
     return page.locator("input.secret").input_value()
 
 
-def test_first_sign_in_with_the_one_time_password_opens_settings_api(
-    page: Page, ctx: Context
+def test_first_sign_in_leads_only_to_choosing_a_password_then_opens_settings_api(
+    page: Page, ctx: Context, chromium: Browser, live_url: str
 ) -> None:
     first = tenancy.bootstrap(ctx)
     assert first is not None
     sign_in(page, first.email, first.password)
+    expect(page.get_by_role("heading", name="Choose your password")).to_be_visible()
+    expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_count(1)
+    page.goto("/console/settings/api")  # by URL: still the password page
+    expect(page.get_by_role("heading", name="Choose your password")).to_be_visible()
+
+    page.get_by_label("The password you were given").fill(first.password)
+    page.get_by_label("New password (at least 12 characters)").fill("my own long passphrase")
+    page.get_by_label("New password, again").fill("my own long passphrase")
+    page.get_by_role("button", name="Set my password").click()
+    expect(page.get_by_text("Your password was changed")).to_be_visible()
+    nav(page, "Settings → API").click()
     expect(page.get_by_role("heading", name="Settings → API")).to_be_visible()
     expect(page.get_by_text("No keys yet")).to_be_visible()
+
+    other = chromium.new_context(base_url=live_url)
+    try:  # the issued password is void
+        again = other.new_page()
+        sign_in(again, first.email, first.password)
+        expect(again.get_by_role("alert")).to_contain_text("wrong email or password")
+    finally:
+        other.close()
 
 
 def test_generate_copy_then_the_reveal_window_ends_and_only_the_mask_remains(
@@ -146,15 +165,16 @@ def test_revoke_with_a_reason(page: Page, people: People, live_url: str) -> None
         assert api.get("/api/v2/keys", headers={"X-API-Key": secret}).status_code == 401
 
 
-def test_member_has_no_settings_api_link_and_the_url_is_not_found(
+def test_member_has_no_settings_api_link_and_the_url_says_whom_to_ask(
     page: Page, people: People
 ) -> None:
     sign_in(page, people.member)
     expect(page.get_by_role("heading", name="Welcome")).to_be_visible()
     expect(nav(page, "Settings → API")).to_have_count(0)
     response = page.goto("/console/settings/api")
-    assert response is not None and response.status == 404
-    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    assert response is not None and response.status == 403
+    expect(page.get_by_role("heading", name="Access denied")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("ask an owner or admin of your organization")
 
 
 def test_staff_approves_a_request_and_the_customer_reveals_the_production_key(

@@ -100,7 +100,7 @@ def test_signed_out_visitors_are_sent_to_sign_in(browser: Browser) -> None:
     assert browser.client.get("/").headers["location"] == "/console"
 
 
-def test_member_sees_no_settings_link_and_gets_404_on_its_urls(
+def test_member_sees_no_settings_link_and_is_told_whom_to_ask_on_its_urls(
     browser: Browser, people: People
 ) -> None:
     browser.sign_in(people.member)
@@ -108,8 +108,10 @@ def test_member_sees_no_settings_link_and_gets_404_on_its_urls(
     assert home.status_code == 200
     assert "/console/settings/api" not in home.text
     for url in ("/console/settings/api", "/console/settings/api/new", "/console/settings/team"):
-        assert browser.get(url).status_code == 404
-    assert browser.post("/console/settings/api", {"name": "x"}).status_code == 404
+        refused = browser.get(url)
+        assert refused.status_code == 403, url
+        assert "ask an owner or admin of your organization" in refused.text
+    assert browser.post("/console/settings/api", {"name": "x"}).status_code == 403
 
 
 def test_staff_pages_are_404_for_an_org_owner(browser: Browser, people: People) -> None:
@@ -140,6 +142,26 @@ def test_generated_key_is_shown_in_full_only_during_the_reveal_window(
         assert session.scalar(select(func.count()).select_from(ConsoleReveal)) == 0
         actions = list(session.scalars(select(AuditEvent.action)))
     assert "key.revealed" in actions
+
+
+def test_the_copy_it_now_banner_ends_with_the_reveal_window(
+    browser: Browser, people: People, clock: MutableClock
+) -> None:
+    browser.sign_in(people.admin)
+    page = generate(browser)
+    assert "Copy it now" in page.text and SECRET.search(page.text)
+    url = str(page.url)
+    assert url.endswith("?notice=created")
+    clock.advance(timedelta(seconds=301))
+    later = browser.get(url)
+    assert later.status_code == 200
+    assert "Copy it now" not in later.text and not SECRET.search(later.text)
+
+
+def test_favicon_is_served(browser: Browser) -> None:
+    icon = browser.client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert icon.content.startswith(b"<svg")
 
 
 def test_the_reveal_belongs_to_the_session_that_generated_the_key(
@@ -253,7 +275,7 @@ def test_team_shows_seats_without_service_users(browser: Browser, people: People
     person = browser.post(
         "/console/settings/team/users", {"email": "new@acme.test", "role": "admin"}
     )
-    assert "one-time password" in person.text
+    assert "they choose their own at the first sign-in" in person.text
     assert "<strong>4</strong> billable seats" in person.text
 
 
@@ -331,6 +353,9 @@ def test_production_key_request_approved_by_staff_is_revealed_once_to_the_custom
         staff = Browser(staff_client)
         staff.sign_in(people.staff)
         queue = staff.get("/console/staff/requests")
+        # the form shows what approving gives: the sandbox key's permissions, ticked
+        assert 'value="clients:read" checked disabled' in queue.text
+        assert 'value="clients:write" disabled' in queue.text
         ref = re.search(
             r"/console/staff/requests/(kreq_[0-9A-Z]+|[a-z]+_[0-9A-Z]{26})/approve", queue.text
         )
@@ -346,6 +371,7 @@ def test_production_key_request_approved_by_staff_is_revealed_once_to_the_custom
     key_page = browser.get(opened.headers["location"])
     secret = SECRET.findall(key_page.text)[0]
     assert secret.startswith("kr_live_") and "clients:read" in key_page.text
+    assert "Nexla Sync — Acme (production)" in key_page.text  # the app and who asked
     assert browser.post(claim.group(1), {}).status_code == 410
 
 

@@ -97,6 +97,7 @@ def test_a_second_request_in_flight_is_429_and_a_disconnect_frees_the_slot(
             refused = api.get("/api/v2/health", headers=seeded.headers())
             assert refused.status_code == 429 and problem_code(refused) == "concurrency-limited"
             assert refused.headers["retry-after"] == "1"
+            assert refused.headers["ratelimit"] == '"inflight";r=0;t=1'
         finally:
             held.close()
         assert limiter.released.wait(10)

@@ -1,16 +1,20 @@
 """Schemathesis over the served OpenAPI document: every operation, generated inputs,
-no 5xx and every documented response matches its schema.
+no 5xx, every documented response matches its schema, and every status observed is
+one the operation documents.
 
 The server is real (uvicorn on a loopback socket) over a migrated SQLite
-database, called with a key holding every permission. Examples per operation:
-``EXAMPLES`` (hypothesis ``max_examples``).
+database, called with a key holding every permission (positive and negative
+inputs), and, for the refusals, with no key, a key holding no permission and a key
+allowed one request a second. Examples per operation: ``EXAMPLES`` (hypothesis
+``max_examples``).
 """
 
 from __future__ import annotations
 
 import shutil
+from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,6 +36,7 @@ from tests.conftest import OPERATOR, make_settings, seed_org
 from tests.live import serve_in_thread
 
 EXAMPLES = 25
+REFUSAL_EXAMPLES = 3
 API_PATHS = r"^/(api/v2/|healthz|readyz)"
 
 
@@ -39,6 +44,10 @@ API_PATHS = r"^/(api/v2/|healthz|readyz)"
 class Served:
     url: str
     headers: dict[str, str]
+    refused: tuple[dict[str, str], ...]
+    """Headers the gateway refuses or throttles: no key, no permission, 1 request/s."""
+    observed: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    """Each operation's statuses seen by every test of the module."""
 
 
 @pytest.fixture(scope="module")
@@ -57,33 +66,57 @@ def served(_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         rate_per_second=100_000,
         concurrency=1_000,
     )
+    _, powerless = keys.create_key(ctx, OPERATOR, org.scope, name="No permission")
+    _, slow = keys.create_key(
+        ctx, OPERATOR, org.scope, name="Slow", permissions=PERMISSIONS, rate_per_second=1
+    )
+    refused = ({}, {"X-API-Key": powerless}, {"X-API-Key": slow}, {"X-API-Key": slow})
     with serve_in_thread(create_app(ctx=ctx)) as url:
-        yield Served(url, {"X-API-Key": secret})
+        yield Served(url, {"X-API-Key": secret}, refused)
     ctx.db.dispose()
 
 
-def fuzz(operation: APIOperation, mode: GenerationMode, served: Served) -> None:
-    @given(case=operation.as_strategy(generation_mode=mode))
+CHECKS = [not_a_server_error, response_schema_conformance]
+
+
+def fuzz(operation: APIOperation, mode: GenerationMode | None, served: Served) -> None:
+    """``EXAMPLES`` cases of ``mode`` with the fuzzer's key; with None, ``REFUSAL_EXAMPLES``
+    positive cases, each sent with every header set of ``served.refused``."""
+    seen = served.observed[operation.label]
+
+    @given(case=operation.as_strategy(generation_mode=mode or GenerationMode.POSITIVE))
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=EXAMPLES if mode else REFUSAL_EXAMPLES,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Case) -> None:
-        case.call_and_validate(
-            base_url=served.url,
-            headers=served.headers,
-            checks=[not_a_server_error, response_schema_conformance],
-        )
+        for headers in (served.headers,) if mode else served.refused:
+            response = case.call_and_validate(base_url=served.url, headers=headers, checks=CHECKS)
+            seen.add(response.status_code)
 
     run()
 
 
+def undocumented(operations: list[APIOperation], served: Served) -> dict[str, list[int]]:
+    """Per operation, the statuses observed that its document does not list."""
+    missing = {}
+    for operation in operations:
+        documented = {int(status) for status in operation.definition.raw["responses"]}
+        if extra := sorted(served.observed[operation.label] - documented):
+            missing[operation.label] = extra
+    return missing
+
+
 @pytest.mark.timeout(600)  # every operation in one test: ~15 s here, far longer on a loaded box
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_no_operation_answers_5xx_or_breaks_its_documented_schema(
-    served: Served, mode: GenerationMode
+@pytest.mark.parametrize(
+    "mode",
+    [GenerationMode.POSITIVE, GenerationMode.NEGATIVE, None],
+    ids=["positive", "negative", "refusals"],
+)
+def test_no_operation_answers_5xx_an_undocumented_status_or_outside_its_schema(
+    served: Served, mode: GenerationMode | None
 ) -> None:
     schema = schemathesis.openapi.from_url(f"{served.url}/api/v2/openapi.json")
     operations = [
@@ -99,3 +132,6 @@ def test_no_operation_answers_5xx_or_breaks_its_documented_schema(
         except (Exception, BaseExceptionGroup) as exc:  # collect every operation's failure
             failures[operation.label] = f"{type(exc).__name__}: {str(exc)[:1500]}"
     assert not failures, "\n\n".join(f"FAILED {label}: {text}" for label, text in failures.items())
+    mismatches = undocumented(operations, served)
+    count = sum(len(statuses) for statuses in mismatches.values())
+    assert count == 0, f"{count} observed statuses not documented: {mismatches}"

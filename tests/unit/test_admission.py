@@ -52,6 +52,8 @@ def test_a_limiters_refusal_says_its_bucket_policy_and_state_too() -> None:
     }
     busy = admission.check_admission(Admission(Decision.CONCURRENCY_LIMITED, 3, 1.0, POLICY))
     assert busy is not None and busy.code == "concurrency-limited"
+    # what refused it: no in-flight slot left, not the 3 tokens of the rate bucket
+    assert busy.headers is not None and busy.headers["RateLimit"] == '"inflight";r=0;t=1'
     assert admission.check_admission(Admission(Decision.ALLOWED, 4, 0.2, POLICY, "1")) is None
 
 

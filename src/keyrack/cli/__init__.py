@@ -36,5 +36,5 @@ def main() -> None:
     try:
         app()
     except KeyrackError as exc:
-        errors.print(f"error ({exc.code}): {exc.for_operator}", markup=False, soft_wrap=True)
+        errors.print(f"error ({exc.code}): {exc.for_operator}", markup=False)
         raise SystemExit(exc.exit_code) from None

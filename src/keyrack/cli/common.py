@@ -12,14 +12,17 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from keyrack.cache.relay import RedisPublisher
 from keyrack.config import Settings
 from keyrack.services.context import Actor, Context
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+"""Lines are never wrapped: a password, secret or ref stays whole, to be copied."""
+errors = Console(stderr=True, soft_wrap=True)
+_UNBOUNDED = 100_000
 
 OPERATOR = Actor(label="cli", is_staff=True)
 """Whoever runs the CLI on the server operates the deployment."""
@@ -46,7 +49,8 @@ def emit_json(value: Any) -> None:
 
 
 def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A table whose first column (the ref or id the next command takes) is never cut short."""
+    """A table whose first column (the ref or id the next command takes) is never cut short;
+    written to a file or a pipe, as wide as its content (a terminal's width is not there)."""
     cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
     table = Table(title=title)
     for index, column in enumerate(columns):
@@ -57,7 +61,15 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
             table.add_column(column)
     for row in cells:
         table.add_row(*row)
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+        return
+    options = console.options.update(max_width=_UNBOUNDED)
+    width, console.width = console.width, Measurement.get(console, options, table).maximum
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")

@@ -57,7 +57,7 @@ def _print_secret(view: KeyView, secret: str, as_json: bool, verb: str) -> None:
         return
     console.print(f"{verb} key [bold]{view.ref}[/bold] ({view.name}, {view.environment.value})")
     console.print("Secret (shown once, store it now):")
-    console.print(secret, markup=False, highlight=False, soft_wrap=True)
+    console.print(secret, markup=False, highlight=False)
 
 
 @app.command("create")
@@ -65,19 +65,23 @@ def create(
     org: str = typer.Option(..., help="Organization slug."),
     name: str = typer.Option(..., help="What the key is for, e.g. 'Nexla Integration'."),
     location: str | None = typer.Option(None, help="Location slug for a location key."),
+    owner: str | None = typer.Option(
+        None, help="Email of the user the key acts as, e.g. the organization's service user."
+    ),
     env: Environment = typer.Option(Environment.SANDBOX, "--env"),
     permissions: str = typer.Option("", help="Comma-separated, e.g. clients:read,usage:write."),
     rps: int | None = typer.Option(None, "--rps", min=1, help="Requests per second."),
     concurrency: int | None = typer.Option(None, min=1, help="Requests in flight."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Create a key and print its secret once."""
+    """Create a key and print its secret once; --owner names who it acts as."""
     ctx = context()
     with ctx.db.session() as session:
         organization = tenancy.org_by_slug(session, org)
         location_id = (
             tenancy.location_by_slug(session, organization.id, location).id if location else None
         )
+        owner_id = tenancy.user_by_email(session, organization.id, owner).id if owner else None
     view, secret = keys.create_key(
         ctx,
         OPERATOR,
@@ -85,6 +89,7 @@ def create(
         name=name,
         environment=env,
         location_id=location_id,
+        owner_id=owner_id,
         permissions=[p for p in permissions.split(",") if p.strip()],
         rate_per_second=rps,
         concurrency=concurrency,

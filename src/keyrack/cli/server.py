@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 import uvicorn
+from rich.markup import escape
 
 from keyrack.cli.common import console, context
 from keyrack.http.protocol import uvicorn_options
@@ -31,7 +32,8 @@ def serve(
         console.print(
             "[bold]First run.[/bold] Sign in at "
             f"http://{host}:{port}/console as [bold]{first.email}[/bold] "
-            f"with this one-time password (shown once): [bold]{first.password}[/bold]"
+            "with this password, which you change then (shown once): "
+            f"[bold]{escape(first.password)}[/bold]"
         )
     ctx.db.dispose()
     uvicorn.run(

@@ -6,7 +6,7 @@ import typer
 
 from keyrack.cli.common import OPERATOR, JsonOption, console, context, emit_json, emit_table
 from keyrack.domain.tenancy import OrgKind, Role
-from keyrack.services import tenancy
+from keyrack.services import sessions, tenancy
 
 orgs = typer.Typer(help="Organizations.", no_args_is_help=True)
 locations = typer.Typer(help="Locations (sub-accounts) of an organization.", no_args_is_help=True)
@@ -93,7 +93,7 @@ def create_user(
     service: bool = typer.Option(False, "--service", help="A service user (API Access)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Create a person (prints a one-time password) or a service user."""
+    """Create a person (prints a password to change at the first sign-in) or a service user."""
     created = tenancy.create_user(
         context(), OPERATOR, org_slug=org, email=email, role=role, service=service
     )
@@ -111,4 +111,22 @@ def create_user(
         return
     console.print(f"created {user.kind} user [bold]{user.email}[/bold] ({user.role})")
     if created.password:
-        console.print(f"one-time password (shown once): [bold]{created.password}[/bold]")
+        _print_password(created.password)
+
+
+@users.command("reset-password")
+def reset_password(
+    email: str = typer.Argument(..., help="The person's email."), as_json: bool = JsonOption
+) -> None:
+    """Issue a new password to a person, to change at the next sign-in; signs them out."""
+    password = sessions.reset_password(context(), OPERATOR, email)
+    if as_json:
+        emit_json({"email": email.strip().lower(), "password": password})
+        return
+    console.print(f"issued a new password to [bold]{email}[/bold]; their sessions ended")
+    _print_password(password)
+
+
+def _print_password(password: str) -> None:
+    console.print("password, to be changed at the first sign-in (shown once):")
+    console.print(password, markup=False, highlight=False)

@@ -10,7 +10,16 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from keyrack.console import account, api_keys, auth, notifications, production, staff, team
+from keyrack.console import (
+    account,
+    api_keys,
+    auth,
+    notifications,
+    production,
+    staff,
+    team,
+    webhooks,
+)
 from keyrack.console.web import HERE, PREFIX
 
 ROUTERS = (
@@ -18,6 +27,7 @@ ROUTERS = (
     auth.router,
     api_keys.router,
     production.router,
+    webhooks.router,
     team.router,
     notifications.router,
     account.router,

@@ -1,4 +1,5 @@
-"""Your account: change your password (every other session of yours ends)."""
+"""Your account: change your password (every other session of yours ends); the one page
+of someone who signed in with a password Keyrack issued."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
+    COOKIE,
     PREFIX,
     ConsoleRoute,
     CsrfDep,
@@ -44,4 +46,5 @@ def change_password(
         sessions.change_password(ctx, current, current_password, new_password, client_ip(request))
     except (AuthenticationFailed, InvalidInput) as exc:
         return render(request, "account.html", status_code=400, error=exc.detail)
+    request.state.console_user = sessions.resolve(ctx, request.cookies.get(COOKIE))
     return render(request, "account.html", changed=True)

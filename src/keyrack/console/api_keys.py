@@ -38,6 +38,8 @@ NOTICES = {
     "revoked": "Key revoked. Requests with it are refused from now on.",
     "claimed": "Your approved production key. Copy it now, or create a one-time hand-off link.",
 }
+ABOUT_THE_SECRET = frozenset({"created", "regenerated", "claimed"})
+"""Notices that speak of the secret on show: gone with it when the reveal window ends."""
 
 
 def _names(ctx: Context, org_id: int) -> tuple[dict[int, str], dict[int, str]]:
@@ -165,7 +167,7 @@ def detail(
     actor: ActorDep,
     notice: str | None = None,
 ) -> HTMLResponse:
-    return _key_page(ctx, request, current, actor, ref, notice=NOTICES.get(notice or ""))
+    return _key_page(ctx, request, current, actor, ref, notice=notice)
 
 
 def _key_page(
@@ -181,12 +183,16 @@ def _key_page(
     status: int = 200,
 ) -> HTMLResponse:
     """A key's facts; regenerate and revoke only where the signed-in person may (else why
-    not); a refused revocation shows its error and reason on the revoke form."""
+    not); a refused revocation shows its error and reason on the revoke form. ``notice``
+    names one of ``NOTICES``."""
     assert current.user.org_id is not None
     scope = Scope(current.user.org_id)
     view = keys.get_key(ctx, scope, ref)
     locations, users = _names(ctx, current.user.org_id)
     revealed = sessions.take_reveals(ctx, current, client_ip(request), only=view.ref)
+    reveal = revealed.get(view.ref)
+    if reveal is None and notice in ABOUT_THE_SECRET:
+        notice = None
     return render(
         request,
         "api_key.html",
@@ -194,8 +200,8 @@ def _key_page(
         key=view,
         locations=locations,
         users=users,
-        reveal=revealed.get(view.ref),
-        notice=notice,
+        reveal=reveal,
+        notice=NOTICES.get(notice or ""),
         authority=keys.authority_over(ctx, actor, scope, ref),
         revoke_error=revoke_error,
         reason=reason,

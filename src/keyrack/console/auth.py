@@ -11,7 +11,9 @@ from fastapi.responses import HTMLResponse
 
 from keyrack.console.web import (
     COOKIE,
+    HERE,
     LOGIN_COOKIE,
+    PASSWORD_PAGE,
     PREFIX,
     ConsoleRoute,
     CsrfDep,
@@ -81,7 +83,7 @@ def login(
         refused.headers.update(throttled_headers(exc.retry_after))
         return refused
     assert signed.token is not None
-    response = see_other(safe_next(next))
+    response = see_other(PASSWORD_PAGE if signed.user.password_must_change else safe_next(next))
     response.set_cookie(
         COOKIE,
         signed.token,
@@ -111,8 +113,17 @@ def home(request: Request, current: SignedInDep) -> Response:
 
 
 root = Router(include_in_schema=False)
+FAVICON = (HERE / "static" / "favicon.svg").read_bytes()
 
 
 @root.get("/")
 def to_console() -> Response:
     return see_other(PREFIX)
+
+
+@root.get("/favicon.ico")
+def favicon() -> Response:
+    """What browsers ask every site for (an SVG: Chromium and Firefox take it)."""
+    return Response(
+        FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+    )

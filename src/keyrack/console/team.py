@@ -78,7 +78,7 @@ def create_user(
     role: Annotated[Role, Form()] = Role.MEMBER,
     service: Annotated[bool, Form()] = False,
 ) -> HTMLResponse:
-    """The generated one-time password is shown once, in this response only."""
+    """The issued password is shown once, in this response only."""
     org_id = current.user.org_id
     assert org_id is not None
     org = tenancy.get_org_by_id(ctx, org_id)

@@ -29,6 +29,11 @@ HERE = Path(__file__).resolve().parent
 COOKIE = "keyrack_session"
 LOGIN_COOKIE = "keyrack_login_csrf"
 PREFIX = "/console"
+PASSWORD_PAGE = f"{PREFIX}/account"
+_WHILE_PASSWORD_MUST_CHANGE = frozenset(
+    {PASSWORD_PAGE, f"{PASSWORD_PAGE}/password", f"{PREFIX}/logout"}
+)
+"""All a person signed in with a password Keyrack issued may reach, until they change it."""
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -74,9 +79,12 @@ def render(request: Request, name: str, *, status_code: int = 200, **values: Any
 
 
 def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
-    """The links a user may follow: members get no Settings, non-staff no Staff pages."""
+    """The links a user may follow: members get no Settings, non-staff no Staff pages; with
+    an issued password, only the page that changes it."""
     if current is None:
         return []
+    if current.user.password_must_change:
+        return [("Account", PASSWORD_PAGE)]
     links = [("Home", f"{PREFIX}")]
     if current.user.org_id is not None:
         links.append(("Notifications", f"{PREFIX}/notifications"))
@@ -91,7 +99,7 @@ def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
             ("Staff: organizations", f"{PREFIX}/staff/orgs"),
             ("Staff: key requests", f"{PREFIX}/staff/requests"),
         ]
-    links.append(("Account", f"{PREFIX}/account"))
+    links.append(("Account", PASSWORD_PAGE))
     return links
 
 
@@ -126,11 +134,15 @@ CtxDep = Annotated[Context, Depends(get_ctx)]
 
 
 def signed_in(request: Request) -> SignedIn:
+    """The session's user; one who signed in with a password Keyrack issued is sent to
+    change it from every other page."""
     current = sessions.resolve(context_of(request), request.cookies.get(COOKIE))
     if current is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise Redirect(f"{PREFIX}/login?next={quote(target, safe='')}")
     request.state.console_user = current
+    if current.user.password_must_change and request.url.path not in _WHILE_PASSWORD_MUST_CHANGE:
+        raise Redirect(PASSWORD_PAGE)
     return current
 
 
@@ -138,9 +150,12 @@ SignedInDep = Annotated[SignedIn, Depends(signed_in)]
 
 
 async def settings_admin(current: SignedInDep) -> SignedIn:
-    """Owners and admins of an organization; everyone else gets 404, not a hint."""
+    """Owners and admins of an organization; anyone else is told whom to ask (403)."""
     if not manages_settings(current):
-        raise NotFound("page not found")
+        raise AccessDenied(
+            "the settings of an organization are for its owners and admins: "
+            "ask an owner or admin of your organization"
+        )
     return current
 
 

@@ -2,7 +2,8 @@
 
 A key may make ``rate_per_second`` requests per second with at most
 ``concurrency`` in flight. Headers follow draft-ietf-httpapi-ratelimit-headers:
-``RateLimit-Policy: "key";q=5;w=1`` and ``RateLimit: "key";r=4;t=1``. A 429, from
+``RateLimit-Policy: "key";q=5;w=1, "inflight";q=1`` and ``RateLimit: "key";r=4;t=1``
+(or ``"inflight";r=0;t=1`` when no in-flight slot is free). A 429, from
 the gateway, a route or the console's sign-in, gets its headers from
 ``throttled_headers``: ``Retry-After`` in whole seconds rounded up (a client that
 waits that long finds the token there), and the RateLimit pair when a limiter
@@ -70,7 +71,13 @@ class Admission(NamedTuple):
 
     @property
     def header(self) -> str:
-        return f'"key";r={max(0, self.remaining)};t={max(0, math.ceil(self.reset_seconds))}'
+        """The ``RateLimit`` value: the quota that decided, as it stands. Refused for the
+        in-flight limit, that is ``"inflight"`` with no slot left, whatever tokens the
+        rate bucket still has."""
+        reset = max(0, math.ceil(self.reset_seconds))
+        if self.decision is Decision.CONCURRENCY_LIMITED:
+            return f'"inflight";r=0;t={reset}'
+        return f'"key";r={max(0, self.remaining)};t={reset}'
 
 
 def whole_seconds(seconds: float) -> int:

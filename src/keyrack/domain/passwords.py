@@ -1,4 +1,4 @@
-"""Console passwords: argon2id hashes, generated one-time passwords."""
+"""Console passwords: argon2id hashes, generated passwords (issued to be changed)."""
 
 from __future__ import annotations
 

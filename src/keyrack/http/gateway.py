@@ -51,12 +51,12 @@ from keyrack.http.problems import problem
 from keyrack.logging import REQUEST_ID
 from keyrack.problems import STATUS_BY_CODE
 from keyrack.ratelimit.base import Limiter
+from keyrack.routing import API_PREFIX, takes_key
 from keyrack.services.context import Context
 from keyrack.services.handoffs import LINK_PATH
 from keyrack.services.last_used import LastUsedBuffer
 from keyrack.services.leaks import revoke_leaked
 
-API_PREFIX = "/api/v2/"
 HANDOFF_LINK_PREFIX = LINK_PATH.split("{", 1)[0]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -122,10 +122,10 @@ class Gateway:
         state["client_ip"] = client_ip
         token = REQUEST_ID.set(request_id)
         path: str = scope["path"]
-        guarded = path.startswith(API_PREFIX)
+        guarded = path.startswith(API_PREFIX)  # API answers may carry secrets
         extra = [(b"x-request-id", request_id.encode())]
         if guarded:
-            extra.append(_NO_STORE)  # API answers may carry secrets
+            extra.append(_NO_STORE)
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -143,7 +143,7 @@ class Gateway:
                 await self._refuse(limited, request_id, scope, receive, send_with_headers)
                 return
             receive = limited
-            if guarded and path not in self.public_paths:
+            if takes_key(path, self.public_paths):
                 found = await self._admit(scope, headers, client_ip)
                 if isinstance(found, Refusal):
                     await self._refuse(found, request_id, scope, receive, send_with_headers)

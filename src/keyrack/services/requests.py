@@ -45,6 +45,8 @@ class KeyRequestView:
     org_slug: str
     app_ref: str | None
     app_name: str | None
+    app_permissions: tuple[str, ...]
+    """Those of the app's sandbox key: what approving gives the production key."""
     message: str | None
     status: RequestStatus
     requested_by: str
@@ -68,7 +70,8 @@ class KeyRequestView:
 
 
 def _views(session: Session, rows: Sequence[KeyRequest]) -> list[KeyRequestView]:
-    """Views of ``rows`` with their organizations, apps, keys and claims in four queries."""
+    """Views of ``rows`` with their organizations, apps (and their sandbox keys), keys and
+    claims in five queries."""
 
     org_ids = {row.org_id for row in rows}
     app_ids = {row.app_id for row in rows if row.app_id is not None}
@@ -77,6 +80,7 @@ def _views(session: Session, rows: Sequence[KeyRequest]) -> list[KeyRequestView]
         o.id: o for o in session.scalars(select(Organization).where(Organization.id.in_(org_ids)))
     }
     apps = {a.id: a for a in session.scalars(select(App).where(App.id.in_(app_ids)))}
+    key_ids |= {app.sandbox_key_id for app in apps.values()}
     issued = {k.id: k for k in session.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))}
     approved = [row.id for row in rows if row.key_id is not None]
     claims = {
@@ -96,6 +100,7 @@ def _views(session: Session, rows: Sequence[KeyRequest]) -> list[KeyRequestView]
                 org_slug=orgs[row.org_id].slug,
                 app_ref=app.ref if app else None,
                 app_name=app.name if app else None,
+                app_permissions=tuple(issued[app.sandbox_key_id].permissions) if app else (),
                 message=row.message,
                 status=RequestStatus(row.status),
                 requested_by=row.requested_by_label,
@@ -267,7 +272,9 @@ def approve_request(
 
     For an app request the key gets exactly the app sandbox key's permissions and
     ``permissions`` must be None; a free-text request needs ``permissions`` from staff.
-    The returned view names the key and the claim; it never holds the secret.
+    Unless ``name`` is given, the key is named after the app (or the request) and the
+    organization that asked: "Nexla Sync — Acme Corp (production)". The returned view
+    names the key and the claim; it never holds the secret.
     """
     _require_staff(actor)
     now = ctx.clock()
@@ -275,6 +282,8 @@ def approve_request(
         row = _request_by_ref(session, ref, lock=True)
         before = _view(session, row)
         _decide(session, row, RequestStatus.APPROVED, actor, now)
+        org = session.get(Organization, row.org_id)
+        assert org is not None
         if row.app_id is not None:
             if permissions is not None:
                 raise InvalidInput("an app's production key gets exactly its sandbox permissions")
@@ -282,12 +291,12 @@ def approve_request(
             sandbox = session.get(ApiKey, app.sandbox_key_id) if app else None
             assert app is not None and sandbox is not None
             granted: Sequence[str] = list(sandbox.permissions)
-            key_name = name or f"{app.name} (production)"
+            key_name = name or f"{app.name} — {org.name} (production)"
         else:
             if permissions is None:
                 raise InvalidInput("a free-text request needs the permissions to grant")
             granted = permissions
-            key_name = name or "Production key"
+            key_name = name or f"{org.name} (production)"
         key, secret = keys.insert_key(
             session,
             actor,

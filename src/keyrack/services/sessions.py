@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from keyrack.domain import passwords
 from keyrack.domain.sealing import Sealer, SealError
-from keyrack.errors import AuthenticationFailed, InvalidInput, Throttled
+from keyrack.domain.tenancy import UserKind
+from keyrack.errors import AuthenticationFailed, InvalidInput, NotFound, Throttled
 from keyrack.services import audit, tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.storage.database import insert_for
@@ -218,7 +219,8 @@ def change_password(ctx: Context, current: SignedIn, old: str, new: str, ip: str
     """Replace the signed-in user's password; every other session of theirs ends.
 
     The current password is asked for again, so a session left open is not enough to
-    take the account over.
+    take the account over. A password Keyrack issued is void from then on, and the
+    account is no longer held to the password page (audited with ``issued: true``).
     """
     passwords.check_length(new)
     if new == old:
@@ -228,7 +230,9 @@ def change_password(ctx: Context, current: SignedIn, old: str, new: str, ip: str
         user = session.get(User, current.user.id, with_for_update=True)
         if user is None or not passwords.verify_password(user.password_hash, old):
             raise AuthenticationFailed("the current password is wrong", code="unauthenticated")
+        issued = user.password_must_change
         user.password_hash = passwords.hash_password(new)
+        user.password_must_change = False
         _end_sessions(
             session, ConsoleSession.user_id == user.id, ConsoleSession.id != current.session_id
         )
@@ -240,7 +244,34 @@ def change_password(ctx: Context, current: SignedIn, old: str, new: str, ip: str
             org_id=user.org_id,
             target_type="user",
             target_ref=user.email,
+            after={"issued": issued},
         )
+
+
+def reset_password(ctx: Context, actor: Actor, email: str) -> str:
+    """Issue a new password to a person (it must be changed at the next sign-in), and end
+    their sessions. Returns it, once."""
+    password = passwords.generate_password()
+    now = ctx.clock()
+    with ctx.db.transaction() as session:
+        user = session.scalar(
+            select(User).where(User.email == email.strip().lower()).with_for_update()
+        )
+        if user is None or user.kind != UserKind.HUMAN.value:
+            raise NotFound(f"no person with email {email!r} (service users have no password)")
+        user.password_hash = passwords.hash_password(password)
+        user.password_must_change = True
+        _end_sessions(session, ConsoleSession.user_id == user.id)
+        audit.record(
+            session,
+            actor,
+            "user.password_reset",
+            now=now,
+            org_id=user.org_id,
+            target_type="user",
+            target_ref=user.email,
+        )
+    return password
 
 
 def _sealer(ctx: Context) -> Sealer:

@@ -203,6 +203,16 @@ def location_by_slug(session: Session, org_id: int, slug: str) -> Location:
     return location
 
 
+def user_by_email(session: Session, org_id: int, email: str) -> User:
+    """The user of organization ``org_id`` with this email (NotFound otherwise)."""
+    user = session.scalar(
+        select(User).where(User.org_id == org_id, User.email == email.strip().lower())
+    )
+    if user is None:
+        raise NotFound(f"no user {email!r} in this organization")
+    return user
+
+
 def list_locations(ctx: Context, org_id: int) -> list[Location]:
     with ctx.db.session() as session:
         return list(
@@ -216,7 +226,8 @@ def list_locations(ctx: Context, org_id: int) -> list[Location]:
 class NewUser:
     user: User
     password: str | None
-    """A generated one-time password, returned once when none was given."""
+    """A generated password, returned once when none was given; it must be
+    changed at the first sign-in."""
 
 
 def create_user(
@@ -231,7 +242,8 @@ def create_user(
     staff: bool = False,
     password: str | None = None,
 ) -> NewUser:
-    """Create a user. Service users ("API Access") have no password and no seat."""
+    """Create a user. Service users ("API Access") have no password and no seat; a person
+    given no ``password`` gets a generated one, to be changed at the first sign-in."""
     email = validate_email(email)
     role = Role(role)
     if password is not None:
@@ -254,6 +266,7 @@ def create_user(
                 is_staff=staff,
                 active=True,
                 password_hash=passwords.hash_password(password) if password else None,
+                password_must_change=generated is not None,
                 created_at=now,
             )
             session.add(user)
@@ -330,7 +343,7 @@ def bootstrap(ctx: Context) -> FirstRun | None:
 
     The first owner is also platform staff: the operator who installed Keyrack.
 
-    Returns the one-time password once; on any later call (users exist) returns None.
+    Returns the issued password once; on any later call (users exist) returns None.
     """
     with ctx.db.session() as session:
         if session.scalar(select(func.count()).select_from(User)):

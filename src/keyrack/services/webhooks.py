@@ -170,6 +170,12 @@ def list_endpoints(
         return page.map(EndpointView.of)
 
 
+def get_endpoint(ctx: Context, org_id: int, endpoint_id: int) -> EndpointView:
+    """One registered (not deleted) endpoint of the organization."""
+    with ctx.db.session() as session:
+        return EndpointView.of(_endpoint(session, org_id, endpoint_id))
+
+
 def delete_endpoint(ctx: Context, actor: Actor, org_id: int, endpoint_id: int) -> EndpointView:
     """Stop sending to an endpoint; its delivery log stays readable in the audit trail."""
     now = ctx.clock()

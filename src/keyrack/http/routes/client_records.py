@@ -16,7 +16,6 @@ from pydantic import BaseModel
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.schemas.common import ListPage
-from keyrack.http.schemas.crm import PROBLEM_RESPONSES
 from keyrack.routing import Router
 
 
@@ -40,7 +39,7 @@ def client_records(
     update_body: type[BaseModel],
     out: Any,
 ) -> Router:
-    router = Router(prefix=f"/api/v2/{plural}", tags=[plural], responses=PROBLEM_RESPONSES)
+    router = Router(prefix=f"/api/v2/{plural}", tags=[plural])
     read = [Depends(require(f"{plural}:read"))]
     write = [Depends(require(f"{plural}:write"))]
     one = f"/{{{singular}_id}}"

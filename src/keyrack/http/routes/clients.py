@@ -8,11 +8,11 @@ from keyrack.domain.crm import ClientStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.schemas.common import ListPage
-from keyrack.http.schemas.crm import PROBLEM_RESPONSES, ClientCreate, ClientOut, ClientUpdate
+from keyrack.http.schemas.crm import ClientCreate, ClientOut, ClientUpdate
 from keyrack.routing import Router
 from keyrack.services.crm import clients
 
-router = Router(prefix="/api/v2/clients", tags=["clients"], responses=PROBLEM_RESPONSES)
+router = Router(prefix="/api/v2/clients", tags=["clients"])
 READ = [Depends(require("clients:read"))]
 WRITE = [Depends(require("clients:write"))]
 

@@ -22,7 +22,7 @@ from keyrack.http.schemas.requests import (
 from keyrack.routing import Router, client_ip, public
 from keyrack.services import handoffs
 
-router = Router(tags=["hand-offs"])
+router = Router(tags=["handoffs"])
 managed = [Depends(require("keys:manage"))]
 
 
@@ -56,7 +56,7 @@ def open_claim(ctx: ContextDep, scope: ScopeDep, actor: ActorDep, ref: str) -> R
 
 
 @router.post("/api/v2/keys/{ref}/handoff", status_code=201, dependencies=managed)
-def create_link(
+def create_handoff_link(
     ctx: ContextDep,
     scope: ScopeDep,
     actor: ActorDep,
@@ -74,7 +74,7 @@ OPEN_LINK_PATH = "/api/v2/handoffs/open"
 
 @router.post(OPEN_LINK_PATH, responses={404: {}, 410: {}})
 @public
-def open_link(ctx: ContextDep, body: HandoffOpen, request: Request) -> RevealedOut:
+def open_handoff_link(ctx: ContextDep, body: HandoffOpen, request: Request) -> RevealedOut:
     """Read the handed-off secret, once; afterwards 410 gone, unknown tokens 404.
 
     The token travels in the body, not the URL, so that it stays out of access logs.

@@ -21,13 +21,13 @@ _ALIVE = b'{"status":"ok"}'
 
 
 @router.get("/healthz", response_model=Liveness)
-async def healthz(request: Request) -> Response:
+async def get_liveness(request: Request) -> Response:
     """Liveness: answers as long as the process serves requests."""
     return Response(_ALIVE, media_type="application/json")
 
 
 @router.get("/readyz", responses={503: {"description": "database unreachable"}})
-def readyz(ctx: ContextDep) -> JSONResponse:
+def get_readiness(ctx: ContextDep) -> JSONResponse:
     if not ctx.db.ping():
         raise Unavailable("the database is unreachable")
     return JSONResponse({"status": "ok"})

@@ -135,13 +135,13 @@ async def _self_view(request: Request) -> tuple[KeyIdentity, RenderedSelf]:
 @router.get(
     "/health", response_model=HealthOut, responses={401: {"description": "the key is not valid"}}
 )
-async def health(request: Request) -> Response:
+async def get_health(request: Request) -> Response:
     _, found = await _self_view(request)
     return Response(found.health, media_type="application/json")
 
 
 @router.get("/keys/self", response_model=KeySelf)
-async def key_self(request: Request) -> Response:
+async def get_key_self(request: Request) -> Response:
     principal, found = await _self_view(request)
     buffer: LastUsedBuffer = request.app.state.last_used
     return Response(found.render(buffer.pending(principal.key_id)), media_type="application/json")

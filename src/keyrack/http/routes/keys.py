@@ -56,7 +56,9 @@ def get_key(ctx: ContextDep, scope: ScopeDep, ref: str) -> KeyOut:
     return KeyOut.of(keys.get_key(ctx, scope, ref))
 
 
-@router.patch("/{ref}")
+@router.patch(
+    "/{ref}", responses={409: {"description": "The key is revoked or expired (conflict)"}}
+)
 def update_key(
     ctx: ContextDep, scope: ScopeDep, actor: ActorDep, ref: str, body: KeyUpdate
 ) -> KeyOut:
@@ -69,7 +71,9 @@ def delete_key(ctx: ContextDep, scope: ScopeDep, actor: ActorDep, ref: str) -> K
     return KeyOut.of(keys.revoke_key(ctx, actor, scope, ref, reason="deleted through the API"))
 
 
-@router.post("/{ref}/roll")
+@router.post(
+    "/{ref}/roll", responses={409: {"description": "Only an active key is rolled (conflict)"}}
+)
 def roll_key(
     ctx: ContextDep, scope: ScopeDep, actor: ActorDep, ref: str, body: KeyRoll | None = None
 ) -> KeyWithSecret:

@@ -32,7 +32,11 @@ router = Router(tags=["leaks"])
 POLICY = RateLimitPolicy(rate_per_second=2, concurrency=4)
 
 
-@router.post("/api/v2/leaks", status_code=202)
+@router.post(
+    "/api/v2/leaks",
+    status_code=202,
+    responses={429: {"description": "Too many reports from this address: retry after Retry-After"}},
+)
 @public
 async def report_leaks(
     ctx: ContextDep,

@@ -46,7 +46,9 @@ def list_notifications(
 
 
 @router.post("/{notification_id}/read")
-def mark_read(ctx: ContextDep, principal: PrincipalDep, notification_id: RowId) -> NotificationOut:
+def mark_notification_read(
+    ctx: ContextDep, principal: PrincipalDep, notification_id: RowId
+) -> NotificationOut:
     view = notifications.mark_read(
         ctx,
         principal.owner_id,

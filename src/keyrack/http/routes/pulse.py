@@ -11,7 +11,6 @@ from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import (
-    PROBLEM_RESPONSES,
     NpsSummaryOut,
     PulseCreate,
     PulseOut,
@@ -20,7 +19,7 @@ from keyrack.http.schemas.crm import (
 from keyrack.routing import Router
 from keyrack.services.crm import pulse
 
-router = Router(prefix="/api/v2/pulse", tags=["pulse"], responses=PROBLEM_RESPONSES)
+router = Router(prefix="/api/v2/pulse", tags=["pulse"])
 READ = [Depends(require("pulse:read"))]
 
 ClientFilter = Annotated[str | None, Query(max_length=40)]
@@ -29,7 +28,7 @@ Until = Annotated[Timestamp | None, Query(description="exclusive")]
 
 
 @router.post("", status_code=201, dependencies=[Depends(require("pulse:write"))])
-def record_response(
+def create_pulse_response(
     ctx: ContextDep, scope: ScopeDep, actor: ActorDep, body: PulseCreate
 ) -> PulseOut:
     view = pulse.record_response(
@@ -46,7 +45,7 @@ def record_response(
 
 
 @router.get("", dependencies=READ)
-def list_responses(
+def list_pulse_responses(
     ctx: ContextDep,
     scope: ScopeDep,
     request: Request,
@@ -65,7 +64,7 @@ def list_responses(
 
 
 @router.get("/summary", dependencies=READ)
-def nps_summary(
+def get_nps_summary(
     ctx: ContextDep,
     scope: ScopeDep,
     request: Request,
@@ -93,5 +92,5 @@ def nps_summary(
 
 
 @router.get("/{response_id}", dependencies=READ)
-def get_response(ctx: ContextDep, scope: ScopeDep, response_id: str) -> PulseOut:
+def get_pulse_response(ctx: ContextDep, scope: ScopeDep, response_id: str) -> PulseOut:
     return PulseOut.of(pulse.get_response(ctx, scope, response_id))

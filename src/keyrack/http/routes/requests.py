@@ -14,13 +14,13 @@ from keyrack.services import requests
 
 router = Router(
     prefix="/api/v2/key-requests",
-    tags=["key requests"],
+    tags=["key-requests"],
     dependencies=[Depends(require("keys:manage"))],
 )
 
 
 @router.get("")
-def list_requests(
+def list_key_requests(
     ctx: ContextDep,
     scope: ScopeDep,
     request: Request,
@@ -35,8 +35,12 @@ def list_requests(
     return ListPage(data=[KeyRequestOut.of(v) for v in page.data], next_cursor=page.next_cursor)
 
 
-@router.post("", status_code=201)
-def create_request(
+@router.post(
+    "",
+    status_code=201,
+    responses={409: {"description": "A request for this app is already pending (conflict)"}},
+)
+def create_key_request(
     ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, body: KeyRequestCreate
 ) -> KeyRequestOut:
     """Ask staff for a production key for a catalog app, or describe the need in free text.
@@ -51,5 +55,5 @@ def create_request(
 
 
 @router.get("/{ref}")
-def get_request(ctx: ContextDep, scope: ScopeDep, ref: str) -> KeyRequestOut:
+def get_key_request(ctx: ContextDep, scope: ScopeDep, ref: str) -> KeyRequestOut:
     return KeyRequestOut.of(requests.get_request(ctx, ref, scope=scope))

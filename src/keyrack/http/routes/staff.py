@@ -25,11 +25,16 @@ async def require_staff(principal: PrincipalDep) -> KeyIdentity:
     return principal
 
 
-router = Router(prefix="/api/v2/staff", tags=["staff"], dependencies=[Depends(require_staff)])
+router = Router(
+    prefix="/api/v2/staff",
+    tags=["staff"],
+    dependencies=[Depends(require_staff)],
+    responses={404: {"description": "Not found (not-found), also to a key not owned by staff"}},
+)
 
 
 @router.get("/requests")
-def list_requests(
+def list_all_key_requests(
     ctx: ContextDep,
     request: Request,
     response: Response,
@@ -42,8 +47,10 @@ def list_requests(
     return ListPage(data=[KeyRequestOut.of(v) for v in page.data], next_cursor=page.next_cursor)
 
 
-@router.post("/requests/{ref}/approve")
-def approve(
+@router.post(
+    "/requests/{ref}/approve", responses={409: {"description": "Already decided (conflict)"}}
+)
+def approve_key_request(
     ctx: ContextDep, actor: ActorDep, ref: str, body: Approval | None = None
 ) -> KeyRequestOut:
     """Issue the production key; its secret goes to the customer as a one-time claim."""
@@ -52,8 +59,12 @@ def approve(
     return KeyRequestOut.of(view)
 
 
-@router.post("/requests/{ref}/reject")
-def reject(ctx: ContextDep, actor: ActorDep, ref: str, body: Rejection) -> KeyRequestOut:
+@router.post(
+    "/requests/{ref}/reject", responses={409: {"description": "Already decided (conflict)"}}
+)
+def reject_key_request(
+    ctx: ContextDep, actor: ActorDep, ref: str, body: Rejection
+) -> KeyRequestOut:
     return KeyRequestOut.of(requests.reject_request(ctx, actor, ref, reason=body.reason))
 
 

@@ -11,7 +11,6 @@ from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import (
-    PROBLEM_RESPONSES,
     Timestamp,
     UsageBatch,
     UsageBucketOut,
@@ -20,7 +19,7 @@ from keyrack.http.schemas.crm import (
 from keyrack.routing import Router
 from keyrack.services.crm import usage
 
-router = Router(prefix="/api/v2/usage", tags=["usage"], responses=PROBLEM_RESPONSES)
+router = Router(prefix="/api/v2/usage", tags=["usage"])
 
 
 @router.post("", dependencies=[Depends(require("usage:write"))])
@@ -35,7 +34,7 @@ def push_usage(
 
 
 @router.get("", dependencies=[Depends(require("usage:read"))])
-def usage_aggregates(
+def list_usage(
     ctx: ContextDep,
     scope: ScopeDep,
     request: Request,

@@ -61,7 +61,7 @@ def delete_webhook(
 
 
 @router.get("/{webhook_id}/deliveries")
-def list_deliveries(
+def list_webhook_deliveries(
     ctx: ContextDep,
     principal: PrincipalDep,
     request: Request,
@@ -76,7 +76,7 @@ def list_deliveries(
 
 
 @router.post("/deliveries/{delivery_id}/redeliver")
-def redeliver(
+def redeliver_webhook_delivery(
     ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, delivery_id: RowId
 ) -> DeliveryOut:
     return DeliveryOut.of(webhooks.redeliver(ctx, actor, principal.org_id, delivery_id))

@@ -8,7 +8,7 @@ field that cannot be empty refuses ``null``.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, ClassVar, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -62,38 +62,6 @@ CustomFields = Annotated[
     dict[Annotated[str, Field(max_length=64)], CustomValue],
     Field(max_length=MAX_CUSTOM_FIELDS, description="flat object, scalar values, <= 16 KiB"),
 ]
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem document."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    request_id: str | None = None
-    errors: list[dict[str, Any]] | None = None
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "model": Problem,
-        "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        },
-    }
-
-
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem("Invalid request (validation-error)"),
-    401: _problem("Missing or invalid API key"),
-    403: _problem("The key may not do this (e.g. insufficient-permission)"),
-    404: _problem("No such object in the key's scope"),
-    413: _problem("Request body too large"),
-    429: _problem("Rate or concurrency limit exceeded"),
-}
-"""Error responses every CRM route documents, so clients (and fuzzers) know their shape."""
 
 
 class Patch(Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keyrack.storage.tables.base import Base
@@ -51,4 +51,6 @@ class User(Base):
     is_staff: Mapped[bool] = mapped_column(default=False)
     active: Mapped[bool] = mapped_column(default=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_must_change: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """The password was issued by Keyrack: the next sign-in leads only to changing it."""
     created_at: Mapped[datetime]
