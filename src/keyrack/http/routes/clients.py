@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, Request, Response
+from typing import Annotated
 
-from keyrack.domain.crm import ClientStatus
+from fastapi import Depends, Query, Request, Response
+
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.schemas.common import ListPage
-from keyrack.http.schemas.crm import PROBLEM_RESPONSES, ClientCreate, ClientOut, ClientUpdate
+from keyrack.http.schemas.crm import (
+    PROBLEM_RESPONSES,
+    ClientCreate,
+    ClientFilters,
+    ClientOut,
+    ClientUpdate,
+)
 from keyrack.routing import Router
 from keyrack.services.crm import clients
 
@@ -23,11 +30,11 @@ def list_clients(
     scope: ScopeDep,
     request: Request,
     response: Response,
+    narrowed: Annotated[ClientFilters, Query()],
     limit: Limit = 50,
     cursor: Cursor = None,
-    status: ClientStatus | None = None,
 ) -> ListPage[ClientOut]:
-    page = clients.list_clients(ctx, scope, status=status, limit=limit, cursor=cursor)
+    page = clients.list_clients(ctx, scope, limit=limit, cursor=cursor, **narrowed.model_dump())
     link_header(request, response, page.next_cursor)
     return ListPage(data=[ClientOut.of(v) for v in page.data], next_cursor=page.next_cursor)
 
