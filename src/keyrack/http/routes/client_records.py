@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.schemas.common import ListPage
-from keyrack.http.schemas.crm import PROBLEM_RESPONSES, ClientRecordFilters
+from keyrack.http.schemas.crm import RECORD_RESPONSES, ClientRecordFilters
 from keyrack.routing import Router
 
 
@@ -44,7 +44,7 @@ def client_records(
     out: Any,
     filters: type[ClientRecordFilters] = ClientRecordFilters,
 ) -> Router:
-    router = Router(prefix=f"/api/v2/{plural}", tags=[plural], responses=PROBLEM_RESPONSES)
+    router = Router(prefix=f"/api/v2/{plural}", tags=[plural], responses=RECORD_RESPONSES)
     read = [Depends(require(f"{plural}:read"))]
     write = [Depends(require(f"{plural}:write"))]
     one = f"/{{{singular}_id}}"

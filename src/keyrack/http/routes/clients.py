@@ -10,7 +10,7 @@ from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
 from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.crm import (
-    PROBLEM_RESPONSES,
+    RECORD_RESPONSES,
     ClientCreate,
     ClientFilters,
     ClientOut,
@@ -19,12 +19,12 @@ from keyrack.http.schemas.crm import (
 from keyrack.routing import Router
 from keyrack.services.crm import clients
 
-router = Router(prefix="/api/v2/clients", tags=["clients"], responses=PROBLEM_RESPONSES)
+router = Router(prefix="/api/v2/clients", tags=["clients"], responses=RECORD_RESPONSES)
 READ = [Depends(require("clients:read"))]
 WRITE = [Depends(require("clients:write"))]
 
 
-@router.get("", dependencies=READ)
+@router.get("", dependencies=READ, operation_id="listClients")
 def list_clients(
     ctx: ContextDep,
     scope: ScopeDep,
@@ -39,19 +39,19 @@ def list_clients(
     return ListPage(data=[ClientOut.of(v) for v in page.data], next_cursor=page.next_cursor)
 
 
-@router.post("", status_code=201, dependencies=WRITE)
+@router.post("", status_code=201, dependencies=WRITE, operation_id="createClient")
 def create_client(
     ctx: ContextDep, scope: ScopeDep, actor: ActorDep, body: ClientCreate
 ) -> ClientOut:
     return ClientOut.of(clients.create_client(ctx, actor, scope, **body.model_dump()))
 
 
-@router.get("/{client_id}", dependencies=READ)
+@router.get("/{client_id}", dependencies=READ, operation_id="getClient")
 def get_client(ctx: ContextDep, scope: ScopeDep, client_id: str) -> ClientOut:
     return ClientOut.of(clients.get_client(ctx, scope, client_id))
 
 
-@router.patch("/{client_id}", dependencies=WRITE)
+@router.patch("/{client_id}", dependencies=WRITE, operation_id="updateClient")
 def update_client(
     ctx: ContextDep, scope: ScopeDep, actor: ActorDep, client_id: str, body: ClientUpdate
 ) -> ClientOut:
@@ -59,7 +59,7 @@ def update_client(
     return ClientOut.of(clients.update_client(ctx, actor, scope, client_id, **changes))
 
 
-@router.delete("/{client_id}", dependencies=WRITE)
+@router.delete("/{client_id}", dependencies=WRITE, operation_id="deleteClient")
 def delete_client(ctx: ContextDep, scope: ScopeDep, actor: ActorDep, client_id: str) -> ClientOut:
     """Deletes the client with its contacts, contracts, usage and pulse responses."""
     return ClientOut.of(clients.delete_client(ctx, actor, scope, client_id))

@@ -116,11 +116,17 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _problem("Missing or invalid API key"),
     403: _problem("The key may not do this (e.g. insufficient-permission)"),
     404: _problem("No such object in the key's scope"),
-    409: _problem("An external id is already held by another record (conflict)"),
     413: _problem("Request body too large"),
     429: _problem("Rate or concurrency limit exceeded"),
 }
 """Error responses every CRM route documents, so clients (and fuzzers) know their shape."""
+
+RECORD_RESPONSES = {
+    **PROBLEM_RESPONSES,
+    409: _problem("An external id is already held by another record (conflict)"),
+}
+"""The routes of records with external ids (clients, contacts, contracts, engagements)
+may also answer 409."""
 
 
 class RecordFilters(BaseModel):
