@@ -91,6 +91,28 @@ def test_every_record_list_filters_by_change(api: httpx.Client, crm: Crm, resour
     assert api.get(url, params=params, headers=crm.agency).json()["data"] == []
 
 
+def test_a_client_moved_into_a_location_brings_its_records_to_that_locations_sync(
+    api: httpx.Client, crm: Crm, clock: MutableClock
+) -> None:
+    ref = api.post(URL, json={"name": "Globex"}, headers=crm.agency).json()["id"]
+    for resource, body in (
+        ("contacts", {"name": "Hank"}),
+        ("engagements", {"kind": "note"}),
+    ):
+        made = api.post(f"/api/v2/{resource}", json={"client_id": ref, **body}, headers=crm.agency)
+        assert made.status_code == 201
+    clock.advance(timedelta(hours=1))
+    watermark = api.get(URL, headers=crm.agency).json()["data"][0]["updated_at"]
+    watermark = (datetime.fromisoformat(watermark) + timedelta(minutes=30)).isoformat()
+    moved = api.patch(f"{URL}/{ref}", json={"location_id": crm.org.location_id}, headers=crm.agency)
+    assert moved.status_code == 200
+    for resource in ("clients", "contacts", "engagements"):
+        since = api.get(
+            f"/api/v2/{resource}", params={"updated_since": watermark}, headers=crm.located
+        )
+        assert len(since.json()["data"]) == 1, resource
+
+
 # -- interleavings -------------------------------------------------------------------------
 
 Step = tuple[str, int]

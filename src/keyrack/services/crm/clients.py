@@ -156,7 +156,8 @@ def update_client(
     external_ids: ExternalIdChanges | Unset = UNSET,
 ) -> ClientView:
     """Change the given fields; ``custom_fields`` is replaced as a whole, ``external_ids``
-    merged by system."""
+    merged by system. Moving a client to another location stamps its contacts, contracts
+    and engagements too: they are new to that location's lists by change."""
     with ctx.db.transaction() as session:
         at = records.stamp(session, scope.org_id, ctx.clock())
         row = client_in_scope(session, scope, ref)
@@ -166,7 +167,10 @@ def update_client(
         if not isinstance(status, Unset):
             row.status = ClientStatus(status).value
         if not isinstance(location_id, Unset):
+            moved_from = row.location_id
             row.location_id = location_in_scope(session, scope, location_id)
+            if row.location_id != moved_from:  # what it holds moves with it, into other lists
+                records.touch_dependents(session, row, at)
         if not isinstance(owner_email, Unset):
             row.owner_email = _owner(owner_email)
         if not isinstance(arr_cents, Unset):

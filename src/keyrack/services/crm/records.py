@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, inspect, select
+from sqlalchemy import Select, case, inspect, select, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain import crm
@@ -155,6 +155,12 @@ _DEPENDENTS: tuple[tuple[RecordType, Any], ...] = (
     (RecordType.CONTRACTS, Contract),
     (RecordType.ENGAGEMENTS, Engagement),
 )
+
+
+def touch_dependents(session: Session, client: Client, at: datetime) -> None:
+    """Stamp ``at`` on every record ``client`` holds (they changed with it)."""
+    for _, model in _DEPENDENTS:
+        session.execute(update(model).where(model.client_id == client.id).values(updated_at=at))
 
 
 def deleted(session: Session, record_type: RecordType, row: Any) -> None:
