@@ -20,7 +20,7 @@ from keyrack.storage.paging import Page
 from keyrack.storage.scoping import location_in_scope
 from keyrack.storage.tables.crm import Client
 
-KIND = RecordType.CLIENTS
+RECORD_TYPE = RecordType.CLIENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,9 @@ def create_client(
             location_id=location_in_scope(session, scope, location_id),
             **row_values,
         )
-        ids = records.created(session, scope, KIND, row, at=at, external_id_changes=external_ids)
+        ids = records.created(
+            session, scope, RECORD_TYPE, row, at=at, external_id_changes=external_ids
+        )
         return ClientView.of(row, ids)
 
 
@@ -125,7 +127,7 @@ def list_clients(
         return records.page(
             session,
             stmt,
-            KIND,
+            RECORD_TYPE,
             scope,
             ClientView.of,
             external_id=external_id,
@@ -137,7 +139,9 @@ def list_clients(
 
 def get_client(ctx: Context, scope: Scope, ref: str) -> ClientView:
     with ctx.db.session() as session:
-        return records.shown(session, KIND, client_in_scope(session, scope, ref), ClientView.of)
+        return records.shown(
+            session, RECORD_TYPE, client_in_scope(session, scope, ref), ClientView.of
+        )
 
 
 def update_client(
@@ -180,7 +184,7 @@ def update_client(
         if not isinstance(custom_fields, Unset):
             row.custom_fields = crm.validate_custom_fields(custom_fields)
         ids = records.updated(
-            session, scope, KIND, row, before=before, at=at, external_id_changes=external_ids
+            session, scope, RECORD_TYPE, row, before=before, at=at, external_id_changes=external_ids
         )
         return ClientView.of(row, ids)
 
@@ -189,8 +193,8 @@ def delete_client(ctx: Context, actor: Actor, scope: Scope, ref: str) -> ClientV
     """Delete a client with its contacts, contracts, usage and pulse responses (audited)."""
     with ctx.db.transaction() as session:
         row = client_in_scope(session, scope, ref)
-        view = records.shown(session, KIND, row, ClientView.of)
-        records.deleted(session, KIND, row)
+        view = records.shown(session, RECORD_TYPE, row, ClientView.of)
+        records.deleted(session, RECORD_TYPE, row)
         audit.record(
             session,
             actor,

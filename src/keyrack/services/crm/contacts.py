@@ -21,7 +21,7 @@ from keyrack.services.crm.scoping import client_in_scope, in_scope, of_client, o
 from keyrack.storage.paging import Page
 from keyrack.storage.tables.crm import Contact, Engagement
 
-KIND = RecordType.CONTACTS
+RECORD_TYPE = RecordType.CONTACTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,9 @@ def create_contact(
         at = records.stamp(session, scope.org_id, ctx.clock())
         client = client_in_scope(session, scope, client_ref)
         row = Contact(ref=new_ref("con"), org_id=scope.org_id, client=client, **values)
-        ids = records.created(session, scope, KIND, row, at=at, external_id_changes=external_ids)
+        ids = records.created(
+            session, scope, RECORD_TYPE, row, at=at, external_id_changes=external_ids
+        )
         return ContactView.of(row, ids)
 
 
@@ -109,7 +111,7 @@ def list_contacts(
         return records.page(
             session,
             stmt,
-            KIND,
+            RECORD_TYPE,
             scope,
             ContactView.of,
             external_id=external_id,
@@ -121,7 +123,7 @@ def list_contacts(
 
 def get_contact(ctx: Context, scope: Scope, ref: str) -> ContactView:
     with ctx.db.session() as session:
-        return records.shown(session, KIND, _contact(session, scope, ref), ContactView.of)
+        return records.shown(session, RECORD_TYPE, _contact(session, scope, ref), ContactView.of)
 
 
 def update_contact(
@@ -149,7 +151,7 @@ def update_contact(
         if not isinstance(title, Unset):
             row.title = _title(title)
         ids = records.updated(
-            session, scope, KIND, row, before=before, at=at, external_id_changes=external_ids
+            session, scope, RECORD_TYPE, row, before=before, at=at, external_id_changes=external_ids
         )
         return ContactView.of(row, ids)
 
@@ -160,13 +162,13 @@ def delete_contact(ctx: Context, actor: Actor, scope: Scope, ref: str) -> Contac
     with ctx.db.transaction() as session:
         at = records.stamp(session, scope.org_id, ctx.clock())
         row = _contact(session, scope, ref)
-        view = records.shown(session, KIND, row, ContactView.of)
+        view = records.shown(session, RECORD_TYPE, row, ContactView.of)
         session.execute(
             update(Engagement)
             .where(Engagement.contact_id == row.id)
             .values(contact_id=None, updated_at=at)
         )
-        records.deleted(session, KIND, row)
+        records.deleted(session, RECORD_TYPE, row)
         audit.record(
             session,
             actor,

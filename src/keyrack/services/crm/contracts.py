@@ -21,7 +21,7 @@ from keyrack.services.crm.scoping import client_in_scope, in_scope, of_client, o
 from keyrack.storage.paging import Page
 from keyrack.storage.tables.crm import Contract
 
-KIND = RecordType.CONTRACTS
+RECORD_TYPE = RecordType.CONTRACTS
 
 _PER_YEAR = {Interval.MONTH: 12, Interval.QUARTER: 4, Interval.YEAR: 1}
 
@@ -125,7 +125,9 @@ def create_contract(
             recurring_interval=Interval(recurring_interval).value if recurring_interval else None,
         )
         _check(row)
-        ids = records.created(session, scope, KIND, row, at=at, external_id_changes=external_ids)
+        ids = records.created(
+            session, scope, RECORD_TYPE, row, at=at, external_id_changes=external_ids
+        )
         return ContractView.of(row, ids)
 
 
@@ -148,7 +150,7 @@ def list_contracts(
         return records.page(
             session,
             stmt,
-            KIND,
+            RECORD_TYPE,
             scope,
             ContractView.of,
             external_id=external_id,
@@ -160,7 +162,7 @@ def list_contracts(
 
 def get_contract(ctx: Context, scope: Scope, ref: str) -> ContractView:
     with ctx.db.session() as session:
-        return records.shown(session, KIND, _contract(session, scope, ref), ContractView.of)
+        return records.shown(session, RECORD_TYPE, _contract(session, scope, ref), ContractView.of)
 
 
 def update_contract(
@@ -203,7 +205,7 @@ def update_contract(
             )
         _check(row)
         ids = records.updated(
-            session, scope, KIND, row, before=before, at=at, external_id_changes=external_ids
+            session, scope, RECORD_TYPE, row, before=before, at=at, external_id_changes=external_ids
         )
         return ContractView.of(row, ids)
 
@@ -211,8 +213,8 @@ def update_contract(
 def delete_contract(ctx: Context, actor: Actor, scope: Scope, ref: str) -> ContractView:
     with ctx.db.transaction() as session:
         row = _contract(session, scope, ref)
-        view = records.shown(session, KIND, row, ContractView.of)
-        records.deleted(session, KIND, row)
+        view = records.shown(session, RECORD_TYPE, row, ContractView.of)
+        records.deleted(session, RECORD_TYPE, row)
         audit.record(
             session,
             actor,

@@ -37,7 +37,7 @@ from keyrack.storage.paging import Page
 from keyrack.storage.scoping import user_in_org
 from keyrack.storage.tables.crm import Contact, Engagement
 
-KIND = RecordType.ENGAGEMENTS
+RECORD_TYPE = RecordType.ENGAGEMENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,9 @@ def create_engagement(
             owner_id=user_in_org(session, scope, owner_id),
             **values,
         )
-        ids = records.created(session, scope, KIND, row, at=at, external_id_changes=external_ids)
+        ids = records.created(
+            session, scope, RECORD_TYPE, row, at=at, external_id_changes=external_ids
+        )
         return EngagementView.of(row, ids)
 
 
@@ -160,7 +162,7 @@ def list_engagements(
         return records.page(
             session,
             stmt,
-            KIND,
+            RECORD_TYPE,
             scope,
             EngagementView.of,
             external_id=external_id,
@@ -172,7 +174,9 @@ def list_engagements(
 
 def get_engagement(ctx: Context, scope: Scope, ref: str) -> EngagementView:
     with ctx.db.session() as session:
-        return records.shown(session, KIND, _engagement(session, scope, ref), EngagementView.of)
+        return records.shown(
+            session, RECORD_TYPE, _engagement(session, scope, ref), EngagementView.of
+        )
 
 
 def update_engagement(
@@ -207,7 +211,7 @@ def update_engagement(
         if not isinstance(owner_id, Unset):
             row.owner_id = user_in_org(session, scope, owner_id)
         ids = records.updated(
-            session, scope, KIND, row, before=before, at=at, external_id_changes=external_ids
+            session, scope, RECORD_TYPE, row, before=before, at=at, external_id_changes=external_ids
         )
         return EngagementView.of(row, ids)
 
@@ -215,8 +219,8 @@ def update_engagement(
 def delete_engagement(ctx: Context, actor: Actor, scope: Scope, ref: str) -> EngagementView:
     with ctx.db.transaction() as session:
         row = _engagement(session, scope, ref)
-        view = records.shown(session, KIND, row, EngagementView.of)
-        records.deleted(session, KIND, row)
+        view = records.shown(session, RECORD_TYPE, row, EngagementView.of)
+        records.deleted(session, RECORD_TYPE, row)
         audit.record(
             session,
             actor,
