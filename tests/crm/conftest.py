@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -13,7 +15,7 @@ from tests.conftest import Seeded, seed_org
 CRM = tuple(
     p
     for p in PERMISSIONS
-    if p.split(":")[0] in {"clients", "contacts", "contracts", "usage", "pulse"}
+    if p.split(":")[0] in {"clients", "contacts", "contracts", "engagements", "usage", "pulse"}
 )
 Headers = dict[str, str]
 
@@ -47,3 +49,10 @@ def seed(ctx: Context, slug: str = "acme", permissions: tuple[str, ...] = CRM) -
 @pytest.fixture
 def crm(ctx: Context) -> Crm:
     return seed(ctx)
+
+
+def later(changed: dict[str, Any], original: dict[str, Any]) -> bool:
+    """Whether ``changed`` was updated after ``original`` (by their ``updated_at``)."""
+    return datetime.fromisoformat(changed["updated_at"]) > datetime.fromisoformat(
+        original["updated_at"]
+    )

@@ -114,3 +114,68 @@ def test_text_with_nul_or_lone_surrogates_is_not_storable() -> None:
     assert crm.is_storable("Ünïcode ✓")
     assert not crm.is_storable("a\x00")
     assert not crm.is_storable("\ud800")
+
+
+# -- external ids ------------------------------------------------------------------------
+
+systems = st.from_regex(r"\A[a-z][a-z0-9_-]{0,31}\Z")
+external_ids = st.text(  # plain text: no control, separator, surrogate or bidi character
+    st.characters(
+        exclude_categories=["Cc", "Cs", "Zl", "Zp"],
+        exclude_characters="\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+    ),
+    min_size=1,
+    max_size=crm.MAX_EXTERNAL_ID,
+)
+changes = st.dictionaries(systems, st.none() | external_ids, max_size=4)
+stored = st.dictionaries(systems, external_ids, max_size=4)
+
+
+@given(stored, changes, changes)
+def test_merging_two_changes_is_merging_their_union_later_winning(
+    current: dict[str, str], first: dict[str, str | None], second: dict[str, str | None]
+) -> None:
+    one_by_one = crm.merge_external_ids(crm.merge_external_ids(current, first), second)
+    assert one_by_one == crm.merge_external_ids(current, {**first, **second})
+    for system, value in second.items():
+        assert one_by_one.get(system) == value  # the later write wins, None removes
+    for system in current.keys() - first.keys() - second.keys():
+        assert one_by_one[system] == current[system]  # a system not named stays
+
+
+@given(systems, external_ids)
+def test_an_external_id_filter_round_trips(system: str, value: str) -> None:
+    ref = crm.ExternalRef(system, value)
+    assert crm.parse_external_ref(str(ref)) == ref
+
+
+def test_an_external_id_filter_splits_at_its_first_colon() -> None:
+    assert crm.parse_external_ref("hubspot:calls:1042") == ("hubspot", "calls:1042")
+
+
+@pytest.mark.parametrize(
+    "text", ["hubspot", "hubspot:", ":123", "HubSpot:1", "1hubspot:1", "a" * 33 + ":1", "x:a\nb"]
+)
+def test_malformed_external_id_filters_are_refused(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        crm.parse_external_ref(text)
+
+
+def test_external_id_changes_are_bounded_and_plain_text() -> None:
+    assert crm.validate_external_id_changes({"salesforce": "001A", "hubspot": None}) == {
+        "salesforce": "001A",
+        "hubspot": None,
+    }
+    for bad in (
+        {"Salesforce": "1"},
+        {"hub spot": "1"},
+        {"hubspot": ""},
+        {"hubspot": "x" * 256},
+        {"hubspot": "1\r\n2"},
+        {"hubspot": "\u202e1"},
+        {f"s{i}": "1" for i in range(21)},
+    ):
+        with pytest.raises(InvalidInput):
+            crm.validate_external_id_changes(bad)
+    with pytest.raises(InvalidInput):  # 20 held plus one more
+        crm.merge_external_ids({f"s{i}": "1" for i in range(20)}, {"extra": "1"})

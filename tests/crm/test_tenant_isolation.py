@@ -1,6 +1,7 @@
 """Tenant isolation as a property: for generated organizations, locations, keys and
 records, a key reads and writes exactly what its scope holds; anything else is a
-404 without data (never a 403 that would confirm it exists)."""
+404 without data (never a 403 that would confirm it exists). An external id held out
+of scope is found by no list, and a claim on it is refused without naming its holder."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class Record:
     client: str
     contact: str
     pulse: str
+    engagement: str
+    hubspot_id: str
 
     def visible_to(self, key: Key) -> bool:
         if key.org != self.org:
@@ -85,6 +88,13 @@ def test_no_key_reaches_outside_its_scope(
         client = api.post("/api/v2/clients", json={"name": "Tenant data"}, headers=creator.headers)
         assert client.status_code == 201
         ref = client.json()["id"]
+        hubspot_id = f"c{len(records)}"
+        claimed = api.patch(
+            f"/api/v2/clients/{ref}",
+            json={"external_ids": {"hubspot": hubspot_id}},
+            headers=creator.headers,
+        )
+        assert claimed.status_code == 200, claimed.text
         expected_location = location_ids[(o, loc)] if loc is not None else None
         assert client.json()["location_id"] == expected_location
         contact = api.post(
@@ -97,7 +107,12 @@ def test_no_key_reaches_outside_its_scope(
             json={"client_id": ref, "score": 9, "comment": "Tenant words"},
             headers=creator.headers,
         ).json()["id"]
-        records.append(Record(o, loc, ref, contact, pulse))
+        engagement = api.post(
+            "/api/v2/engagements",
+            json={"client_id": ref, "kind": "note", "body": "Tenant notes"},
+            headers=creator.headers,
+        ).json()["id"]
+        records.append(Record(o, loc, ref, contact, pulse, engagement, hubspot_id))
 
     for key in keys:
         visible = {r.client for r in records if r.visible_to(key)}
@@ -109,6 +124,8 @@ def test_no_key_reaches_outside_its_scope(
         assert {p["client_id"] for p in pulses["data"]} == visible
         summary = api.get("/api/v2/pulse/summary", headers=key.headers).json()
         assert {s["client_id"] for s in summary["data"]} == visible
+        logged = api.get("/api/v2/engagements", params={"limit": 500}, headers=key.headers)
+        assert {e["client_id"] for e in logged.json()["data"]} == visible
         for record in records:
             if record.visible_to(key):
                 assert (
@@ -125,6 +142,7 @@ def test_no_key_reaches_outside_its_scope(
                 api.get(f"/api/v2/contacts/{record.contact}", headers=key.headers),
                 api.delete(f"/api/v2/contacts/{record.contact}", headers=key.headers),
                 api.get(f"/api/v2/pulse/{record.pulse}", headers=key.headers),
+                api.get(f"/api/v2/engagements/{record.engagement}", headers=key.headers),
                 api.post(
                     "/api/v2/contacts",
                     json={"client_id": record.client, "name": "Spy"},
@@ -152,6 +170,19 @@ def test_no_key_reaches_outside_its_scope(
             ):
                 assert response.status_code == 404, response.request.url
                 assert "Tenant" not in response.text and "Pwned" not in response.text
+            held = f"hubspot:{record.hubspot_id}"
+            found = api.get("/api/v2/clients", params={"external_id": held}, headers=key.headers)
+            assert found.json()["data"] == []
+            if key.org == record.org:  # the id is taken in this organization: that much shows
+                claim = api.post(
+                    "/api/v2/clients",
+                    json={"name": "Spy", "external_ids": {"hubspot": record.hubspot_id}},
+                    headers=key.headers,
+                )
+                assert claim.status_code == 409
+                assert claim.json()["detail"] == (
+                    f"{held} is already held by another client of this organization"
+                )
 
     for record in records:  # nothing out of scope was changed
         owner = next(k for k in keys if k.org == record.org and k.location is None)
@@ -162,3 +193,5 @@ def test_no_key_reaches_outside_its_scope(
         assert (
             api.get(f"/api/v2/contacts/{record.contact}", headers=owner.headers).status_code == 200
         )
+        engagement = api.get(f"/api/v2/engagements/{record.engagement}", headers=owner.headers)
+        assert engagement.json()["body"] == "Tenant notes"

@@ -1,4 +1,5 @@
-"""The SDK's CRM resources (clients, contacts, contracts, usage, pulse) on the real app."""
+"""The SDK's CRM resources (clients, contacts, contracts, engagements, usage, pulse) on the
+real app."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from keyrack.client import Client, NotFoundError, PermissionDeniedError, ValidationError
+from keyrack.client import (
+    Client,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from tests.conftest import Seeded
 from tests.sdk.conftest import Wire
 
 CRM = [
     f"{resource}:{access}"
-    for resource in ("clients", "contacts", "contracts", "usage", "pulse")
+    for resource in ("clients", "contacts", "contracts", "engagements", "usage", "pulse")
     for access in ("read", "write")
 ]
 
@@ -61,6 +68,48 @@ def test_contacts_and_contracts_belong_to_a_client(crm: Client) -> None:
     crm.contacts.delete(contact["id"])
     assert crm.contracts.list().data == []
     assert crm.contacts.list().data == []
+
+
+def test_engagements_are_logged_against_a_client_and_its_contact(crm: Client) -> None:
+    client_id = crm.clients.create(name="Globex")["id"]
+    hank = crm.contacts.create(client_id=client_id, name="Hank")
+    when = datetime(2026, 1, 12, 14, 30, tzinfo=UTC)
+    call = crm.engagements.create(
+        client_id=client_id, contact_id=hank["id"], kind="call", occurred_at=when,
+        subject="Renewal", body="They want SSO.\nCall back Friday.",
+    )  # fmt: skip
+    assert (call["kind"], call["occurred_at"]) == ("call", "2026-01-12T14:30:00Z")
+    assert crm.engagements.update(call["id"], kind="meeting")["kind"] == "meeting"
+    assert [e["id"] for e in crm.engagements.iter(client_id=client_id, kind="meeting")] == [
+        call["id"]
+    ]
+    assert crm.engagements.list(occurred_since=when + timedelta(seconds=1)).data == []
+    crm.engagements.delete(call["id"])
+    with pytest.raises(NotFoundError):
+        crm.engagements.get(call["id"])
+
+
+def test_records_are_found_by_external_id_and_a_taken_one_is_a_conflict(crm: Client) -> None:
+    made = crm.clients.create(name="Initech", external_ids={"hubspot": "1042"})
+    assert crm.clients.find_by_external_id("hubspot", "1042") == made
+    assert crm.clients.find_by_external_id("hubspot", "1043") is None
+    assert crm.clients.list(external_id="hubspot:1042").data == [made]
+    with pytest.raises(ConflictError) as caught:
+        crm.clients.create(name="Initech again", external_ids={"hubspot": "1042"})
+    assert made["id"] in caught.value.problem["detail"]
+    moved = crm.clients.update(made["id"], external_ids={"hubspot": None, "salesforce": "001"})
+    assert moved["external_ids"] == {"salesforce": "001"}
+    assert crm.clients.find_by_external_id("hubspot", "1042") is None
+
+
+def test_a_sync_iterates_what_changed_since_its_watermark(crm: Client, wire: Wire) -> None:
+    first, second, _ = (crm.clients.create(name=f"C{i}") for i in range(3))
+    crm.clients.update(first["id"], arr_cents=100)
+    watermark = datetime.fromisoformat(second["updated_at"])
+    changed = list(crm.clients.iter(updated_since=watermark, limit=1))
+    assert [c["name"] for c in changed] == ["C1", "C2", "C0"]
+    assert wire.requests[-1].url.params["updated_since"] == watermark.isoformat()
+    assert changed[-1]["arr_cents"] == 100
 
 
 def test_usage_batches_are_idempotent_and_aggregated(crm: Client, wire: Wire) -> None:

@@ -13,7 +13,7 @@ import httpx
 
 from keyrack.client._errors import KeyrackError, TransportError, error_for
 from keyrack.client._pacing import Pacer, policy_rate, retry_after_seconds
-from keyrack.client._resources import Keys, Pulse, Resource, Usage
+from keyrack.client._resources import Keys, Pulse, Records, Usage
 from keyrack.domain.keys import PREFIX_LENGTH, looks_like_key, mask
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
@@ -113,9 +113,10 @@ class Client:
             event_hooks=dict(event_hooks or {}),
         )
         self.keys = Keys(self)
-        self.clients = Resource(self, "/api/v2/clients")
-        self.contacts = Resource(self, "/api/v2/contacts")
-        self.contracts = Resource(self, "/api/v2/contracts")
+        self.clients = Records(self, "/api/v2/clients")
+        self.contacts = Records(self, "/api/v2/contacts")
+        self.contracts = Records(self, "/api/v2/contracts")
+        self.engagements = Records(self, "/api/v2/engagements")
         self.usage = Usage(self)
         self.pulse = Pulse(self)
 

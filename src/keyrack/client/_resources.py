@@ -7,10 +7,12 @@ Every method returns the decoded JSON body (a ``dict``); a list returns one
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from keyrack.client._pagination import Page, iterate
+from keyrack.domain.crm import ExternalRef
 
 Record = dict[str, Any]
 
@@ -70,6 +72,41 @@ class Resource(Listing):
         """Delete; returns the server's last view of the item, if it sends one."""
         deleted: Record | None = self._client.request("DELETE", self._item(ident))
         return deleted
+
+
+class Records(Resource):
+    """A kind of CRM record (clients, contacts, contracts, engagements): a ``Resource`` whose
+    items carry ``external_ids``, and whose lists also filter by one of them and by change.
+
+    ``list``/``iter`` take ``external_id`` (``"hubspot:123"`` or ``("hubspot", "123")``) and
+    ``updated_since`` (an aware ``datetime``): the records changed since then, oldest change
+    first, so an ``iter(updated_since=…)`` walk skips no change and repeats no version (a
+    record changed during the walk comes again, later, as it is now).
+    """
+
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        external_id: str | tuple[str, str] | None = None,
+        updated_since: datetime | None = None,
+        **filters: Any,
+    ) -> Page[Record]:
+        if isinstance(external_id, tuple):
+            external_id = str(ExternalRef(*external_id))
+        return super().list(
+            limit=limit,
+            cursor=cursor,
+            external_id=external_id,
+            updated_since=updated_since,
+            **filters,
+        )
+
+    def find_by_external_id(self, system: str, external_id: str) -> Record | None:
+        """The record whose ``system`` id is ``external_id``, or None (none in the key's scope)."""
+        found = self.list(external_id=(system, external_id), limit=1).data
+        return found[0] if found else None
 
 
 class Keys(Resource):

@@ -1,7 +1,16 @@
-"""CRM data rules: client fields, custom fields, period buckets and NPS arithmetic.
+"""CRM data rules: client fields, custom fields, engagements, external ids, period buckets
+and NPS arithmetic.
 
 Money is integer minor units (cents) throughout: ``arr_cents``, ``amount_cents``.
 Health is a score 0-100; its band is green (>= 70), yellow (40-69) or red (< 40).
+
+Every CRM record (a client, contact, contract or engagement) carries ``external_ids``:
+the id each other system (``salesforce``, ``hubspot``…) has for it, at most one per
+system. A system name is 1-32 lowercase letters, digits, ``_`` and ``-``, starting with
+a letter; an id is 1-255 characters of plain text, kept exactly as given. A change is
+a map too: a system mapped to an id sets it, mapped to ``None`` removes it, and a
+system left out stays as it is (``merge_external_ids``). Lists find a record by one of
+its ids written ``system:id`` (``hubspot:123``; the id may hold ``:`` itself).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from keyrack.domain.text import check_plain
 from keyrack.errors import InvalidInput
@@ -25,12 +34,18 @@ MAX_CUSTOM_FIELDS_BYTES = 16_384
 MAX_USAGE_BATCH = 1000
 MAX_MONEY_CENTS = 10**13
 MAX_USAGE_COUNT = 1_000_000
+MAX_SUBJECT = 500
+MAX_ENGAGEMENT_BODY = 65_536
+MAX_EXTERNAL_ID = 255
+MAX_EXTERNAL_SYSTEMS = 20
 
 CustomValue = str | int | float | bool | None
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ().\-]{2,38}$")
 _REF_BODY = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+SYSTEM_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+_SYSTEM = re.compile(SYSTEM_PATTERN)
 
 
 class Unset(enum.Enum):
@@ -54,6 +69,24 @@ class HealthBand(enum.StrEnum):
     GREEN = "green"
     YELLOW = "yellow"
     RED = "red"
+
+
+class RecordType(enum.StrEnum):
+    """The CRM records that carry external ids and sync with other systems."""
+
+    CLIENTS = "clients"
+    CONTACTS = "contacts"
+    CONTRACTS = "contracts"
+    ENGAGEMENTS = "engagements"
+
+
+class EngagementKind(enum.StrEnum):
+    """What was logged against a client: an email, a call, a meeting or a note."""
+
+    EMAIL = "email"
+    CALL = "call"
+    MEETING = "meeting"
+    NOTE = "note"
 
 
 class Interval(enum.StrEnum):
@@ -182,6 +215,69 @@ def check_recurring(amount_cents: int | None, interval: Interval | None) -> None
         raise InvalidInput(
             "recurring_amount_cents and recurring_interval are given together or not at all"
         )
+
+
+# -- external ids ----------------------------------------------------------------------
+
+
+class ExternalRef(NamedTuple):
+    """One system's id for a record; ``str()`` writes it ``system:id``."""
+
+    system: str
+    external_id: str
+
+    def __str__(self) -> str:
+        return f"{self.system}:{self.external_id}"
+
+
+def validate_system(system: str) -> str:
+    if not _SYSTEM.fullmatch(system):
+        raise InvalidInput(
+            f"{system!r} is not a system name (1-32 lowercase letters, digits, _ and -, "
+            "starting with a letter)"
+        )
+    return system
+
+
+def validate_external_id(system: str, value: str) -> str:
+    """An id exactly as the other system gave it: 1-255 characters, no control character."""
+    check_plain(value, f"the {system} id")
+    if not 1 <= len(value) <= MAX_EXTERNAL_ID or not is_storable(value):
+        raise InvalidInput(f"the {system} id is 1 to {MAX_EXTERNAL_ID} characters of text")
+    return value
+
+
+def validate_external_id_changes(changes: Mapping[str, str | None]) -> dict[str, str | None]:
+    """A change to a record's external ids: system → id to set, or None to remove it."""
+    if len(changes) > MAX_EXTERNAL_SYSTEMS:
+        raise InvalidInput(f"external_ids holds at most {MAX_EXTERNAL_SYSTEMS} systems")
+    return {
+        validate_system(system): None if value is None else validate_external_id(system, value)
+        for system, value in changes.items()
+    }
+
+
+def merge_external_ids(
+    current: Mapping[str, str], changes: Mapping[str, str | None]
+) -> dict[str, str]:
+    """``current`` with ``changes`` applied, system by system: an id sets (or replaces) that
+    system's, ``None`` removes it, a system not named stays. So two changes applied one after
+    the other are the one change ``{**first, **second}``: the later write wins.
+    """
+    merged = {**current, **changes}
+    kept = {system: value for system, value in sorted(merged.items()) if value is not None}
+    if len(kept) > MAX_EXTERNAL_SYSTEMS:
+        raise InvalidInput(f"a record holds ids of at most {MAX_EXTERNAL_SYSTEMS} systems")
+    return kept
+
+
+def parse_external_ref(text: str) -> ExternalRef:
+    """``system:id`` (``hubspot:123``), split at its first colon, both halves validated."""
+    system, sep, external_id = text.partition(":")
+    if not sep:
+        raise InvalidInput("external_id is written system:id, e.g. hubspot:123")
+    validate_system(system)
+    return ExternalRef(system, validate_external_id(system, external_id))
 
 
 def validate_score(score: int) -> int:

@@ -13,6 +13,8 @@ PERMISSIONS: tuple[str, ...] = (
     "contacts:write",
     "contracts:read",
     "contracts:write",
+    "engagements:read",
+    "engagements:write",
     "exports:create",
     "integrations:manage",
     "keys:manage",

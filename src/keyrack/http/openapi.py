@@ -43,6 +43,7 @@ TAGS: dict[str, str] = {
     "clients": "CRM clients (customer accounts)",
     "contacts": "Contacts of a client",
     "contracts": "Contracts of a client",
+    "engagements": "Emails, calls, meetings and notes logged against a client",
     "usage": "Product usage events and their totals",
     "pulse": "NPS responses and summaries",
     "notifications": "In-app notifications",

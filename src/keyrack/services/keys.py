@@ -23,7 +23,7 @@ from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.storage.paging import Page, paginate
-from keyrack.storage.scoping import location_in_scope, within_scope
+from keyrack.storage.scoping import location_in_scope, user_in_org, within_scope
 from keyrack.storage.tables.keys import ApiKey, KeySecret
 from keyrack.storage.tables.tenancy import Organization, User
 
@@ -247,10 +247,7 @@ def insert_key(
         raise InvalidInput("expires_at must be in the future")
     location_id = location_in_scope(session, scope, location_id)
     generated = keyformat.generate(Environment(environment))
-    if owner_id is not None:
-        owner = session.get(User, owner_id)
-        if owner is None or owner.org_id != scope.org_id:
-            raise NotFound("no such owner user")
+    owner_id = user_in_org(session, scope, owner_id)
     org = session.get(Organization, scope.org_id)
     if org is None:
         raise NotFound("no such organization")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from keyrack.domain.tenancy import Scope
 from keyrack.errors import NotFound
-from keyrack.storage.tables.tenancy import Location
+from keyrack.storage.tables.tenancy import Location, User
 
 
 def within_scope(
@@ -58,3 +58,14 @@ def location_in_scope(session: Session, scope: Scope, wanted: int | None) -> int
     if location is None or not scope.covers(location.org_id, location.id):
         raise NotFound("no such location")
     return location.id
+
+
+def user_in_org(session: Session, scope: Scope, user_id: int | None) -> int | None:
+    """``user_id`` when it names a user of the scope's organization (users belong to no
+    location), None for None; ``NotFound`` otherwise."""
+    if user_id is None:
+        return None
+    user = session.get(User, user_id)
+    if user is None or user.org_id != scope.org_id:
+        raise NotFound("no such owner user")
+    return user.id

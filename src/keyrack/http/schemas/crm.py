@@ -1,14 +1,15 @@
-"""CRM bodies: clients, contacts, contracts, usage, pulse.
+"""CRM bodies: clients, contacts, contracts, engagements, usage, pulse.
 
-Public ids are prefixed ULIDs (``cli_…``, ``con_…``, ``ctr_…``, ``pul_…``).
+Public ids are prefixed ULIDs (``cli_…``, ``con_…``, ``ctr_…``, ``eng_…``, ``pul_…``).
 Money is integer cents. PATCH bodies change only the fields they contain; a
-field that cannot be empty refuses ``null``.
+field that cannot be empty refuses ``null``. Clients, contacts, contracts and
+engagements carry ``external_ids`` and list by ``external_id`` and ``updated_since``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -16,11 +17,17 @@ from pydantic.json_schema import SkipJsonSchema
 from keyrack.domain import crm
 from keyrack.domain.crm import (
     MAX_CUSTOM_FIELDS,
+    MAX_ENGAGEMENT_BODY,
+    MAX_EXTERNAL_ID,
+    MAX_EXTERNAL_SYSTEMS,
     MAX_MONEY_CENTS,
+    MAX_SUBJECT,
     MAX_USAGE_BATCH,
     MAX_USAGE_COUNT,
+    SYSTEM_PATTERN,
     ClientStatus,
     CustomValue,
+    EngagementKind,
     HealthBand,
     Interval,
     NpsCategory,
@@ -30,6 +37,7 @@ from keyrack.http.schemas.common import Strict
 from keyrack.services.crm.clients import ClientView
 from keyrack.services.crm.contacts import ContactView
 from keyrack.services.crm.contracts import ContractView
+from keyrack.services.crm.engagements import EngagementView
 from keyrack.services.crm.pulse import MAX_COMMENT, NpsSummary, PulseView
 from keyrack.services.crm.usage import IngestResult, UsageBucket
 
@@ -62,6 +70,50 @@ CustomFields = Annotated[
     dict[Annotated[str, Field(max_length=64)], CustomValue],
     Field(max_length=MAX_CUSTOM_FIELDS, description="flat object, scalar values, <= 16 KiB"),
 ]
+System = Annotated[str, Field(pattern=SYSTEM_PATTERN)]
+ExternalIdValue = Annotated[str, Field(min_length=1, max_length=MAX_EXTERNAL_ID), Storable]
+ExternalIds = Annotated[
+    dict[System, ExternalIdValue],
+    Field(
+        max_length=MAX_EXTERNAL_SYSTEMS,
+        description='system name → that system\'s id, e.g. {"hubspot": "123"}; unique per '
+        "organization, record type and system (409 conflict otherwise)",
+    ),
+]
+ExternalIdChanges = Annotated[
+    dict[System, ExternalIdValue | None],
+    Field(
+        max_length=MAX_EXTERNAL_SYSTEMS,
+        description="merged by system: an id sets that system's, null removes it, "
+        "systems not named stay",
+    ),
+]
+
+
+RECORD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"description": "An external id is already held by another record (conflict)"},
+}
+"""What the routes of records with external ids (clients, contacts, contracts,
+engagements) answer besides the refusals ``http/openapi`` derives: 409."""
+
+
+class RecordFilters(BaseModel):
+    """The filters of every CRM record list (query parameters)."""
+
+    external_id: Annotated[str, Field(max_length=300)] | None = Field(
+        default=None, description="system:id (e.g. hubspot:123): the record holding that id"
+    )
+    updated_since: Timestamp | None = Field(
+        default=None,
+        description="records with updated_at >= this, oldest change first in (updated_at, id) "
+        "order; page on with next_cursor (a watermark)",
+    )
+
+
+class ClientRecordFilters(RecordFilters):
+    client_ref: Ref | None = Field(
+        default=None, alias="client_id", description="only this client's"
+    )
 
 
 class Patch(Strict):
@@ -90,6 +142,7 @@ class ClientOut(BaseModel):
     health: int | None
     health_band: HealthBand | None
     custom_fields: dict[str, CustomValue]
+    external_ids: dict[str, str]
     created_at: datetime
     updated_at: datetime
 
@@ -105,6 +158,7 @@ class ClientOut(BaseModel):
             health=view.health,
             health_band=view.health_band,
             custom_fields=dict(view.custom_fields),
+            external_ids=dict(view.external_ids),
             created_at=view.created_at,
             updated_at=view.updated_at,
         )
@@ -120,10 +174,15 @@ class ClientCreate(Strict):
     arr_cents: Cents = 0
     health: Health | None = None
     custom_fields: CustomFields = Field(default_factory=dict)
+    external_ids: ExternalIds = Field(default_factory=dict)
+
+
+class ClientFilters(RecordFilters):
+    status: ClientStatus | None = None
 
 
 class ClientUpdate(Patch):
-    required = ("name", "status", "arr_cents", "custom_fields")
+    required = ("name", "status", "arr_cents", "custom_fields", "external_ids")
 
     name: Name | SkipJsonSchema[None] = None
     status: ClientStatus | SkipJsonSchema[None] = None
@@ -134,6 +193,7 @@ class ClientUpdate(Patch):
     custom_fields: CustomFields | SkipJsonSchema[None] = Field(
         default=None, description="replaces the whole object"
     )
+    external_ids: ExternalIdChanges | SkipJsonSchema[None] = None
 
 
 # -- contacts --------------------------------------------------------------------------
@@ -146,6 +206,7 @@ class ContactOut(BaseModel):
     email: str | None
     phone: str | None
     title: str | None
+    external_ids: dict[str, str]
     created_at: datetime
     updated_at: datetime
 
@@ -158,26 +219,29 @@ class ContactOut(BaseModel):
             email=view.email,
             phone=view.phone,
             title=view.title,
+            external_ids=dict(view.external_ids),
             created_at=view.created_at,
             updated_at=view.updated_at,
         )
 
 
 class ContactCreate(Strict):
-    client_id: Ref
+    client_ref: Ref = Field(alias="client_id")
     name: Name
     email: Email | None = None
     phone: Phone | None = None
     title: Annotated[str, Field(max_length=200), Storable] | None = None
+    external_ids: ExternalIds = Field(default_factory=dict)
 
 
 class ContactUpdate(Patch):
-    required = ("name",)
+    required = ("name", "external_ids")
 
     name: Name | SkipJsonSchema[None] = None
     email: Email | None = None
     phone: Phone | None = None
     title: Annotated[str, Field(max_length=200), Storable] | None = None
+    external_ids: ExternalIdChanges | SkipJsonSchema[None] = None
 
 
 # -- contracts -------------------------------------------------------------------------
@@ -194,6 +258,7 @@ class ContractOut(BaseModel):
     recurring_amount_cents: int | None
     recurring_interval: Interval | None
     annual_recurring_cents: int | None = Field(description="recurring amount per year")
+    external_ids: dict[str, str]
     created_at: datetime
     updated_at: datetime
 
@@ -210,13 +275,14 @@ class ContractOut(BaseModel):
             recurring_amount_cents=view.recurring_amount_cents,
             recurring_interval=view.recurring_interval,
             annual_recurring_cents=view.annual_recurring_cents,
+            external_ids=dict(view.external_ids),
             created_at=view.created_at,
             updated_at=view.updated_at,
         )
 
 
 class ContractCreate(Strict):
-    client_id: Ref
+    client_ref: Ref = Field(alias="client_id")
     name: Name
     amount_cents: Cents
     currency: Currency = "USD"
@@ -224,10 +290,11 @@ class ContractCreate(Strict):
     end_date: date | None = None
     recurring_amount_cents: Cents | None = None
     recurring_interval: Interval | None = None
+    external_ids: ExternalIds = Field(default_factory=dict)
 
 
 class ContractUpdate(Patch):
-    required = ("name", "amount_cents", "currency", "start_date")
+    required = ("name", "amount_cents", "currency", "start_date", "external_ids")
 
     name: Name | SkipJsonSchema[None] = None
     amount_cents: Cents | SkipJsonSchema[None] = None
@@ -236,6 +303,84 @@ class ContractUpdate(Patch):
     end_date: date | None = None
     recurring_amount_cents: Cents | None = None
     recurring_interval: Interval | None = None
+    external_ids: ExternalIdChanges | SkipJsonSchema[None] = None
+
+
+# -- engagements -----------------------------------------------------------------------
+
+Subject = Annotated[str, Field(max_length=MAX_SUBJECT), Storable]
+Body = Annotated[
+    str,
+    Field(max_length=MAX_ENGAGEMENT_BODY, description="a paragraph: line breaks and tabs allowed"),
+    Storable,
+]
+OwnerId = Annotated[int, Field(ge=1, le=2**31 - 1, description="a user of the organization")]
+
+
+class EngagementOut(BaseModel):
+    id: str = Field(examples=["eng_01HX3Z8Q9R6T0V2W4Y6A8C0E2G"])
+    client_id: str
+    contact_id: str | None
+    kind: EngagementKind
+    occurred_at: datetime
+    subject: str | None
+    body: str | None
+    owner_id: int | None
+    external_ids: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, view: EngagementView) -> EngagementOut:
+        return cls(
+            id=view.ref,
+            client_id=view.client_ref,
+            contact_id=view.contact_ref,
+            kind=view.kind,
+            occurred_at=view.occurred_at,
+            subject=view.subject,
+            body=view.body,
+            owner_id=view.owner_id,
+            external_ids=dict(view.external_ids),
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+        )
+
+
+class EngagementCreate(Strict):
+    client_ref: Ref = Field(alias="client_id")
+    contact_ref: Ref | None = Field(
+        default=None, alias="contact_id", description="a contact of the same client"
+    )
+    kind: EngagementKind
+    occurred_at: Timestamp | None = Field(default=None, description="default: now")
+    subject: Subject | None = None
+    body: Body | None = None
+    owner_id: OwnerId | None = None
+    external_ids: ExternalIds = Field(default_factory=dict)
+
+
+class EngagementUpdate(Patch):
+    required = ("kind", "occurred_at", "external_ids")
+
+    contact_ref: Ref | None = Field(
+        default=None, alias="contact_id", description="a contact of the same client"
+    )
+    kind: EngagementKind | SkipJsonSchema[None] = None
+    occurred_at: Timestamp | SkipJsonSchema[None] = None
+    subject: Subject | None = None
+    body: Body | None = None
+    owner_id: OwnerId | None = None
+    external_ids: ExternalIdChanges | SkipJsonSchema[None] = None
+
+
+class EngagementFilters(ClientRecordFilters):
+    contact_ref: Ref | None = Field(
+        default=None, alias="contact_id", description="only this contact's"
+    )
+    kind: EngagementKind | None = None
+    occurred_since: Timestamp | None = Field(default=None, description="occurred_at >= this")
+    occurred_until: Timestamp | None = Field(default=None, description="occurred_at < this")
 
 
 # -- usage -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -9,14 +10,18 @@ from typing import Any
 from sqlalchemy import select
 
 from keyrack.domain import crm
-from keyrack.domain.crm import UNSET, Interval, Unset
+from keyrack.domain.crm import UNSET, Interval, RecordType, Unset
 from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import Scope, validate_name
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
+from keyrack.services.crm import records
+from keyrack.services.crm.records import ExternalIdChanges
 from keyrack.services.crm.scoping import client_in_scope, in_scope, of_client, one_in_scope
-from keyrack.storage.paging import Page, paginate
+from keyrack.storage.paging import Page
 from keyrack.storage.tables.crm import Contract
+
+RECORD_TYPE = RecordType.CONTRACTS
 
 _PER_YEAR = {Interval.MONTH: 12, Interval.QUARTER: 4, Interval.YEAR: 1}
 
@@ -32,6 +37,7 @@ class ContractView:
     end_date: date | None
     recurring_amount_cents: int | None
     recurring_interval: Interval | None
+    external_ids: Mapping[str, str]
     created_at: datetime
     updated_at: datetime
 
@@ -43,7 +49,7 @@ class ContractView:
         return self.recurring_amount_cents * _PER_YEAR[self.recurring_interval]
 
     @classmethod
-    def of(cls, row: Contract) -> ContractView:
+    def of(cls, row: Contract, external_ids: Mapping[str, str]) -> ContractView:
         return cls(
             ref=row.ref,
             client_ref=row.client.ref,
@@ -54,6 +60,7 @@ class ContractView:
             end_date=row.end_date,
             recurring_amount_cents=row.recurring_amount_cents,
             recurring_interval=Interval(row.recurring_interval) if row.recurring_interval else None,
+            external_ids=dict(external_ids),
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -68,6 +75,7 @@ class ContractView:
             "end_date": self.end_date.isoformat() if self.end_date else None,
             "recurring_amount_cents": self.recurring_amount_cents,
             "recurring_interval": self.recurring_interval,
+            "external_ids": dict(self.external_ids),
         }
 
 
@@ -97,9 +105,10 @@ def create_contract(
     end_date: date | None = None,
     recurring_amount_cents: int | None = None,
     recurring_interval: Interval | None = None,
+    external_ids: ExternalIdChanges | None = None,
 ) -> ContractView:
-    now = ctx.clock()
     with ctx.db.transaction() as session:
+        at = records.stamp(session, scope.org_id, ctx.clock())
         client = client_in_scope(session, scope, client_ref)
         row = Contract(
             ref=new_ref("ctr"),
@@ -114,13 +123,12 @@ def create_contract(
                 recurring_amount_cents, "recurring_amount_cents"
             ),
             recurring_interval=Interval(recurring_interval).value if recurring_interval else None,
-            created_at=now,
-            updated_at=now,
         )
         _check(row)
-        session.add(row)
-        session.flush()
-        return ContractView.of(row)
+        ids = records.created(
+            session, scope, RECORD_TYPE, row, at=at, external_id_changes=external_ids
+        )
+        return ContractView.of(row, ids)
 
 
 def list_contracts(
@@ -128,20 +136,33 @@ def list_contracts(
     scope: Scope,
     *,
     client_ref: str | None = None,
+    external_id: str | None = None,
+    updated_since: datetime | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[ContractView]:
-    """Newest first; ``client_ref`` narrows to one client (404 if out of scope)."""
+    """Newest first, or by change from ``updated_since`` (``records.page``); ``client_ref``
+    narrows to one client (404 if out of scope)."""
     with ctx.db.session() as session:
         stmt = of_client(
             session, in_scope(select(Contract), Contract, scope), Contract, scope, client_ref
         )
-        return paginate(session, stmt, Contract.id, limit=limit, cursor=cursor).map(ContractView.of)
+        return records.page(
+            session,
+            stmt,
+            RECORD_TYPE,
+            scope,
+            ContractView.of,
+            external_id=external_id,
+            updated_since=updated_since,
+            limit=limit,
+            cursor=cursor,
+        )
 
 
 def get_contract(ctx: Context, scope: Scope, ref: str) -> ContractView:
     with ctx.db.session() as session:
-        return ContractView.of(_contract(session, scope, ref))
+        return records.shown(session, RECORD_TYPE, _contract(session, scope, ref), ContractView.of)
 
 
 def update_contract(
@@ -157,10 +178,13 @@ def update_contract(
     end_date: date | Unset | None = UNSET,
     recurring_amount_cents: int | Unset | None = UNSET,
     recurring_interval: Interval | Unset | None = UNSET,
+    external_ids: ExternalIdChanges | Unset = UNSET,
 ) -> ContractView:
     """Change the given fields; the result must still be a consistent contract."""
     with ctx.db.transaction() as session:
+        at = records.stamp(session, scope.org_id, ctx.clock())
         row = _contract(session, scope, ref)
+        before = records.state(row)
         if not isinstance(name, Unset):
             row.name = validate_name(name)
         if not isinstance(amount_cents, Unset):
@@ -180,16 +204,17 @@ def update_contract(
                 Interval(recurring_interval).value if recurring_interval else None
             )
         _check(row)
-        row.updated_at = ctx.clock()
-        session.flush()
-        return ContractView.of(row)
+        ids = records.updated(
+            session, scope, RECORD_TYPE, row, before=before, at=at, external_id_changes=external_ids
+        )
+        return ContractView.of(row, ids)
 
 
 def delete_contract(ctx: Context, actor: Actor, scope: Scope, ref: str) -> ContractView:
     with ctx.db.transaction() as session:
         row = _contract(session, scope, ref)
-        view = ContractView.of(row)
-        session.delete(row)
+        view = records.shown(session, RECORD_TYPE, row, ContractView.of)
+        records.deleted(session, RECORD_TYPE, row)
         audit.record(
             session,
             actor,

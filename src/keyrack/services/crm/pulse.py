@@ -12,10 +12,11 @@ from keyrack.domain import crm
 from keyrack.domain.crm import NpsCategory, NpsTally, Period
 from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import Scope
-from keyrack.errors import InvalidInput, NotFound
+from keyrack.errors import InvalidInput
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm.scoping import (
     client_in_scope,
+    contact_of,
     encode_offset,
     in_scope,
     of_client,
@@ -25,7 +26,7 @@ from keyrack.services.crm.scoping import (
 )
 from keyrack.services.crm.usage import MAX_FUTURE_SKEW, bucket_day
 from keyrack.storage.paging import Page, paginate
-from keyrack.storage.tables.crm import Client, Contact, PulseResponse
+from keyrack.storage.tables.crm import Client, PulseResponse
 
 MAX_COMMENT = 5000
 
@@ -86,11 +87,7 @@ def record_response(
         raise InvalidInput("responded_at is at most one day ahead")
     with ctx.db.transaction() as session:
         client = client_in_scope(session, scope, client_ref)
-        contact = None
-        if contact_ref is not None:
-            contact = one_in_scope(session, Contact, "con", "contact", scope, contact_ref)
-            if contact.client_id != client.id:
-                raise NotFound(f"no contact {contact_ref!r} at client {client_ref!r}")
+        contact = contact_of(session, scope, client, contact_ref)
         row = PulseResponse(
             ref=new_ref("pul"),
             org_id=scope.org_id,

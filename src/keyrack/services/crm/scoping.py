@@ -1,22 +1,24 @@
-"""The CRM's scoped reads (clients, and the records that belong to a client), and the
-offset cursor of aggregate lists. Every filter is ``keyrack.storage.scoping.within_scope``."""
+"""The CRM's scoped reads (clients, and the records that belong to a client), the kinds of
+record by their ``RecordType``, and the offset cursor of aggregate lists. Every filter is
+``keyrack.storage.scoping.within_scope``."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVarTuple
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from keyrack.domain.crm import is_ref
+from keyrack.domain.crm import RecordType, is_ref
 from keyrack.domain.tenancy import Scope
 from keyrack.errors import InvalidInput, NotFound
 from keyrack.storage.paging import check_limit
 from keyrack.storage.scoping import within_scope
-from keyrack.storage.tables.crm import Client
+from keyrack.storage.tables.crm import Client, Contact, Contract, Engagement
 
 
 def clients_of(scope: Scope) -> Select[Client]:
@@ -54,6 +56,29 @@ def within(
     return stmt
 
 
+@dataclass(frozen=True, slots=True)
+class RecordKind:
+    """A kind of CRM record: its table, the prefix of its public ids, what it is called."""
+
+    model: Any
+    prefix: str
+    what: str
+
+
+KINDS: dict[RecordType, RecordKind] = {
+    RecordType.CLIENTS: RecordKind(Client, "cli", "client"),
+    RecordType.CONTACTS: RecordKind(Contact, "con", "contact"),
+    RecordType.CONTRACTS: RecordKind(Contract, "ctr", "contract"),
+    RecordType.ENGAGEMENTS: RecordKind(Engagement, "eng", "engagement"),
+}
+
+
+def records_of(record_type: RecordType, scope: Scope) -> Select[Any]:
+    """Every record of ``record_type`` the scope may see."""
+    model = KINDS[record_type].model
+    return clients_of(scope) if model is Client else in_scope(select(model), model, scope)
+
+
 def client_in_scope(session: Session, scope: Scope, ref: str) -> Client:
     if not is_ref("cli", ref):
         raise NotFound(f"no client {ref!r}")
@@ -61,6 +86,16 @@ def client_in_scope(session: Session, scope: Scope, ref: str) -> Client:
     if row is None:
         raise NotFound(f"no client {ref!r}")
     return row
+
+
+def contact_of(session: Session, scope: Scope, client: Client, ref: str | None) -> Contact | None:
+    """The contact ``ref`` of ``client`` (None for None); ``NotFound`` if it is not one."""
+    if ref is None:
+        return None
+    contact: Contact = one_in_scope(session, Contact, "con", "contact", scope, ref)
+    if contact.client_id != client.id:
+        raise NotFound(f"no contact {ref!r} at client {client.ref!r}")
+    return contact
 
 
 def one_in_scope(session: Session, model: Any, kind: str, what: str, scope: Scope, ref: str) -> Any:

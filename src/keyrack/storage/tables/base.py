@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator
@@ -36,6 +36,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def to_epoch_us(moment: datetime) -> int:
+    """An aware datetime as whole microseconds since the epoch: what every backend keeps of it."""
+    return (moment - EPOCH) // MICROSECOND
+
+
+def from_epoch_us(value: int) -> datetime:
+    return EPOCH + value * MICROSECOND
 
 
 class Base(DeclarativeBase):

@@ -3,6 +3,10 @@
 Every row carries ``org_id`` so a query is always bounded by the tenant; a
 location key's view is the clients whose ``location_id`` is its location, and
 everything joined to them. Deleting a client deletes its dependents.
+
+Clients, contacts, contracts and engagements are *records*: each has ``updated_at``
+(indexed with ``org_id`` and ``id``, the order of ``?updated_since=`` lists), stamped by
+the organization's ``ChangeClock``, and its ids in other systems in ``ExternalId``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, func, literal_column
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    literal_column,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from keyrack.storage.tables.base import Base
@@ -21,6 +35,7 @@ class Client(Base):
     __table_args__ = (
         Index("ix_crm_clients_org_id_id", "org_id", "id"),
         Index("ix_crm_clients_location_id_id", "location_id", "id"),
+        Index("ix_crm_clients_org_id_updated_at_id", "org_id", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -39,7 +54,10 @@ class Client(Base):
 
 class Contact(Base):
     __tablename__ = "crm_contacts"
-    __table_args__ = (Index("ix_crm_contacts_org_id_id", "org_id", "id"),)
+    __table_args__ = (
+        Index("ix_crm_contacts_org_id_id", "org_id", "id"),
+        Index("ix_crm_contacts_org_id_updated_at_id", "org_id", "updated_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(40), unique=True)
@@ -59,7 +77,10 @@ class Contact(Base):
 
 class Contract(Base):
     __tablename__ = "crm_contracts"
-    __table_args__ = (Index("ix_crm_contracts_org_id_id", "org_id", "id"),)
+    __table_args__ = (
+        Index("ix_crm_contracts_org_id_id", "org_id", "id"),
+        Index("ix_crm_contracts_org_id_updated_at_id", "org_id", "updated_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(40), unique=True)
@@ -78,6 +99,66 @@ class Contract(Base):
     updated_at: Mapped[datetime]
 
     client: Mapped[Client] = relationship(lazy="joined", innerjoin=True)
+
+
+class Engagement(Base):
+    """An email, call, meeting or note logged against a client (and maybe one of its contacts)."""
+
+    __tablename__ = "crm_engagements"
+    __table_args__ = (
+        Index("ix_crm_engagements_org_id_id", "org_id", "id"),
+        Index("ix_crm_engagements_org_id_updated_at_id", "org_id", "updated_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(40), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    client_id: Mapped[int] = mapped_column(
+        ForeignKey("crm_clients.id", ondelete="CASCADE"), index=True
+    )
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("crm_contacts.id", ondelete="SET NULL"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime]
+    subject: Mapped[str | None] = mapped_column(String(500))
+    body: Mapped[str | None] = mapped_column(Text)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    client: Mapped[Client] = relationship(lazy="joined", innerjoin=True)
+    contact: Mapped[Contact | None] = relationship(lazy="joined")
+
+
+class ExternalId(Base):
+    """A record's id in another system: one per record and system (the primary key), and
+    one record per organization, record type and system holding a given id.
+
+    ``record_type`` names the record's table (``clients``, ``contacts``, ``contracts``,
+    ``engagements``) and ``record_id`` its row: no foreign key can point into four tables,
+    so the services delete these rows with their records.
+    """
+
+    __tablename__ = "crm_external_ids"
+    __table_args__ = (UniqueConstraint("org_id", "record_type", "system", "external_id"),)
+
+    record_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    record_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    system: Mapped[str] = mapped_column(String(32), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    external_id: Mapped[str] = mapped_column(String(255))
+
+
+class ChangeClock(Base):
+    """The last ``updated_at`` stamped on a record of the organization, in microseconds since
+    the epoch. Each writing transaction advances it first (``keyrack.services.crm.records``),
+    and holds its row lock until it commits."""
+
+    __tablename__ = "crm_change_clocks"
+
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    last_us: Mapped[int] = mapped_column(BigInteger)
 
 
 class UsageEvent(Base):
