@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from keyrack.client.webhooks import sign_payload, verify_signature
 from keyrack.domain.tenancy import Scope
-from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
+from keyrack.domain.webhooks import MAX_ATTEMPTS, RETRY
 from keyrack.services import jobs, keys, tenancy, webhooks
 from keyrack.services.context import Actor
 from keyrack.storage.tables.webhooks import WebhookEndpoint
@@ -50,9 +50,10 @@ def test_a_header_with_a_rotated_secret_still_verifies_with_either_signature() -
     assert verify_signature(SECRET, BODY, f"{old},{new}", now=now)
 
 
-def test_retries_back_off_exponentially_and_are_capped() -> None:
-    assert [retry_delay(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
-    assert retry_delay(30) == timedelta(hours=6)
+def test_retries_back_off_exponentially_with_jitter_and_are_capped() -> None:
+    assert [RETRY.ceiling(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert RETRY.ceiling(30) == timedelta(hours=6)
+    assert all(timedelta(0) <= RETRY.delay(3) <= timedelta(minutes=2) for _ in range(100))
 
 
 def _register(api: httpx.Client, seeded: Seeded, hook: Receiver, **extra: object) -> int:
@@ -104,10 +105,12 @@ def test_a_failed_delivery_is_retried_later_and_then_delivered(
     assert (first.webhooks_delivered, first.webhooks_retrying) == (0, 1)
     [pending] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
     assert (pending.status, pending.attempts, pending.last_status_code) == ("pending", 1, 500)
-    assert pending.next_attempt_at == clock.now + timedelta(seconds=30)
+    assert pending.next_attempt_at is not None
+    assert clock.now < pending.next_attempt_at <= clock.now + timedelta(seconds=30)
+    due = pending.next_attempt_at
 
-    assert jobs.sweep(seeded.ctx, clock.now + timedelta(seconds=29)).webhooks_delivered == 0
-    assert jobs.sweep(seeded.ctx, clock.now + timedelta(seconds=30)).webhooks_delivered == 1
+    assert jobs.sweep(seeded.ctx, due - timedelta(microseconds=1)).webhooks_delivered == 0
+    assert jobs.sweep(seeded.ctx, due).webhooks_delivered == 1
 
     assert len(receiver.received) == 2
     assert all(r["verified"] for r in receiver.received)

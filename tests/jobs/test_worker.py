@@ -225,7 +225,8 @@ def test_a_canceled_running_job_is_told_to_stop(db: Database, workers: list[Work
     start(workers, db, Handler(KIND, long_export), lease=1.5)
     running = add(db)
     eventually(lambda: (admin.get_job(db, running.id).progress or {}).get("rows_done", 0) > 2)
-    admin.cancel(db, running.id, admin.get_job(db, running.id).run_at)
+    with db.transaction() as session:
+        admin.cancel(session, running.id, admin.get_job(db, running.id).run_at)
     assert stopped.wait(10)
     assert state_of(db, running.id) is State.CANCELED
 

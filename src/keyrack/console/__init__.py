@@ -10,7 +10,16 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from keyrack.console import account, api_keys, auth, notifications, production, staff, team
+from keyrack.console import (
+    account,
+    api_keys,
+    auth,
+    jobs,
+    notifications,
+    production,
+    staff,
+    team,
+)
 from keyrack.console.web import HERE, PREFIX
 
 ROUTERS = (
@@ -22,6 +31,7 @@ ROUTERS = (
     notifications.router,
     account.router,
     staff.router,
+    jobs.router,
 )
 
 
