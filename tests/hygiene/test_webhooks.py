@@ -13,12 +13,15 @@ import pytest
 from sqlalchemy import select
 
 from keyrack.client.webhooks import sign_payload, verify_signature
+from keyrack.domain.jobs import Priority, State
 from keyrack.domain.tenancy import Scope
 from keyrack.domain.webhooks import MAX_ATTEMPTS, RETRY
+from keyrack.jobs import JobView, admin, queue
 from keyrack.services import jobs, keys, tenancy, webhooks
-from keyrack.services.context import Actor
+from keyrack.services import queue as queue_service
+from keyrack.services.context import Actor, Context
 from keyrack.storage.tables.webhooks import WebhookEndpoint
-from tests.conftest import MutableClock, Seeded
+from tests.conftest import OPERATOR, MutableClock, Seeded
 from tests.hygiene.conftest import Receiver
 
 SECRET = "whsec_test-secret"
@@ -263,3 +266,101 @@ def test_the_verify_helper_and_expiry_rules_import_no_server_dependency(module: 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = {name.split(".")[0] for name in out.stdout.split()}
     assert not loaded & {"fastapi", "sqlalchemy", "redis", "starlette", "alembic"}
+
+
+def _job_of(ctx: Context, delivery_id: int) -> JobView:
+    [job] = [
+        j
+        for j in admin.list_jobs(ctx.db, kind="webhook.deliver").data
+        if j.payload == {"delivery_id": delivery_id}
+    ]
+    return job
+
+
+def test_each_delivery_is_a_job_of_its_own_committed_with_its_event(
+    seeded: Seeded, receiver: Receiver
+) -> None:
+    endpoint, _ = webhooks.create_endpoint(seeded.ctx, OPERATOR, seeded.org_id, url=receiver.url)
+    seeded.new_key(name="Queued")
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    job = _job_of(seeded.ctx, delivery.id)
+    assert (job.state, job.priority, job.max_attempts) == (State.AVAILABLE, Priority.DELIVERY, 8)
+    assert job.created_at == delivery.created_at == delivery.next_attempt_at
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+
+
+def test_redelivering_a_delivery_that_waits_for_its_retry_sends_it_now_afresh(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver, clock: MutableClock
+) -> None:
+    webhook_id = _register(api, seeded, receiver)
+    receiver.statuses = [503]
+    seeded.new_key(name="Down at first")
+    jobs.sweep(seeded.ctx)
+    [waiting] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    assert waiting.next_attempt_at is not None and waiting.next_attempt_at > clock.now
+
+    again = api.post(
+        f"/api/v2/webhooks/deliveries/{waiting.id}/redeliver", headers=seeded.headers()
+    )
+    assert again.status_code == 200, again.text
+    assert (again.json()["attempts"], again.json()["status"]) == (0, "pending")
+    assert again.json()["next_attempt_at"] == clock.now.isoformat().replace("+00:00", "Z")
+    assert jobs.sweep(seeded.ctx).webhooks_delivered == 1  # now, not at the retry
+    [done] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    assert (done.status, done.attempts, done.next_attempt_at) == ("delivered", 1, None)
+    states = sorted(j.state for j in admin.list_jobs(seeded.ctx.db, kind="webhook.deliver").data)
+    assert states == [State.CANCELED, State.SUCCEEDED]  # the retry it replaced never ran
+
+
+def test_a_delivery_being_sent_is_not_redelivered_until_the_attempt_ends(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver, clock: MutableClock
+) -> None:
+    webhook_id = _register(api, seeded, receiver)
+    seeded.new_key(name="In flight")
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    [held] = queue.claim(
+        seeded.ctx.db,
+        worker_id="elsewhere",
+        kinds=["webhook.deliver"],
+        now=clock.now,
+        lease=timedelta(seconds=30),
+        limit=1,
+    )
+    path = f"/api/v2/webhooks/deliveries/{delivery.id}/redeliver"
+    refused = api.post(path, headers=seeded.headers())
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("/conflict")
+    [sending] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    assert (sending.status, sending.next_attempt_at) == ("pending", None)
+    assert queue.succeed(seeded.ctx.db, held.id, "elsewhere", clock.now)
+    assert api.post(path, headers=seeded.headers()).status_code == 200
+
+
+def test_a_delivery_whose_job_was_canceled_shows_as_failed_not_pending(
+    seeded: Seeded, receiver: Receiver
+) -> None:
+    endpoint, _ = webhooks.create_endpoint(seeded.ctx, OPERATOR, seeded.org_id, url=receiver.url)
+    seeded.new_key(name="Never sent")
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    queue_service.cancel(seeded.ctx, OPERATOR, _job_of(seeded.ctx, delivery.id).id)
+    [shown] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    assert (shown.status, shown.next_attempt_at) == ("failed", None)
+    assert shown.last_error and "no job will send it" in shown.last_error
+    assert jobs.sweep(seeded.ctx).idle and receiver.received == []
+
+
+def test_a_delivery_to_an_endpoint_deleted_meanwhile_ends_without_a_call(
+    seeded: Seeded, receiver: Receiver
+) -> None:
+    endpoint, _ = webhooks.create_endpoint(seeded.ctx, OPERATOR, seeded.org_id, url=receiver.url)
+    seeded.new_key(name="Orphan")
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    webhooks.delete_endpoint(seeded.ctx, OPERATOR, seeded.org_id, endpoint.id)
+    assert jobs.sweep(seeded.ctx).webhooks_failed == 1
+    assert receiver.received == []
+    job = _job_of(seeded.ctx, delivery.id)
+    assert (job.state, job.attempt, job.last_error) == (
+        State.FAILED,
+        1,
+        "Discard: endpoint deleted",
+    )

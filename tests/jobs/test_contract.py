@@ -133,6 +133,22 @@ def test_a_unique_key_admits_one_queued_or_running_job(
     assert add(unique_key="sync:connection:5").created
 
 
+def test_a_replacing_job_takes_a_waiting_ones_place_but_not_a_running_ones(
+    db: Database, clock: MutableClock, add: Add
+) -> None:
+    waiting = add(unique_key="deliver:9", run_at=clock() + timedelta(minutes=10)).job
+    replaced = add(unique_key="deliver:9", payload={"fresh": True}, replace=True)
+    assert replaced.created and replaced.job.id != waiting.id
+    assert (replaced.job.state, replaced.job.run_at) == (State.AVAILABLE, clock())
+    gone = job(db, waiting.id)
+    assert (gone.state, gone.last_error) == (State.CANCELED, "replaced by a newer job")
+
+    [running] = claim(db, clock)
+    while_running = add(unique_key="deliver:9", replace=True)
+    assert not while_running.created and while_running.job.id == running.id
+    assert job(db, running.id).state is State.RUNNING
+
+
 def test_the_database_itself_refuses_a_second_active_job_per_unique_key(
     db: Database, clock: MutableClock, add: Add
 ) -> None:

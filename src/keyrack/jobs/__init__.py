@@ -12,12 +12,13 @@ period, however many workers run. Workers wake within moments of a commit
 """
 
 from keyrack.domain.jobs import Backoff, Every, Priority, State
-from keyrack.jobs.handler import Discard, Handler, RunningJob, Snooze
+from keyrack.jobs.handler import AttemptFailed, Discard, Handler, RunningJob, Snooze
 from keyrack.jobs.queue import Enqueued, JobView, enqueue
 from keyrack.jobs.schedules import Schedule
 from keyrack.jobs.worker import Worker
 
 __all__ = [
+    "AttemptFailed",
     "Backoff",
     "Discard",
     "Enqueued",

@@ -38,7 +38,7 @@ from keyrack.config import Settings
 from keyrack.domain.jobs import ACTIVE, State, is_bulk
 from keyrack.errors import KeyrackError
 from keyrack.jobs import maintenance, metrics, queue, wakeup
-from keyrack.jobs.handler import Discard, Handler, RunningJob, Snooze
+from keyrack.jobs.handler import AttemptFailed, Discard, Handler, RunningJob, Snooze
 from keyrack.jobs.queue import JobView
 from keyrack.jobs.schedules import Schedule, enqueue_due
 from keyrack.storage.database import Database
@@ -388,9 +388,11 @@ class Worker:
         )
         final = state is State.FAILED
         metrics.FAILURES.labels(job.kind, str(final).lower()).inc()
+        foreseen = isinstance(exc, AttemptFailed | Discard)
         log.warning(
-            "job failed" if final else "job attempt failed; retrying",
-            exc_info=exc,
+            "job failed: %s" if final else "job attempt failed; retrying: %s",
+            error,
+            exc_info=None if foreseen else exc,
             extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempt},
         )
         return state

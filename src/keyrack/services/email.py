@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sqlalchemy import select, update
 
 from keyrack.errors import InvalidInput
-from keyrack.jobs import Discard, RunningJob
+from keyrack.jobs import AttemptFailed, Discard, RunningJob
 from keyrack.services.context import Context
 from keyrack.services.notices import FAILED, PENDING, describe_error
 from keyrack.storage.paging import Page, paginate
@@ -133,7 +133,7 @@ def _message(sender: str, row: OutboxEmail) -> EmailMessage:
     return message
 
 
-class SendFailed(Exception):
+class SendFailed(AttemptFailed):
     """The SMTP server did not take the email: the job retries it after its backoff."""
 
 

@@ -24,7 +24,7 @@ from keyrack.domain.jobs import ACTIVE, State
 from keyrack.domain.sealing import Sealer
 from keyrack.domain.text import check_plain
 from keyrack.errors import Conflict, InvalidInput, NotFound
-from keyrack.jobs import Discard, JobView, RunningJob
+from keyrack.jobs import AttemptFailed, Discard, JobView, RunningJob
 from keyrack.outbound import TargetRefused
 from keyrack.services import audit, notices
 from keyrack.services.context import Actor, Context
@@ -301,7 +301,7 @@ def _attempt(
     return _post(client, endpoint.url, headers, body)
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(AttemptFailed):
     """An attempt that did not get a 2xx answer: the job retries it after its backoff."""
 
 
