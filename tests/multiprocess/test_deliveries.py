@@ -43,7 +43,6 @@ from tests.conftest import OPERATOR, TEST_SECRET, Seeded, seed_org
 from tests.live import serve_in_thread
 
 pytestmark = pytest.mark.slow
-RecordProperty = Callable[[str, object], None]
 
 KEYRACK = [sys.executable, "-c", "from keyrack.cli import main; main()"]
 BOUND = 2.0
@@ -224,24 +223,32 @@ def _revoke_and_time_the_arrival(url: str, seeded: Seeded, receiver: Receiver) -
     return arrival.at - returned
 
 
+def _note(request: pytest.FixtureRequest, latency: float) -> None:
+    """Keep the figure (``-o junit_family=legacy --junitxml=…`` writes it out)."""
+    request.node.user_properties.append(("revoke_to_receiver_ms", round(latency * 1000)))
+
+
 @postgres_only
 def test_a_revoked_key_reaches_its_receiver_within_2_seconds_from_a_server_and_a_worker(
-    org: Seeded, keyrack: Keyrack, receiver: Receiver, record_property: RecordProperty
+    org: Seeded, keyrack: Keyrack, receiver: Receiver, request: pytest.FixtureRequest
 ) -> None:
     url = keyrack.serve("--no-worker")
-    keyrack.worker()
+    worker = keyrack.worker()
     latency = _revoke_and_time_the_arrival(url, org, receiver)
-    record_property("revoke_to_receiver_ms", round(latency * 1000))  # in --junitxml
+    _note(request, latency)
     assert latency < BOUND
+    worker.send_signal(signal.SIGTERM)  # stops gracefully: exit 0, and it says so
+    assert worker.wait(30) == 0
+    assert worker.stdout is not None and b"stopped" in worker.stdout.read()
 
 
 @sqlite_only
 def test_a_revoked_key_reaches_its_receiver_within_2_seconds_from_keyrack_serve_alone(
-    org: Seeded, keyrack: Keyrack, receiver: Receiver, record_property: RecordProperty
+    org: Seeded, keyrack: Keyrack, receiver: Receiver, request: pytest.FixtureRequest
 ) -> None:
     url = keyrack.serve()  # as make run: one process, its in-process worker woken directly
     latency = _revoke_and_time_the_arrival(url, org, receiver)
-    record_property("revoke_to_receiver_ms", round(latency * 1000))
+    _note(request, latency)
     assert latency < BOUND
 
 
