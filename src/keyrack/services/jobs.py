@@ -21,8 +21,7 @@ from typing import Any
 
 from keyrack.domain.jobs import WAITING, Every, State
 from keyrack.domain.webhooks import RETRY
-from keyrack.jobs import Handler, RunningJob, Schedule, Worker
-from keyrack.jobs.worker import Outcome
+from keyrack.jobs import Handler, Outcome, RunningJob, Schedule, Worker
 from keyrack.services import email, expiry, handoffs, sessions, webhooks
 from keyrack.services.context import Context
 from keyrack.services.notices import DELIVER_WEBHOOK, SEND_EMAIL

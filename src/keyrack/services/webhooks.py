@@ -276,7 +276,7 @@ def _post(
         return None, str(refused), None
     except httpx.HTTPError as exc:
         elapsed = int((time.perf_counter() - started) * 1000)
-        return None, f"{type(exc).__name__}: {exc}"[:500], elapsed
+        return None, notices.describe_error(exc), elapsed
     elapsed = int((time.perf_counter() - started) * 1000)
     if response.is_success:
         return response.status_code, None, elapsed
