@@ -11,7 +11,9 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from keyrack.cli import app as cli
 from keyrack.client.webhooks import sign_payload, verify_signature
 from keyrack.domain.jobs import Priority, State
 from keyrack.domain.tenancy import Scope
@@ -123,8 +125,8 @@ def test_a_failed_delivery_is_retried_later_and_then_delivered(
     assert (done.status, done.attempts) == ("delivered", 2)
 
 
-def test_an_unreachable_endpoint_fails_after_the_last_attempt(
-    seeded: Seeded, clock: MutableClock
+def test_an_unreachable_endpoint_fails_after_the_last_attempt_and_shows_in_keyrack_jobs(
+    seeded: Seeded, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     operator = Actor(label="test")
     endpoint, _ = webhooks.create_endpoint(
@@ -138,6 +140,17 @@ def test_an_unreachable_endpoint_fails_after_the_last_attempt(
     assert (delivery.status, delivery.attempts) == ("failed", MAX_ATTEMPTS)
     assert delivery.last_error and "Connect" in delivery.last_error
     assert jobs.sweep(seeded.ctx).webhooks_failed == 0
+
+    monkeypatch.setattr("keyrack.cli.queue.context", lambda: seeded.ctx)
+    listed = CliRunner().invoke(cli, ["jobs", "list", "--state", "failed", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [failed] = json.loads(listed.output)["data"]
+    assert (failed["kind"], failed["payload"], failed["attempt"]) == (
+        "webhook.deliver",
+        {"delivery_id": delivery.id},
+        MAX_ATTEMPTS,
+    )
+    assert failed["last_error"].startswith("DeliveryFailed: ConnectError")
 
 
 def test_redeliver_sends_a_delivery_again(
