@@ -117,6 +117,12 @@ def receiver() -> Iterator[Receiver]:
         yield hook
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass
 class Keyrack:
     """``keyrack`` commands run as their own processes on the test's database."""
@@ -150,9 +156,7 @@ class Keyrack:
 
     def serve(self, *options: str) -> str:
         """``keyrack serve``; returns its base URL once it answers."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = _free_port()
         process = self._spawn("serve", ["serve", "--port", str(port), *options])
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -165,9 +169,9 @@ class Keyrack:
                 time.sleep(0.05)
         raise AssertionError(f"keyrack serve did not start: {self.log_text()}")
 
-    def worker(self, **env: str) -> subprocess.Popen[bytes]:
+    def worker(self, *options: str, **env: str) -> subprocess.Popen[bytes]:
         """``keyrack worker``, once it says it is running."""
-        process = self._spawn("worker", ["worker"], **env)
+        process = self._spawn("worker", ["worker", *options], **env)
         assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], 30)
         line = process.stdout.readline() if ready else b""
@@ -233,10 +237,14 @@ def test_a_revoked_key_reaches_its_receiver_within_2_seconds_from_a_server_and_a
     org: Seeded, keyrack: Keyrack, receiver: Receiver, request: pytest.FixtureRequest
 ) -> None:
     url = keyrack.serve("--no-worker")
-    worker = keyrack.worker()
+    metrics_port = _free_port()
+    worker = keyrack.worker("--metrics-port", str(metrics_port))
     latency = _revoke_and_time_the_arrival(url, org, receiver)
     _note(request, latency)
     assert latency < BOUND
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text  # the worker's own
+    assert "keyrack_job_pickup_latency_seconds_count" in scraped
+    assert 'keyrack_jobs{state="running"}' in httpx.get(f"{url}/metrics").text  # the server's
     worker.send_signal(signal.SIGTERM)  # stops gracefully: exit 0, and it says so
     assert worker.wait(30) == 0
     assert worker.stdout is not None and b"stopped" in worker.stdout.read()

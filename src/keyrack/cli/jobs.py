@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import prometheus_client
 import typer
 
 from keyrack import logging as keyrack_logging
@@ -83,6 +84,12 @@ def worker(
     concurrency: int | None = typer.Option(
         None, min=1, help="Jobs run at once (default KEYRACK_JOB_CONCURRENCY)."
     ),
+    metrics_port: int | None = typer.Option(
+        None,
+        min=1,
+        max=65535,
+        help="Serve this worker's Prometheus metrics on 127.0.0.1 at this port.",
+    ),
 ) -> None:
     """Run the job queue until SIGTERM or SIGINT: deliveries, emails, sweeps.
 
@@ -91,6 +98,8 @@ def worker(
     """
     ctx = context()
     keyrack_logging.configure(ctx.settings.log_level)
+    if metrics_port is not None:  # pickup latency and failures live in this process
+        prometheus_client.start_http_server(metrics_port, addr="127.0.0.1")
     running = jobs.worker(ctx, concurrency=concurrency)
     running.run(
         started=lambda: console.print(
