@@ -51,8 +51,6 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
 
-    # periodic jobs (keyrack worker): expiry notices, webhook deliveries, outbox emails
-    worker_interval_seconds: float = Field(default=60.0, gt=0)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_allow_private_targets: bool = False
     """Let webhook URLs reach loopback, private, link-local and other non-public
@@ -68,6 +66,9 @@ class Settings(BaseSettings):
     and whether it used HTTPS); earlier ones can be forged."""
 
     # the durable job queue (keyrack.jobs)
+    in_process_worker: bool = True
+    """``keyrack serve`` runs a job worker in each of its processes (``--no-worker``: not,
+    for deployments with separate ``keyrack worker`` processes)."""
     job_concurrency: int = Field(default=4, ge=1)
     """Jobs a worker runs at once below the bulk band (deliveries, sweeps, probes)."""
     job_bulk_concurrency: int = Field(default=1, ge=0)

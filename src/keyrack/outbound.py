@@ -18,8 +18,10 @@ machine):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -176,6 +178,13 @@ def public_target(url: str, resolver: Resolver = resolve) -> Target:
     )
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The certificate store every outbound call verifies against, loaded once per process
+    (loading it takes longer than a delivery to a nearby receiver)."""
+    return httpx.create_ssl_context()
+
+
 class VettedTransport(httpx.BaseTransport):
     """An httpx transport that sends each request to the address ``public_target``
     vetted for its URL (or, with ``allow_private``, as it is), through ``transport``."""
@@ -189,7 +198,7 @@ class VettedTransport(httpx.BaseTransport):
     ) -> None:
         self._allow_private = allow_private
         self._resolver = resolver
-        self._transport = transport or httpx.HTTPTransport()
+        self._transport = transport or httpx.HTTPTransport(verify=tls_context())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self._allow_private:

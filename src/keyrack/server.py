@@ -3,7 +3,8 @@
 It puts the parts together, and nothing else: the HTTP API (``keyrack.http.api``) and
 the console (``keyrack.console``) as one app behind the gateway, and the runtime they
 share: the key cache and its verifier, the limiter (in-process, or through Redis with
-per-process failover), the cache-invalidation relay, the last-used write-behind. What
+per-process failover), the cache-invalidation relay, the last-used write-behind, the
+job worker (unless ``KEYRACK_IN_PROCESS_WORKER=false``) and the jobs' wake-ups. What
 ``keyrack serve`` runs is this factory under uvicorn (``keyrack.http.protocol``).
 """
 
@@ -29,9 +30,11 @@ from keyrack.http import api
 from keyrack.http.gateway import Gateway
 from keyrack.http.metrics import Metrics
 from keyrack.http.routes.introspection import RenderedSelf, render_self
+from keyrack.jobs import Worker, wakeup
 from keyrack.ratelimit.failover import FailoverLimiter
 from keyrack.ratelimit.memory import MemoryLimiter
 from keyrack.ratelimit.redis import RedisLimiter
+from keyrack.services import jobs
 from keyrack.services.context import Context
 from keyrack.services.introspection import load_self
 from keyrack.services.keys import find_identity
@@ -42,13 +45,21 @@ _REDIS_CONNECTIONS = 128
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, ctx: Context | None = None) -> FastAPI:
-    """Build the app for ``settings`` (or a ready ``ctx``, as tests do)."""
+def create_app(
+    settings: Settings | None = None, *, ctx: Context | None = None, worker: bool | None = None
+) -> FastAPI:
+    """Build the app for ``settings`` (or a ready ``ctx``, as tests do).
+
+    ``worker``: run the job queue in this process; by default a real server does (unless
+    ``KEYRACK_IN_PROCESS_WORKER=false``) and an app built on a test's ``ctx`` does not.
+    """
     server = ctx is None  # a real server, not a test
     if ctx is None:
         ctx = Context.from_settings(settings or Settings())
         keyrack_logging.configure(ctx.settings.log_level)
     ctx.settings.check_deployable()
+    if worker is None:
+        worker = server and ctx.settings.in_process_worker
     key_cache: KeyCache[RenderedSelf] = KeyCache(
         lambda digest: find_identity(ctx, digest),
         lambda identity: render_self(load_self(ctx, identity)),
@@ -59,7 +70,7 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with _runtime(app, ctx, key_cache, last_used):
+        async with _runtime(app, ctx, key_cache, last_used, jobs.worker(ctx) if worker else None):
             yield
 
     app = api.create_api(lifespan)
@@ -92,14 +103,19 @@ def create_app(settings: Settings | None = None, *, ctx: Context | None = None) 
 
 @asynccontextmanager
 async def _runtime(
-    app: FastAPI, ctx: Context, key_cache: KeyCache[Any], last_used: LastUsedBuffer
+    app: FastAPI,
+    ctx: Context,
+    key_cache: KeyCache[Any],
+    last_used: LastUsedBuffer,
+    worker: Worker | None,
 ) -> AsyncIterator[None]:
-    """Start the limiter, the last-used flusher and the invalidation listener; stop them,
-    flushing what is pending, at shutdown."""
+    """Start the limiter, the last-used flusher, the invalidation listener and the job
+    worker; stop them, flushing what is pending, at shutdown."""
     settings = ctx.settings
     tasks = [asyncio.create_task(last_used.run(), name="keyrack-last-used")]
     redis: AsyncRedis | None = None
     publisher: RedisPublisher | None = None
+    wakeups: wakeup.RedisPublisher | None = None
     if settings.redis_url:
         # The limiter sends each event-loop tick's calls as one pipeline under one timeout
         # of its own (per-command socket timeouts would arm a timer per call), so a
@@ -123,9 +139,20 @@ async def _runtime(
             await asyncio.wait_for(listener.subscribed.wait(), timeout=_SUBSCRIBE_WAIT_SECONDS)
         except TimeoutError:
             log.warning("serving before the cache invalidation channel is up")
+        # jobs enqueued here wake workers in other processes (PostgreSQL's NOTIFY does
+        # too; through Redis, so do those on one SQLite file)
+        wakeups = wakeup.RedisPublisher(settings.redis_url)
+        wakeup.add_publisher(ctx.db.engine.url, wakeups)
+    if worker is not None:
+        worker.start()  # on SQLite it is woken directly by this process's commits
     try:
         yield
     finally:
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+        if wakeups is not None:
+            wakeup.remove_publisher(ctx.db.engine.url, wakeups)
+            wakeups.close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -77,7 +77,6 @@ def test_deliveries_are_paged_and_one_can_be_sent_again(
                     "payload": {},
                     "status": "failed",
                     "attempts": 8,
-                    "next_attempt_at": clock() - timedelta(days=1),
                     "last_status_code": 502,
                     "created_at": clock() - timedelta(days=1),
                 }

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 
 from keyrack.errors import InvalidInput
+from keyrack.jobs import admin
 from keyrack.services import email, jobs
 from keyrack.services.context import Context
 from keyrack.services.email import SmtpTarget, parse_smtp_url
@@ -90,11 +91,12 @@ def test_an_unreachable_smtp_server_is_retried_later(
     [waiting] = email.list_outbox(ctx).data
     assert (waiting.status, waiting.attempts) == ("pending", 1)
     assert waiting.last_error
+    [job] = admin.list_jobs(ctx.db, kind="email.send").data
     up = dataclasses.replace(
         ctx, settings=ctx.settings.model_copy(update={"smtp_url": smtp_server[0]})
     )
-    assert jobs.sweep(up, waiting.next_attempt_at - timedelta(seconds=1)).emails_sent == 0
-    assert jobs.sweep(up, waiting.next_attempt_at).emails_sent == 1
+    assert jobs.sweep(up, job.run_at - timedelta(microseconds=1)).emails_sent == 0
+    assert jobs.sweep(up, job.run_at).emails_sent == 1
     assert len(smtp_server[1].messages) == 1
 
 

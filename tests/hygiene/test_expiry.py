@@ -5,11 +5,14 @@ Time travels through the injected clock (or ``--now``); nothing sleeps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,8 +21,10 @@ from sqlalchemy import func, select
 
 from keyrack.domain.events import Event, KeyChanged
 from keyrack.domain.expiry import DeadlineKind
+from keyrack.domain.jobs import State
 from keyrack.domain.keys import digest
 from keyrack.domain.verification import KeyStatus, VerdictStatus
+from keyrack.jobs import admin
 from keyrack.services import expiry, jobs, keys
 from keyrack.services.context import Context
 from keyrack.storage.database import Database
@@ -48,6 +53,14 @@ def expiring_days(ctx: Context, ref: str) -> list[int]:
 def status_of(ctx: Context, ref: str) -> KeyStatus:
     with ctx.db.session() as session:
         return KeyStatus(session.scalar(select(ApiKey.status).where(ApiKey.ref == ref)) or "")
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
 
 
 def count(ctx: Context, table: Any) -> int:
@@ -213,22 +226,25 @@ def test_sweep_command_evaluates_at_now_and_reports_json(seeded: Seeded, databas
     assert bad.returncode == 2
 
 
-def test_the_worker_sweeps_until_told_to_stop(seeded: Seeded, clock: MutableClock) -> None:
+def test_the_worker_sweeps_once_a_minute_until_told_to_stop(
+    seeded: Seeded, clock: MutableClock
+) -> None:
+    ctx, ref = seeded.ctx, seeded.key.ref
     clock.now = seeded.key.created_at + 75 * DAY
-    stop = threading.Event()
-    reports: list[jobs.SweepReport] = []
-
-    def on_report(report: jobs.SweepReport) -> None:
-        reports.append(report)
+    quick = ctx.settings.model_copy(update={"job_poll_seconds": 0.05})
+    worker = jobs.worker(dataclasses.replace(ctx, settings=quick))
+    worker.start()
+    try:
+        eventually(lambda: expiring_days(ctx, ref) == [15])
+        clock.advance(8 * DAY)  # a later period: the sweep is enqueued and runs again
+        eventually(lambda: expiring_days(ctx, ref) == [15, 7])
         clock.advance(8 * DAY)
-        if len(reports) == 3:
-            stop.set()
-
-    assert jobs.run_worker(seeded.ctx, stop=stop, interval=0.001, on_report=on_report) == 3
-    assert [r.notices for r in reports] == [1, 1, 0]
-    assert [r.expired for r in reports] == [0, 0, 1]
-    assert [r.idle for r in reports] == [False, False, False]
-    assert jobs.sweep(seeded.ctx).idle
+        eventually(lambda: status_of(ctx, ref) is KeyStatus.EXPIRED)
+    finally:
+        worker.stop()
+    latest = admin.list_jobs(ctx.db, kind=jobs.SWEEP_EXPIRY, limit=1).data[0]
+    assert (latest.state, latest.progress) == (State.SUCCEEDED, {"notices": 0, "expired": 1})
+    assert jobs.sweep(ctx).idle
 
 
 def test_a_dry_run_lists_what_is_due_and_changes_nothing(seeded: Seeded) -> None:

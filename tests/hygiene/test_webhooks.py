@@ -11,14 +11,19 @@ from datetime import timedelta
 import httpx
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from keyrack.cli import app as cli
 from keyrack.client.webhooks import sign_payload, verify_signature
+from keyrack.domain.jobs import Priority, State
 from keyrack.domain.tenancy import Scope
-from keyrack.domain.webhooks import MAX_ATTEMPTS, retry_delay
+from keyrack.domain.webhooks import MAX_ATTEMPTS, RETRY
+from keyrack.jobs import JobView, admin, queue
 from keyrack.services import jobs, keys, tenancy, webhooks
-from keyrack.services.context import Actor
+from keyrack.services import queue as queue_service
+from keyrack.services.context import Actor, Context
 from keyrack.storage.tables.webhooks import WebhookEndpoint
-from tests.conftest import MutableClock, Seeded
+from tests.conftest import OPERATOR, MutableClock, Seeded
 from tests.hygiene.conftest import Receiver
 
 SECRET = "whsec_test-secret"
@@ -50,9 +55,10 @@ def test_a_header_with_a_rotated_secret_still_verifies_with_either_signature() -
     assert verify_signature(SECRET, BODY, f"{old},{new}", now=now)
 
 
-def test_retries_back_off_exponentially_and_are_capped() -> None:
-    assert [retry_delay(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
-    assert retry_delay(30) == timedelta(hours=6)
+def test_retries_back_off_exponentially_with_jitter_and_are_capped() -> None:
+    assert [RETRY.ceiling(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert RETRY.ceiling(30) == timedelta(hours=6)
+    assert all(timedelta(0) <= RETRY.delay(3) <= timedelta(minutes=2) for _ in range(100))
 
 
 def _register(api: httpx.Client, seeded: Seeded, hook: Receiver, **extra: object) -> int:
@@ -104,10 +110,12 @@ def test_a_failed_delivery_is_retried_later_and_then_delivered(
     assert (first.webhooks_delivered, first.webhooks_retrying) == (0, 1)
     [pending] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
     assert (pending.status, pending.attempts, pending.last_status_code) == ("pending", 1, 500)
-    assert pending.next_attempt_at == clock.now + timedelta(seconds=30)
+    assert pending.next_attempt_at is not None
+    assert clock.now < pending.next_attempt_at <= clock.now + timedelta(seconds=30)
+    due = pending.next_attempt_at
 
-    assert jobs.sweep(seeded.ctx, clock.now + timedelta(seconds=29)).webhooks_delivered == 0
-    assert jobs.sweep(seeded.ctx, clock.now + timedelta(seconds=30)).webhooks_delivered == 1
+    assert jobs.sweep(seeded.ctx, due - timedelta(microseconds=1)).webhooks_delivered == 0
+    assert jobs.sweep(seeded.ctx, due).webhooks_delivered == 1
 
     assert len(receiver.received) == 2
     assert all(r["verified"] for r in receiver.received)
@@ -117,8 +125,8 @@ def test_a_failed_delivery_is_retried_later_and_then_delivered(
     assert (done.status, done.attempts) == ("delivered", 2)
 
 
-def test_an_unreachable_endpoint_fails_after_the_last_attempt(
-    seeded: Seeded, clock: MutableClock
+def test_an_unreachable_endpoint_fails_after_the_last_attempt_and_shows_in_keyrack_jobs(
+    seeded: Seeded, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     operator = Actor(label="test")
     endpoint, _ = webhooks.create_endpoint(
@@ -132,6 +140,17 @@ def test_an_unreachable_endpoint_fails_after_the_last_attempt(
     assert (delivery.status, delivery.attempts) == ("failed", MAX_ATTEMPTS)
     assert delivery.last_error and "Connect" in delivery.last_error
     assert jobs.sweep(seeded.ctx).webhooks_failed == 0
+
+    monkeypatch.setattr("keyrack.cli.queue.context", lambda: seeded.ctx)
+    listed = CliRunner().invoke(cli, ["jobs", "list", "--state", "failed", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [failed] = json.loads(listed.output)["data"]
+    assert (failed["kind"], failed["payload"], failed["attempt"]) == (
+        "webhook.deliver",
+        {"delivery_id": delivery.id},
+        MAX_ATTEMPTS,
+    )
+    assert failed["last_error"].startswith("DeliveryFailed: ConnectError")
 
 
 def test_redeliver_sends_a_delivery_again(
@@ -260,3 +279,101 @@ def test_the_verify_helper_and_expiry_rules_import_no_server_dependency(module: 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = {name.split(".")[0] for name in out.stdout.split()}
     assert not loaded & {"fastapi", "sqlalchemy", "redis", "starlette", "alembic"}
+
+
+def _job_of(ctx: Context, delivery_id: int) -> JobView:
+    [job] = [
+        j
+        for j in admin.list_jobs(ctx.db, kind="webhook.deliver").data
+        if j.payload == {"delivery_id": delivery_id}
+    ]
+    return job
+
+
+def test_each_delivery_is_a_job_of_its_own_committed_with_its_event(
+    seeded: Seeded, receiver: Receiver
+) -> None:
+    endpoint, _ = webhooks.create_endpoint(seeded.ctx, OPERATOR, seeded.org_id, url=receiver.url)
+    seeded.new_key(name="Queued")
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    job = _job_of(seeded.ctx, delivery.id)
+    assert (job.state, job.priority, job.max_attempts) == (State.AVAILABLE, Priority.DELIVERY, 8)
+    assert job.created_at == delivery.created_at == delivery.next_attempt_at
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+
+
+def test_redelivering_a_delivery_that_waits_for_its_retry_sends_it_now_afresh(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver, clock: MutableClock
+) -> None:
+    webhook_id = _register(api, seeded, receiver)
+    receiver.statuses = [503]
+    seeded.new_key(name="Down at first")
+    jobs.sweep(seeded.ctx)
+    [waiting] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    assert waiting.next_attempt_at is not None and waiting.next_attempt_at > clock.now
+
+    again = api.post(
+        f"/api/v2/webhooks/deliveries/{waiting.id}/redeliver", headers=seeded.headers()
+    )
+    assert again.status_code == 200, again.text
+    assert (again.json()["attempts"], again.json()["status"]) == (0, "pending")
+    assert again.json()["next_attempt_at"] == clock.now.isoformat().replace("+00:00", "Z")
+    assert jobs.sweep(seeded.ctx).webhooks_delivered == 1  # now, not at the retry
+    [done] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    assert (done.status, done.attempts, done.next_attempt_at) == ("delivered", 1, None)
+    states = sorted(j.state for j in admin.list_jobs(seeded.ctx.db, kind="webhook.deliver").data)
+    assert states == [State.CANCELED, State.SUCCEEDED]  # the retry it replaced never ran
+
+
+def test_a_delivery_being_sent_is_not_redelivered_until_the_attempt_ends(
+    api: httpx.Client, seeded: Seeded, receiver: Receiver, clock: MutableClock
+) -> None:
+    webhook_id = _register(api, seeded, receiver)
+    seeded.new_key(name="In flight")
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    [held] = queue.claim(
+        seeded.ctx.db,
+        worker_id="elsewhere",
+        kinds=["webhook.deliver"],
+        now=clock.now,
+        lease=timedelta(seconds=30),
+        limit=1,
+    )
+    path = f"/api/v2/webhooks/deliveries/{delivery.id}/redeliver"
+    refused = api.post(path, headers=seeded.headers())
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith("/conflict")
+    [sending] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, webhook_id).data
+    assert (sending.status, sending.next_attempt_at) == ("pending", None)
+    assert queue.succeed(seeded.ctx.db, held.id, "elsewhere", clock.now)
+    assert api.post(path, headers=seeded.headers()).status_code == 200
+
+
+def test_a_delivery_whose_job_was_canceled_shows_as_failed_not_pending(
+    seeded: Seeded, receiver: Receiver
+) -> None:
+    endpoint, _ = webhooks.create_endpoint(seeded.ctx, OPERATOR, seeded.org_id, url=receiver.url)
+    seeded.new_key(name="Never sent")
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    queue_service.cancel(seeded.ctx, OPERATOR, _job_of(seeded.ctx, delivery.id).id)
+    [shown] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    assert (shown.status, shown.next_attempt_at) == ("failed", None)
+    assert shown.last_error and "no job will send it" in shown.last_error
+    assert jobs.sweep(seeded.ctx).idle and receiver.received == []
+
+
+def test_a_delivery_to_an_endpoint_deleted_meanwhile_ends_without_a_call(
+    seeded: Seeded, receiver: Receiver
+) -> None:
+    endpoint, _ = webhooks.create_endpoint(seeded.ctx, OPERATOR, seeded.org_id, url=receiver.url)
+    seeded.new_key(name="Orphan")
+    [delivery] = webhooks.list_deliveries(seeded.ctx, seeded.org_id, endpoint.id).data
+    webhooks.delete_endpoint(seeded.ctx, OPERATOR, seeded.org_id, endpoint.id)
+    assert jobs.sweep(seeded.ctx).webhooks_failed == 1
+    assert receiver.received == []
+    job = _job_of(seeded.ctx, delivery.id)
+    assert (job.state, job.attempt, job.last_error) == (
+        State.FAILED,
+        1,
+        "Discard: endpoint deleted",
+    )

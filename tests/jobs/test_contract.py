@@ -7,7 +7,7 @@ rescue) by hand, as two or more workers would interleave them.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -47,6 +47,16 @@ def claim(
 
 def job(db: Database, job_id: int) -> JobView:
     return admin.get_job(db, job_id)
+
+
+def retry(db: Database, job_id: int, now: datetime) -> JobView:
+    with db.transaction() as session:
+        return admin.retry(session, job_id, now)
+
+
+def cancel(db: Database, job_id: int, now: datetime) -> JobView:
+    with db.transaction() as session:
+        return admin.cancel(session, job_id, now)
 
 
 def count_jobs(db: Database) -> int:
@@ -121,6 +131,22 @@ def test_a_unique_key_admits_one_queued_or_running_job(
     after = add(unique_key="sync:connection:4")
     assert after.created and after.job.id != first.job.id
     assert add(unique_key="sync:connection:5").created
+
+
+def test_a_replacing_job_takes_a_waiting_ones_place_but_not_a_running_ones(
+    db: Database, clock: MutableClock, add: Add
+) -> None:
+    waiting = add(unique_key="deliver:9", run_at=clock() + timedelta(minutes=10)).job
+    replaced = add(unique_key="deliver:9", payload={"fresh": True}, replace=True)
+    assert replaced.created and replaced.job.id != waiting.id
+    assert (replaced.job.state, replaced.job.run_at) == (State.AVAILABLE, clock())
+    gone = job(db, waiting.id)
+    assert (gone.state, gone.last_error) == (State.CANCELED, "replaced by a newer job")
+
+    [running] = claim(db, clock)
+    while_running = add(unique_key="deliver:9", replace=True)
+    assert not while_running.created and while_running.job.id == running.id
+    assert job(db, running.id).state is State.RUNNING
 
 
 def test_the_database_itself_refuses_a_second_active_job_per_unique_key(
@@ -340,13 +366,13 @@ def test_progress_is_saved_while_the_job_is_held(
 
 def test_a_canceled_waiting_job_never_runs(db: Database, clock: MutableClock, add: Add) -> None:
     added = add().job
-    canceled = admin.cancel(db, added.id, clock())
+    canceled = cancel(db, added.id, clock())
     assert canceled.state is State.CANCELED and canceled.finished_at == clock()
     assert claim(db, clock) == []
     with pytest.raises(Conflict):
-        admin.cancel(db, added.id, clock())
+        cancel(db, added.id, clock())
     with pytest.raises(NotFound):
-        admin.cancel(db, 999_999, clock())
+        cancel(db, 999_999, clock())
 
 
 def test_a_canceled_running_job_is_no_longer_its_workers(
@@ -354,7 +380,7 @@ def test_a_canceled_running_job_is_no_longer_its_workers(
 ) -> None:
     add()
     [taken] = claim(db, clock, "w1")
-    admin.cancel(db, taken.id, clock())
+    cancel(db, taken.id, clock())
     assert queue.heartbeat(db, "w1", [taken.id], clock(), LEASE) == set()  # the worker is told
     assert not queue.succeed(db, taken.id, "w1", clock())
     assert job(db, taken.id).state is State.CANCELED
@@ -368,21 +394,21 @@ def test_retrying_a_failed_job_gives_it_one_more_attempt(
     queue.fail(db, taken, "w1", clock(), "boom", retry_in=timedelta(seconds=1))
     assert job(db, added.id).state is State.FAILED
 
-    retried = admin.retry(db, added.id, clock())
+    retried = retry(db, added.id, clock())
     assert (retried.state, retried.max_attempts, retried.finished_at) == (State.AVAILABLE, 2, None)
     [again] = claim(db, clock)
     assert again.attempt == 2
     queue.succeed(db, again.id, "w1", clock())
     with pytest.raises(Conflict):
-        admin.retry(db, added.id, clock())
+        retry(db, added.id, clock())
 
 
 def test_a_scheduled_job_retried_runs_now(db: Database, clock: MutableClock, add: Add) -> None:
     added = add(run_at=clock() + timedelta(hours=1)).job
-    assert admin.retry(db, added.id, clock()).run_at == clock()
+    assert retry(db, added.id, clock()).run_at == clock()
     assert [j.id for j in claim(db, clock)] == [added.id]
     with pytest.raises(Conflict):  # running
-        admin.retry(db, added.id, clock())
+        retry(db, added.id, clock())
 
 
 def test_a_failed_job_is_not_retried_while_another_holds_its_unique_key(
@@ -393,7 +419,7 @@ def test_a_failed_job_is_not_retried_while_another_holds_its_unique_key(
     queue.fail(db, taken, "w1", clock(), "boom", retry_in=None)
     add(unique_key="probe:connection:1")
     with pytest.raises(Conflict, match="unique key"):
-        admin.retry(db, old.id, clock())
+        retry(db, old.id, clock())
     assert job(db, old.id).state is State.FAILED
 
 

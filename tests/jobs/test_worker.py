@@ -26,6 +26,7 @@ from keyrack.jobs.queue import JobView
 from keyrack.services.context import Context
 from keyrack.storage.database import Database
 from keyrack.storage.tables.jobs import Job
+from tests.conftest import MutableClock
 from tests.jobs.conftest import KIND
 from tests.live import serve_in_thread
 
@@ -225,7 +226,8 @@ def test_a_canceled_running_job_is_told_to_stop(db: Database, workers: list[Work
     start(workers, db, Handler(KIND, long_export), lease=1.5)
     running = add(db)
     eventually(lambda: (admin.get_job(db, running.id).progress or {}).get("rows_done", 0) > 2)
-    admin.cancel(db, running.id, admin.get_job(db, running.id).run_at)
+    with db.transaction() as session:
+        admin.cancel(session, running.id, admin.get_job(db, running.id).run_at)
     assert stopped.wait(10)
     assert state_of(db, running.id) is State.CANCELED
 
@@ -295,6 +297,43 @@ def test_a_worker_from_settings_prunes_finished_jobs(
     [prune] = admin.list_jobs(db, kind=PRUNE).data
     assert prune.progress == {"deleted": 1}
     assert [j.id for j in admin.list_jobs(db).data] == [prune.id, recent.id]
+
+
+def test_a_drain_runs_each_due_job_once_in_this_thread_and_says_how_it_ended(
+    db: Database, ctx: Context, clock: MutableClock
+) -> None:
+    threads: set[str] = set()
+
+    def note(job: RunningJob) -> None:
+        threads.add(threading.current_thread().name)
+
+    def fail(job: RunningJob) -> None:
+        raise ValueError("try later")
+
+    def give_up(job: RunningJob) -> None:
+        raise Discard("no use")
+
+    handlers = [Handler("ok", note), Handler("flaky", fail), Handler("hopeless", give_up)]
+    now = clock()
+    ok, flaky, hopeless = (add(db, kind, now=now) for kind in ("ok", "flaky", "hopeless"))
+    later = add(db, "ok", now=now, run_at=now + timedelta(seconds=1))
+    export = add(db, "ok", now=now, priority=Priority.BULK)
+
+    outcomes = Worker(ctx, handlers).drain()  # on the test's clock
+
+    ended = {outcome.job.id: outcome.state for outcome in outcomes}
+    assert ended == {
+        ok.id: State.SUCCEEDED,
+        export.id: State.SUCCEEDED,
+        flaky.id: State.SCHEDULED,  # once: its retry waits for its backoff
+        hopeless.id: State.FAILED,
+    }
+    assert threads == {threading.current_thread().name}
+    assert state_of(db, later.id) is State.SCHEDULED
+    drained = Worker(ctx, handlers)
+    assert drained.drain() == []
+    with pytest.raises(RuntimeError, match="used already"):
+        drained.drain()
 
 
 def test_a_worker_runs_inside_an_asgi_server_from_its_lifespan(db: Database) -> None:

@@ -14,7 +14,7 @@ import re
 import socket
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,17 +156,25 @@ def test_a_cli_command_with_the_database_cut_off_says_so_in_one_line_and_exits_1
     assert said[0].startswith("error (unavailable): the database is unreachable")
 
 
-def test_the_worker_with_the_database_cut_off_logs_one_line_per_sweep_and_keeps_trying(
+def test_the_worker_with_the_database_cut_off_logs_one_line_per_try_and_keeps_trying(
     unreachable_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = make_settings(unreachable_url)
+    settings = make_settings(unreachable_url, job_poll_seconds=0.05)
     ctx = Context(settings=settings, db=Database(unreachable_url))
-    stop = threading.Event()
-    threading.Timer(0.5, stop.set).start()
+    worker = jobs.worker(ctx)
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("job dispatch failed")]
+
     with caplog.at_level(logging.INFO):
-        assert jobs.run_worker(ctx, stop=stop, interval=0.1) == 0
-    failures = [r for r in caplog.records if r.getMessage().startswith("sweep failed")]
-    assert len(failures) >= 2  # it kept trying
-    assert all("the database is unreachable" in r.getMessage() for r in failures)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(failures()) < 2 and time.monotonic() < deadline:  # it keeps trying
+                time.sleep(0.02)
+        finally:
+            worker.stop()
+    assert len(failures()) >= 2
+    assert all("the database is unreachable" in r.getMessage() for r in failures())
     assert _tracebacks(caplog) == []
     ctx.db.dispose()

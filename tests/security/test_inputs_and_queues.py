@@ -24,8 +24,10 @@ import pytest
 from sqlalchemy import select, update
 
 from keyrack.cli import main as keyrack_cli
+from keyrack.domain.jobs import State
 from keyrack.domain.tenancy import OrgKind, Scope
 from keyrack.errors import InvalidInput
+from keyrack.jobs import admin as queue_admin
 from keyrack.server import create_app
 from keyrack.services import email, jobs, keys, requests, tenancy, webhooks
 from keyrack.services.context import Context
@@ -207,10 +209,12 @@ def test_an_email_a_killed_worker_was_sending_goes_out_after_its_lease(
         worker.send_signal(signal.SIGKILL)  # kill -9, mid-send
         worker.wait(10)
     [left] = _outbox(mailing_ctx)
-    assert left.status == "sending"
+    [held] = queue_admin.list_jobs(mailing_ctx.db, kind="email.send").data
+    assert (left.status, held.state, held.attempt) == ("pending", State.RUNNING, 1)
+    lease = timedelta(seconds=mailing_ctx.settings.job_lease_seconds)
 
-    assert jobs.sweep(mailing_ctx, clock.now + email.LEASE / 2).emails_sent == 0  # still leased
-    assert jobs.sweep(mailing_ctx, clock.now + email.LEASE).emails_sent == 1
+    assert jobs.sweep(mailing_ctx, clock.now + lease / 2).emails_sent == 0  # still leased
+    assert jobs.sweep(mailing_ctx, clock.now + lease).emails_sent == 1
 
     assert smtp_server[1].recipients == ["admin@acme.test"]
     [sent] = _outbox(mailing_ctx)

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from keyrack.cache.relay import RedisPublisher
 from keyrack.config import Settings
+from keyrack.jobs import wakeup
 from keyrack.services.context import Actor, Context
 
 console = Console(soft_wrap=True)
@@ -32,10 +33,12 @@ JsonOption = typer.Option(False, "--json", help="Print JSON for programs instead
 
 @cache
 def context() -> Context:
-    """The CLI's context; with Redis configured, its key changes reach every server at once."""
+    """The CLI's context; with Redis configured, its key changes reach every server at once,
+    and the jobs it enqueues (a revoked key's webhooks) wake every worker at once."""
     ctx = Context.from_settings(Settings())
     if ctx.settings.redis_url:
         ctx.bus.subscribe(RedisPublisher(ctx.settings.redis_url))
+        wakeup.add_publisher(ctx.db.engine.url, wakeup.RedisPublisher(ctx.settings.redis_url))
     return ctx
 
 

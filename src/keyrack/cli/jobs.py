@@ -1,14 +1,13 @@
-"""``keyrack sweep``, ``keyrack worker`` and ``keyrack outbox``: the periodic jobs."""
+"""``keyrack sweep``, ``keyrack worker`` and ``keyrack outbox``: the background work."""
 
 from __future__ import annotations
 
-import signal
-import threading
 from datetime import UTC, datetime
-from types import FrameType
 
+import prometheus_client
 import typer
 
+from keyrack import logging as keyrack_logging
 from keyrack.cli.common import JsonOption, console, context, emit_json, emit_table
 from keyrack.services import email, expiry, jobs
 
@@ -53,7 +52,10 @@ def sweep(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Run the periodic work once: expiry and notices, webhook deliveries, emails."""
+    """Do the periodic work once (expiry and notices, purges), then send what is due.
+
+    For cron, or to look ahead with --now; a running worker does all of it by itself.
+    """
     ctx = context()
     moment = parse_now(now)
     if dry_run:
@@ -79,37 +81,37 @@ def sweep(
 
 
 def worker(
-    interval: float | None = typer.Option(
-        None, min=0.1, help="Seconds between sweeps (default KEYRACK_WORKER_INTERVAL_SECONDS)."
+    concurrency: int | None = typer.Option(
+        None, min=1, help="Jobs run at once (default KEYRACK_JOB_CONCURRENCY)."
     ),
-    now: str | None = NowOption,
-    as_json: bool = JsonOption,
+    metrics_port: int | None = typer.Option(
+        None,
+        min=1,
+        max=65535,
+        help="Serve this worker's Prometheus metrics on 127.0.0.1 at this port.",
+    ),
 ) -> None:
-    """Sweep on a schedule until SIGINT or SIGTERM (the sweep in progress finishes first)."""
+    """Run the job queue until SIGTERM or SIGINT: deliveries, emails, sweeps.
+
+    Any number may run beside the servers. On SIGTERM, running jobs may finish for
+    KEYRACK_JOB_SHUTDOWN_GRACE_SECONDS; the rest are handed back to the queue.
+    """
     ctx = context()
-    moment = parse_now(now)
-    if moment is not None:
-        ctx = jobs.replace_clock(ctx, jobs.shifted_clock(moment))
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-
-    def report(result: jobs.SweepReport) -> None:
-        if as_json or not result.idle:
-            _print_report(result, as_json)
-
-    runs = jobs.run_worker(ctx, stop=stop, interval=interval, on_report=report)
-    if not as_json:
-        console.print(f"worker stopped after {runs} sweep(s)")
+    keyrack_logging.configure(ctx.settings.log_level)
+    if metrics_port is not None:  # pickup latency and failures live in this process
+        prometheus_client.start_http_server(metrics_port, addr="127.0.0.1")
+    running = jobs.worker(ctx, concurrency=concurrency)
+    running.run(
+        started=lambda: console.print(
+            f"worker {running.worker_id} running up to {running.concurrency} jobs at once"
+        )
+    )
+    console.print(f"worker {running.worker_id} stopped")
 
 
 @outbox.command("list")
 def list_outbox(
-    status: str | None = typer.Option(None, help="pending, sending, sent or failed."),
+    status: str | None = typer.Option(None, help="pending, sent or failed."),
     limit: int = typer.Option(50, min=1, max=500),
     cursor: str | None = typer.Option(None, help="Continue from a previous page."),
     as_json: bool = JsonOption,

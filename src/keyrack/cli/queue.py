@@ -1,4 +1,4 @@
-"""``keyrack jobs``: list, retry, cancel and count the jobs in the queue."""
+"""``keyrack jobs``: list, retry, cancel (audited) and count the jobs in the queue."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 import typer
 
-from keyrack.cli.common import JsonOption, console, context, emit_json, emit_table
+from keyrack.cli.common import OPERATOR, JsonOption, console, context, emit_json, emit_table
 from keyrack.jobs import admin
 from keyrack.jobs.queue import JobView
+from keyrack.services import queue
 
 app = typer.Typer(help="The job queue: deliveries, sweeps, syncs, exports.", no_args_is_help=True)
 
@@ -75,8 +76,7 @@ def retry(
     job_id: int = typer.Argument(..., help="The job's id."), as_json: bool = JsonOption
 ) -> None:
     """Run a failed, canceled or waiting job now (a failed one gets one more attempt)."""
-    ctx = context()
-    _print_job("retried", admin.retry(ctx.db, job_id, ctx.clock()), as_json)
+    _print_job("retried", queue.retry(context(), OPERATOR, job_id), as_json)
 
 
 @app.command("cancel")
@@ -84,8 +84,7 @@ def cancel(
     job_id: int = typer.Argument(..., help="The job's id."), as_json: bool = JsonOption
 ) -> None:
     """Cancel a waiting or running job (a running one is asked to stop)."""
-    ctx = context()
-    _print_job("canceled", admin.cancel(ctx.db, job_id, ctx.clock()), as_json)
+    _print_job("canceled", queue.cancel(context(), OPERATOR, job_id), as_json)
 
 
 @app.command("stats")

@@ -14,6 +14,7 @@ from keyrack.console import (
     account,
     api_keys,
     auth,
+    jobs,
     notifications,
     production,
     staff,
@@ -32,6 +33,7 @@ ROUTERS = (
     notifications.router,
     account.router,
     staff.router,
+    jobs.router,
 )
 
 

@@ -98,6 +98,7 @@ def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
         links += [
             ("Staff: organizations", f"{PREFIX}/staff/orgs"),
             ("Staff: key requests", f"{PREFIX}/staff/requests"),
+            ("Staff: jobs", f"{PREFIX}/staff/jobs"),
         ]
     links.append(("Account", PASSWORD_PAGE))
     return links

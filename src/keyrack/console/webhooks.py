@@ -35,7 +35,7 @@ PAGE_SIZE = 50
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 NOTICES = {
     "deleted": "Webhook deleted: nothing more is sent to it.",
-    "redelivered": "Delivery queued again: the worker sends it at its next sweep.",
+    "redelivered": "Delivery queued again: it goes out in a moment.",
 }
 
 

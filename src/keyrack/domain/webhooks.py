@@ -13,6 +13,8 @@ import hmac
 import secrets
 from datetime import timedelta
 
+from keyrack.domain.jobs import Backoff
+
 SIGNATURE_HEADER = "Keyrack-Signature"
 EVENT_ID_HEADER = "Keyrack-Event-Id"
 EVENT_TYPE_HEADER = "Keyrack-Event-Type"
@@ -66,14 +68,8 @@ def verify(
 
 
 MAX_ATTEMPTS = 8
-FIRST_RETRY = timedelta(seconds=30)
-MAX_RETRY = timedelta(hours=6)
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff after ``attempts`` failed tries: 30 s, 1 min, 2 min, … capped at 6 h.
-
-    Used for webhook deliveries and for outbox emails alike.
-    """
-    delay: timedelta = FIRST_RETRY * 2 ** min(max(0, attempts - 1), 20)
-    return min(delay, MAX_RETRY)
+"""Attempts at a webhook delivery or an email before it ends ``failed``."""
+RETRY = Backoff(base=timedelta(seconds=30), cap=timedelta(hours=6))
+"""After failed attempt ``n`` a delivery (or an email) waits a random time below
+30 s, 1 min, 2 min, … (capped at 6 h): full jitter, so the deliveries that failed
+together while a receiver was down do not all come back to it at once."""

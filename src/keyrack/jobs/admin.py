@@ -1,4 +1,5 @@
-"""Seeing and steering the queue: list, retry, cancel, stats (the CLI and console use these)."""
+"""Seeing and steering the queue: list, retry, cancel, stats (``services.queue`` audits the
+steering for the CLI and the console)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from keyrack.domain.jobs import WAITING, State
+from keyrack.domain.jobs import ACTIVE, WAITING, State
 from keyrack.errors import Conflict, InvalidInput, NotFound
 from keyrack.jobs import metrics, queue, wakeup
 from keyrack.jobs.queue import JOBS, JobView
@@ -18,6 +19,8 @@ from keyrack.storage.paging import DEFAULT_LIMIT, Page, paginate
 from keyrack.storage.tables.jobs import WAITING_JOBS, Job
 
 RECENT_FAILURES = 10
+RETRYABLE: tuple[State, ...] = (State.FAILED, State.CANCELED, *WAITING)
+CANCELABLE: tuple[State, ...] = ACTIVE
 
 
 def parse_state(text: str) -> State:
@@ -47,42 +50,62 @@ def list_jobs(
 
 def get_job(db: Database, job_id: int) -> JobView:
     with db.session() as session:
-        row = session.get(Job, job_id)
-        if row is None:
-            raise NotFound(f"no job {job_id}")
-        return JobView.of(row)
+        return job_in(session, job_id)
 
 
-def _change(
-    db: Database, job_id: int, allowed: tuple[State, ...], verb: str, **values: Any
-) -> JobView:
-    """Apply ``values`` if the job is in one of ``allowed``; say why not otherwise."""
-    try:
-        with db.transaction() as session:
-            row = session.execute(
-                update(JOBS)
-                .where(Job.id == job_id, Job.state.in_(allowed))
-                .values(**values)
-                .returning(*queue.COLUMNS)
-            ).first()
-            if row is not None and values.get("state") in WAITING:
-                wakeup.on_commit(session)
-    except IntegrityError:
-        raise Conflict(
-            f"job {job_id} cannot be retried: another job with its unique key is queued or running"
-        ) from None
+def job_in(session: Session, job_id: int) -> JobView:
+    """The job as ``session`` sees it (e.g. before changing it in the same transaction)."""
+    row = session.get(Job, job_id)
     if row is None:
-        current = get_job(db, job_id)  # NotFound when there is no such job
-        raise Conflict(f"job {job_id} is {current.state}: it cannot be {verb}")
+        raise NotFound(f"no job {job_id}")
     return JobView.of(row)
 
 
-def retry(db: Database, job_id: int, now: datetime) -> JobView:
-    """Run a failed, canceled or waiting job now; a failed one gets one more attempt."""
+def unique_key_busy(job_id: int) -> Conflict:
+    return Conflict(
+        f"job {job_id} cannot be retried: another job with its unique key is queued or running"
+    )
+
+
+def _change(
+    session: Session, job_id: int, allowed: tuple[State, ...], verb: str, **values: Any
+) -> JobView:
+    """Apply ``values`` if the job is in one of ``allowed``; say why not otherwise.
+
+    A job brought back to waiting while another holds its unique key is refused
+    (``unique_key_busy``); should one be enqueued meanwhile, the commit fails on the
+    unique index (``IntegrityError``), which the caller reports the same way.
+    """
+    current = job_in(session, job_id)  # NotFound when there is no such job
+    if values.get("state") in WAITING and current.unique_key is not None:
+        holder = session.scalar(
+            select(Job.id).where(
+                Job.unique_key == current.unique_key, Job.state.in_(ACTIVE), Job.id != job_id
+            )
+        )
+        if holder is not None:
+            raise unique_key_busy(job_id)
+    row = session.execute(
+        update(JOBS)
+        .where(Job.id == job_id, Job.state.in_(allowed))
+        .values(**values)
+        .returning(*queue.COLUMNS)
+    ).first()
+    if row is None:
+        raise Conflict(f"job {job_id} is {current.state}: it cannot be {verb}")
+    if values.get("state") in WAITING:
+        wakeup.on_commit(session)
+    return JobView.of(row)
+
+
+def retry(session: Session, job_id: int, now: datetime) -> JobView:
+    """Run a failed, canceled or waiting job now; a failed one gets one more attempt.
+
+    In the caller's transaction, so an operator's audit record commits with it."""
     return _change(
-        db,
+        session,
         job_id,
-        (State.FAILED, State.CANCELED, *WAITING),
+        RETRYABLE,
         "retried",
         state=State.AVAILABLE,
         run_at=now,
@@ -93,12 +116,12 @@ def retry(db: Database, job_id: int, now: datetime) -> JobView:
     )
 
 
-def cancel(db: Database, job_id: int, now: datetime) -> JobView:
+def cancel(session: Session, job_id: int, now: datetime) -> JobView:
     """Cancel a waiting or running job (a running one is told to stop at its next heartbeat)."""
     return _change(
-        db,
+        session,
         job_id,
-        (*WAITING, State.RUNNING),
+        CANCELABLE,
         "canceled",
         state=State.CANCELED,
         finished_at=now,

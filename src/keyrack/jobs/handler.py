@@ -3,7 +3,9 @@
 A handler returns to succeed, raises to fail (retried with its backoff, and
 ``failed`` after the last attempt), raises ``Snooze`` to run later without
 counting the attempt (a provider's Retry-After, a busy resource), or
-``Discard`` to fail at once. Long handlers call ``job.progress(...)`` and
+``Discard`` to fail at once. ``AttemptFailed`` (and ``Discard``) say the failure
+was foreseen, e.g. a receiver answering 503: logged in one line, without the
+traceback any other exception gets. Long handlers call ``job.progress(...)`` and
 check ``job.should_stop()`` (true once the job is canceled, taken over, or its
 worker is stopping).
 """
@@ -32,6 +34,10 @@ class Snooze(Exception):
 
 class Discard(Exception):
     """Fail this job now, without the attempts left: retrying cannot help."""
+
+
+class AttemptFailed(Exception):
+    """This attempt failed as foreseen (a refused call): retried like any other failure."""
 
 
 class RunningJob:

@@ -23,6 +23,9 @@ FAILURES = Counter(
     ("kind", "final"),
 )
 
+COLLECTORS = (QUEUE_DEPTH, PICKUP_LATENCY, FAILURES)
+"""Every series of the queue (the server's ``/metrics`` serves them with its own)."""
+
 
 def record_depth(counts: Mapping[str, int], states: Iterable[State] = tuple(State)) -> None:
     """Set the depth of ``states`` from ``counts`` (zero for a state with no job)."""

@@ -129,16 +129,24 @@ def enqueue(
     run_at: datetime | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     now: datetime | None = None,
+    replace: bool = False,
 ) -> Enqueued:
     """Add a job in the caller's transaction; workers are woken once it commits.
 
     ``payload`` is JSON and never a secret. With ``unique_key``, a job already
     queued or running under that key is returned (``created=False``) instead
-    of a second one.
+    of a second one; with ``replace`` too, a waiting one is canceled and this
+    job takes its place (a running one is still returned: it cannot be undone).
     """
     _check(kind, unique_key, max_attempts)
     now = now or datetime.now(UTC)
     run_at = run_at or now
+    if replace and unique_key is not None:
+        session.execute(
+            update(JOBS)
+            .where(Job.unique_key == unique_key, WAITING_JOBS)
+            .values(state=State.CANCELED, finished_at=now, last_error="replaced by a newer job")
+        )
     values = {
         "kind": kind,
         "payload": payload or {},
@@ -311,13 +319,16 @@ def snooze(
     now: datetime,
     delay: timedelta,
     reason: str | None = None,
-) -> bool:
-    """Run the job again after ``delay`` without counting this attempt."""
+) -> State | None:
+    """Run the job again after ``delay`` without counting this attempt; returns its new state
+    (None: no longer ours)."""
     run_at = now + delay
-    values: dict[str, Any] = {"state": waiting_state(run_at, now), "run_at": run_at}
+    state = waiting_state(run_at, now)
+    values: dict[str, Any] = {"state": state, "run_at": run_at}
     if reason is not None:
         values["last_error"] = scrub_error(reason)
-    return _finish(db, job_id, worker_id, attempt=Job.attempt - 1, lease_expires_at=None, **values)
+    done = _finish(db, job_id, worker_id, attempt=Job.attempt - 1, lease_expires_at=None, **values)
+    return state if done else None
 
 
 def release(db: Database, worker_id: str, job_ids: Collection[int], now: datetime) -> int:

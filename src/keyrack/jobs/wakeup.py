@@ -8,7 +8,9 @@ Three paths, each fired only once the enqueuing transaction commits:
 - PostgreSQL: ``enqueue`` issues ``pg_notify`` inside the transaction, which the
   server delivers on commit to every worker's ``LISTEN`` connection;
 - Redis (when configured): after the commit a message on ``CHANNEL`` reaches
-  workers in other processes, e.g. a separate worker on one SQLite file.
+  workers in other processes, e.g. a separate worker on one SQLite file. The
+  enqueuing process registers the publisher (``add_publisher``: the server and
+  the CLI do); a worker only listens.
 
 A missed wake-up costs at most the worker's poll interval, never a job.
 """

@@ -12,7 +12,10 @@ path (PostgreSQL ``LISTEN``, Redis) sets the dispatcher's event. An idle
 dispatcher sleeps until whichever comes first: a wake-up, the next due job or
 lease end it knows of, the next period of a schedule, or ``poll`` seconds.
 
-What a handler may do is in ``handler``.
+``drain()`` runs the due jobs once in the calling thread instead (``keyrack sweep``,
+tests). A worker only listens for wake-ups; announcing new jobs (in-process, and
+through Redis) is the enqueuing process's part (``wakeup``). What a handler may do
+is in ``handler``.
 """
 
 from __future__ import annotations
@@ -26,15 +29,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import psycopg
 import redis
 
 from keyrack.config import Settings
 from keyrack.domain.jobs import ACTIVE, State, is_bulk
+from keyrack.errors import KeyrackError
 from keyrack.jobs import maintenance, metrics, queue, wakeup
-from keyrack.jobs.handler import Discard, Handler, RunningJob, Snooze
+from keyrack.jobs.handler import AttemptFailed, Discard, Handler, RunningJob, Snooze
 from keyrack.jobs.queue import JobView
 from keyrack.jobs.schedules import Schedule, enqueue_due
 from keyrack.storage.database import Database
@@ -62,6 +66,21 @@ class Runtime(Protocol):
 
     @property
     def clock(self) -> Clock: ...
+
+
+class Outcome(NamedTuple):
+    """How one run of a job ended: its new state (None: it was no longer this worker's)."""
+
+    job: JobView
+    state: State | None
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """An unreachable database is one line (it is retried); anything else has its trace."""
+    if isinstance(exc, KeyrackError):
+        log.error("%s: %s; trying again in a moment", what, exc.for_operator)
+    else:
+        log.exception("%s; trying again in a moment", what)
 
 
 class Worker:
@@ -104,7 +123,6 @@ class Worker:
         self._running: dict[int, tuple[RunningJob, threading.Thread]] = {}
         self._periods: dict[str, datetime] = {}
         self._threads: list[threading.Thread] = []
-        self._publisher: wakeup.RedisPublisher | None = None
 
     @classmethod
     def from_settings(
@@ -150,8 +168,6 @@ class Worker:
         if self.db.dialect == "postgresql":
             loops.append(self._listen_postgres)
         if self.redis_url:
-            self._publisher = wakeup.RedisPublisher(self.redis_url)
-            wakeup.add_publisher(self.db.engine.url, self._publisher)
             loops.append(self._listen_redis)
         for loop in loops:
             thread = threading.Thread(target=loop, name=f"jobs-{loop.__name__}", daemon=True)
@@ -186,9 +202,6 @@ class Worker:
         for thread in self._threads[1:]:
             thread.join()
         wakeup.unsubscribe(self.db.engine.url, self._wake)
-        if self._publisher is not None:
-            wakeup.remove_publisher(self.db.engine.url, self._publisher)
-            self._publisher.close()
         return held
 
     def run(self, started: Callable[[], None] | None = None) -> None:
@@ -215,6 +228,32 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def drain(self, now: datetime | None = None) -> list[Outcome]:
+        """Run every job due at ``now`` (default: the clock's now) here, one after another,
+        until none is left, and say how each ended: ``keyrack sweep`` and tests.
+
+        No schedules and no wake-ups, but the same claim, lease (renewed while a job
+        runs) and outcome as ``start()``. A job that fails waits its backoff, so it
+        runs once per drain. Use a worker for one drain, or start it: not both.
+        """
+        if self._threads or self._closing.is_set():
+            raise RuntimeError("this worker has been used already")
+        moment = now or self._clock()
+        beat = threading.Thread(target=self._beat, name="jobs-drain-beat", daemon=True)
+        beat.start()
+        outcomes: list[Outcome] = []
+        try:
+            queue.rescue(self.db, moment)
+            while claimed := self._claim(moment, 1, min(1, self.bulk_concurrency)):
+                for job in claimed:
+                    with self._lock:
+                        self._running[job.id] = (job, threading.current_thread())
+                    outcomes.append(Outcome(job.view, self._execute(job)))
+        finally:
+            self._closing.set()
+            beat.join()
+        return outcomes
 
     # -- dispatcher -------------------------------------------------------------------
 
@@ -244,6 +283,8 @@ class Worker:
                 due: datetime | None = None
                 if free or free_bulk:
                     claimed = self._claim(now, free, free_bulk)
+                    for job in claimed:
+                        self._spawn(job)
                     if claimed and len(claimed) == free + free_bulk:
                         continue  # every free slot filled: look again when one frees up
                     if not claimed:  # nothing due now: sleep until something is
@@ -253,8 +294,8 @@ class Worker:
                         if due is not None and due <= now:
                             next_rescue = 0.0  # most likely a lease that just ran out
                 timeout = self._until(now, [due, upcoming])
-            except Exception:
-                log.exception("job dispatch failed; trying again in a moment")
+            except Exception as exc:
+                _log_failure("job dispatch failed", exc)
             self._wake.wait(timeout)
 
     def _until(self, now: datetime, moments: Iterable[datetime | None]) -> float:
@@ -263,7 +304,7 @@ class Worker:
             return self.poll
         return min(self.poll, max(IDLE_FLOOR, (soonest - now).total_seconds()))
 
-    def _claim(self, now: datetime, free: int, free_bulk: int) -> list[JobView]:
+    def _claim(self, now: datetime, free: int, free_bulk: int) -> list[RunningJob]:
         claimed = queue.claim(
             self.db,
             worker_id=self.worker_id,
@@ -275,19 +316,23 @@ class Worker:
         )
         for view in claimed:
             metrics.PICKUP_LATENCY.observe(max(0.0, (now - view.run_at).total_seconds()))
-            job = RunningJob(view, self.db, self.worker_id, lambda: self.stopping)
-            thread = threading.Thread(
-                target=self._execute, args=(job,), name=f"job-{view.id}", daemon=True
-            )
+        return [
+            RunningJob(view, self.db, self.worker_id, lambda: self.stopping) for view in claimed
+        ]
+
+    def _spawn(self, job: RunningJob) -> None:
+        """Run ``job`` in a thread of its own."""
+        thread = threading.Thread(
+            target=self._execute, args=(job,), name=f"job-{job.id}", daemon=True
+        )
+        with self._lock:
+            self._running[job.id] = (job, thread)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: the lease lapses, another worker runs it
             with self._lock:
-                self._running[view.id] = (job, thread)
-            try:
-                thread.start()
-            except RuntimeError:  # no thread to be had: the lease lapses, another worker runs it
-                with self._lock:
-                    self._running.pop(view.id, None)
-                raise
-        return claimed
+                self._running.pop(job.id, None)
+            raise
 
     def _enqueue_schedules(self, now: datetime) -> datetime | None:
         """Enqueue each schedule's new period once; returns when the next period begins."""
@@ -303,13 +348,15 @@ class Worker:
 
     # -- one job ----------------------------------------------------------------------
 
-    def _execute(self, job: RunningJob) -> None:
+    def _execute(self, job: RunningJob) -> State | None:
+        """Run ``job``'s handler and record how it ended; returns the job's new state."""
         handler = self.handlers[job.kind]
+        outcome: State | None = None
         try:
             try:
                 handler.run(job)
             except Snooze as snoozed:
-                queue.snooze(
+                outcome = queue.snooze(
                     self.db,
                     job.id,
                     self.worker_id,
@@ -318,30 +365,37 @@ class Worker:
                     snoozed.reason,
                 )
             except Discard as discarded:
-                self._failed(job, discarded, None)
+                outcome = self._failed(job, discarded, None)
             except Exception as exc:
-                self._failed(job, exc, handler.backoff.delay(job.attempt))
+                outcome = self._failed(job, exc, handler.backoff.delay(job.attempt))
             else:
-                queue.succeed(self.db, job.id, self.worker_id, self._clock())
+                if queue.succeed(self.db, job.id, self.worker_id, self._clock()):
+                    outcome = State.SUCCEEDED
         except Exception:
             log.exception("could not record a job's outcome; it runs again after its lease")
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
             self._wake.set()
+        return outcome
 
-    def _failed(self, job: RunningJob, exc: BaseException, retry_in: timedelta | None) -> None:
+    def _failed(
+        self, job: RunningJob, exc: BaseException, retry_in: timedelta | None
+    ) -> State | None:
         error = f"{type(exc).__name__}: {exc}"
         state = queue.fail(
             self.db, job.view, self.worker_id, self._clock(), error, retry_in=retry_in
         )
         final = state is State.FAILED
         metrics.FAILURES.labels(job.kind, str(final).lower()).inc()
+        foreseen = isinstance(exc, AttemptFailed | Discard)
         log.warning(
-            "job failed" if final else "job attempt failed; retrying",
-            exc_info=exc,
+            "job failed: %s" if final else "job attempt failed; retrying: %s",
+            error,
+            exc_info=None if foreseen else exc,
             extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempt},
         )
+        return state
 
     # -- heartbeat and wake-ups -------------------------------------------------------
 
@@ -365,8 +419,8 @@ class Worker:
                 if time.monotonic() >= next_depth:
                     metrics.record_depth(queue.counts(self.db, ACTIVE), ACTIVE)
                     next_depth = time.monotonic() + DEPTH_EVERY
-            except Exception:
-                log.exception("job heartbeat failed; trying again")
+            except Exception as exc:
+                _log_failure("job heartbeat failed", exc)
 
     def _listen_postgres(self) -> None:
         conninfo = self.db.engine.url.set(drivername="postgresql").render_as_string(

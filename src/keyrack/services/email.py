@@ -1,7 +1,9 @@
 """Outbox emails: listed for the operator, and sent through SMTP when ``KEYRACK_SMTP_URL`` is set.
 
 The URL is ``smtp://[user:pass@]host[:port]`` (plain, or STARTTLS with
-``?starttls=true``) or ``smtps://…`` (TLS from the start).
+``?starttls=true``) or ``smtps://…`` (TLS from the start). Each email is sent by
+its own ``email.send`` job (``send``), which only a worker with an SMTP server
+runs: without one, the email waits in the outbox, ``pending``.
 """
 
 from __future__ import annotations
@@ -9,22 +11,22 @@ from __future__ import annotations
 import smtplib
 import ssl
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from keyrack.errors import InvalidInput
-from keyrack.services import outbox
+from keyrack.jobs import AttemptFailed, Discard, RunningJob
 from keyrack.services.context import Context
-from keyrack.services.outbox import FAILED, PENDING, SENDING
+from keyrack.services.notices import FAILED, PENDING, describe_error
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.tables.notices import OutboxEmail
 
 SENT = "sent"
-STATUSES = (PENDING, SENDING, SENT, FAILED)
-LEASE = timedelta(minutes=2)
+STATUSES = (PENDING, SENT, FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,6 @@ class OutboxView:
     body: str
     status: str
     attempts: int
-    next_attempt_at: datetime
     last_error: str | None
     created_at: datetime
     sent_at: datetime | None
@@ -77,7 +78,6 @@ class OutboxView:
             body=row.body,
             status=row.status,
             attempts=row.attempts,
-            next_attempt_at=row.next_attempt_at,
             last_error=row.last_error,
             created_at=row.created_at,
             sent_at=row.sent_at,
@@ -133,25 +133,47 @@ def _message(sender: str, row: OutboxEmail) -> EmailMessage:
     return message
 
 
-def send_due(ctx: Context) -> outbox.Tally:
-    """Send due outbox emails through SMTP; without ``smtp_url`` they stay in the outbox.
+class SendFailed(AttemptFailed):
+    """The SMTP server did not take the email: the job retries it after its backoff."""
 
-    An email that cannot be built fails at once, with its error; one the server did not
-    take is retried later. Either way the others go out (``outbox.drain``).
+
+def send(ctx: Context, job: RunningJob) -> None:
+    """The ``email.send`` job: send its outbox email once and record the outcome on it.
+
+    An email that cannot be built (a header with a line break) fails at once with its
+    error, and one the server did not take is retried; either way it is this email
+    alone, and the others go out.
     """
     if not ctx.settings.smtp_url:
-        return outbox.Tally()
+        raise RuntimeError("email.send runs only where KEYRACK_SMTP_URL is set")
     target = parse_smtp_url(ctx.settings.smtp_url)
+    outbox_id = int(job.payload["outbox_id"])
+    with ctx.db.session() as session:
+        row = session.get(OutboxEmail, outbox_id)
+    if row is None:
+        raise Discard(f"no outbox email {outbox_id}")
+    if row.status == SENT:
+        return  # this job sent it before its worker could say so
+    try:
+        message = _message(ctx.settings.mail_from, row)
+    except Exception as exc:  # a message that cannot be built never will be
+        _record(ctx, outbox_id, FAILED, job.attempt, describe_error(exc))
+        raise Discard(describe_error(exc)) from None
+    try:
+        _send(target, message)
+    except Exception as exc:  # refused, unreachable, or anything else about this one email
+        error = describe_error(exc)
+        final = job.attempt >= job.view.max_attempts
+        _record(ctx, outbox_id, FAILED if final else PENDING, job.attempt, error)
+        raise SendFailed(error) from None
+    _record(ctx, outbox_id, SENT, job.attempt)
 
-    def send(row: OutboxEmail) -> outbox.Attempt:
-        try:
-            message = _message(ctx.settings.mail_from, row)
-        except Exception as exc:  # a message that cannot be built never will be
-            return outbox.Attempt(outbox.describe(exc), final=True)
-        try:
-            _send(target, message)
-        except (OSError, smtplib.SMTPException) as exc:
-            return outbox.Attempt(outbox.describe(exc))
-        return outbox.Attempt()
 
-    return outbox.drain(ctx, OutboxEmail, lease=LEASE, done=(SENT, "sent_at"), send=send)
+def _record(
+    ctx: Context, outbox_id: int, status: str, attempts: int, error: str | None = None
+) -> None:
+    values: dict[str, Any] = {"status": status, "attempts": attempts, "last_error": error}
+    if status == SENT:
+        values["sent_at"] = ctx.clock()
+    with ctx.db.transaction() as session:
+        session.execute(update(OutboxEmail).where(OutboxEmail.id == outbox_id).values(**values))

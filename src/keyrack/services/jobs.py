@@ -1,28 +1,74 @@
-"""Periodic work: ``sweep`` runs it once, ``run_worker`` on a schedule.
+"""Keyrack's background work as jobs: what each kind does, the periodic ones, and ``sweep``.
 
-A sweep expires keys and takes due notices, erases expired hand-off links and
-console reveals, then sends due webhook deliveries and outbox emails, each row on
-its own (``services.outbox``: one that cannot be sent fails alone). Every step is
-idempotent in the database, so several workers at once, or a worker restarted
-mid-run, neither repeat nor skip one.
+``handlers(ctx)`` is the one registry: ``keyrack worker``, the worker inside
+``keyrack serve`` and ``keyrack sweep`` all run it. Deliveries and emails are
+enqueued where their rows are written (``services.notices``); the expiry sweep and
+the purges of hand-offs and console reveals are periodic, enqueued once a minute
+however many workers run. ``sweep`` does the periodic work once, synchronously, and
+then sends whatever is due (for cron, and for tests with an injected clock). Every
+step is idempotent in the database, so several workers at once, or a worker
+restarted mid-run, neither repeat nor skip one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import threading
-import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from keyrack.errors import KeyrackError
+from keyrack.domain.jobs import WAITING, Every, State
+from keyrack.domain.webhooks import RETRY
+from keyrack.jobs import Handler, Outcome, RunningJob, Schedule, Worker
 from keyrack.services import email, expiry, handoffs, sessions, webhooks
-from keyrack.services.context import Clock, Context
+from keyrack.services.context import Context
+from keyrack.services.notices import DELIVER_WEBHOOK, SEND_EMAIL
 
-log = logging.getLogger(__name__)
+SWEEP_EXPIRY = "expiry.sweep"
+PURGE_HANDOFFS = "handoffs.purge"
+PURGE_REVEALS = "reveals.purge"
+MINUTE = Every(timedelta(minutes=1))
+
+SCHEDULES = (
+    Schedule("expiry", SWEEP_EXPIRY, MINUTE, max_attempts=1),
+    Schedule("handoffs", PURGE_HANDOFFS, MINUTE, max_attempts=1),
+    Schedule("reveals", PURGE_REVEALS, MINUTE, max_attempts=1),
+)
+"""The periodic jobs (the next period is their retry: one attempt each)."""
+
+
+def handlers(ctx: Context) -> list[Handler]:
+    """Every job kind Keyrack runs, over ``ctx``. ``email.send`` only with an SMTP server:
+    elsewhere emails wait in the outbox for a worker that has one."""
+
+    def sweep_expiry(job: RunningJob) -> None:
+        job.progress(**dataclasses.asdict(expiry.run(ctx)))
+
+    def purge_handoffs(job: RunningJob) -> None:
+        job.progress(erased=handoffs.purge_expired_handoffs(ctx))
+
+    def purge_reveals(job: RunningJob) -> None:
+        job.progress(erased=sessions.purge_expired(ctx))
+
+    registry = [
+        Handler(DELIVER_WEBHOOK, lambda job: webhooks.deliver(ctx, job), RETRY),
+        Handler(SWEEP_EXPIRY, sweep_expiry),
+        Handler(PURGE_HANDOFFS, purge_handoffs),
+        Handler(PURGE_REVEALS, purge_reveals),
+    ]
+    if ctx.settings.smtp_url:
+        registry.append(Handler(SEND_EMAIL, lambda job: email.send(ctx, job), RETRY))
+    return registry
+
+
+def worker(ctx: Context, *, concurrency: int | None = None) -> Worker:
+    """The worker of ``keyrack worker`` and ``keyrack serve``, as the settings configure it."""
+    settings = ctx.settings
+    if concurrency is not None:
+        settings = settings.model_copy(update={"job_concurrency": concurrency})
+    return Worker.from_settings(ctx, handlers(ctx), settings, SCHEDULES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,69 +94,42 @@ class SweepReport:
         return {**dataclasses.asdict(self), "now": self.now.isoformat()}
 
 
-def replace_clock(ctx: Context, clock: Clock) -> Context:
-    return dataclasses.replace(ctx, clock=clock)
-
-
 def at(ctx: Context, now: datetime) -> Context:
     """The same context with its clock stopped at ``now`` (``--now``)."""
-    return replace_clock(ctx, lambda: now)
+    return dataclasses.replace(ctx, clock=lambda: now)
+
+
+def _tally(outcomes: Iterable[Outcome], kind: str) -> tuple[int, int, int]:
+    """Done, to be retried, failed: how the jobs of ``kind`` ended."""
+    ended = Counter(
+        "done" if o.state is State.SUCCEEDED else "later" if o.state in WAITING else "failed"
+        for o in outcomes
+        if o.job.kind == kind and o.state is not None
+    )
+    return ended["done"], ended["later"], ended["failed"]
 
 
 def sweep(ctx: Context, now: datetime | None = None) -> SweepReport:
-    """Run the periodic work once, evaluated at ``now`` (default: ``ctx.clock()``)."""
+    """Do the periodic work once, evaluated at ``now`` (default: ``ctx.clock()``), then run
+    every job due by then (the deliveries and emails it queued among them) here."""
     if now is not None:
         ctx = at(ctx, now)
     expired = expiry.run(ctx)
     handoffs_erased = handoffs.purge_expired_handoffs(ctx)
     reveals_erased = sessions.purge_expired(ctx)
-    delivered = webhooks.deliver_due(ctx)
-    mailed = email.send_due(ctx)
+    outcomes = worker(ctx).drain()
+    delivered, retrying, failed = _tally(outcomes, DELIVER_WEBHOOK)
+    sent, mail_retrying, mail_failed = _tally(outcomes, SEND_EMAIL)
     return SweepReport(
         now=ctx.clock(),
         notices=expired.notices,
         expired=expired.expired,
         handoffs_erased=handoffs_erased,
         reveals_erased=reveals_erased,
-        webhooks_delivered=delivered.done,
-        webhooks_retrying=delivered.retrying,
-        webhooks_failed=delivered.failed,
-        emails_sent=mailed.done,
-        emails_retrying=mailed.retrying,
-        emails_failed=mailed.failed,
+        webhooks_delivered=delivered,
+        webhooks_retrying=retrying,
+        webhooks_failed=failed,
+        emails_sent=sent,
+        emails_retrying=mail_retrying,
+        emails_failed=mail_failed,
     )
-
-
-def shifted_clock(start: datetime) -> Clock:
-    """A clock that starts at ``start`` and then runs at real speed (``worker --now``)."""
-    origin = time.monotonic()
-    return lambda: start + timedelta(seconds=time.monotonic() - origin)
-
-
-def run_worker(
-    ctx: Context,
-    *,
-    stop: threading.Event,
-    interval: float | None = None,
-    on_report: Callable[[SweepReport], None] | None = None,
-) -> int:
-    """Sweep every ``interval`` seconds until ``stop`` is set; returns the number of sweeps.
-
-    A failing sweep is logged and retried at the next tick; the stop event is
-    honoured between sweeps, so a sweep in progress finishes first.
-    """
-    every = interval if interval is not None else ctx.settings.worker_interval_seconds
-    runs = 0
-    while not stop.is_set():
-        try:
-            report = sweep(ctx)
-        except KeyrackError as exc:  # e.g. the database is unreachable: a line, not a trace
-            log.error("sweep failed: %s; retrying at the next tick", exc.for_operator)
-        except Exception:
-            log.exception("sweep failed; retrying at the next tick")
-        else:
-            runs += 1
-            if on_report is not None:
-                on_report(report)
-        stop.wait(every)
-    return runs

@@ -2,14 +2,17 @@
 
 ``services.audit.record`` calls ``fan_out`` in the same transaction as the
 change, so a notice is created exactly when its event commits. Email and
-webhook rows are outboxes: the sweep sends them later and retries failures
-(``services.outbox``).
+webhook rows are outboxes, each sent by a job of its own enqueued in that same
+transaction (``email.send``, ``webhook.deliver``): a worker takes it up within
+moments of the commit, retries a failure with backoff, and one row that cannot
+be sent fails alone while the rest go out.
 Nothing secret goes out: a key is named by ref, name, last4 and masked form.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -17,9 +20,12 @@ from sqlalchemy.orm import Session
 
 from keyrack.domain import keys as keyformat
 from keyrack.domain.ids import ulid
+from keyrack.domain.jobs import Priority
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Role, UserKind
-from keyrack.services.outbox import PENDING
+from keyrack.domain.webhooks import MAX_ATTEMPTS
+from keyrack.jobs import Enqueued, enqueue
+from keyrack.jobs.queue import scrub_error
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.notices import Notification, OutboxEmail
 from keyrack.storage.tables.tenancy import Organization, User
@@ -66,6 +72,52 @@ _SAFE_FIELDS = (
     "source",
 )
 """What of an audit record may leave Keyrack in a notice: metadata, never a secret."""
+
+
+PENDING, FAILED = "pending", "failed"
+"""Outbox row statuses shared by emails and deliveries (beside ``sent`` and ``delivered``)."""
+SEND_EMAIL = "email.send"
+DELIVER_WEBHOOK = "webhook.deliver"
+
+
+def delivery_job_key(delivery_id: int) -> str:
+    """At most one job queued or running per webhook delivery."""
+    return f"{DELIVER_WEBHOOK}:{delivery_id}"
+
+
+def queue_delivery(
+    session: Session, delivery_id: int, now: datetime, *, replace: bool = False
+) -> Enqueued:
+    """Enqueue the job that sends a webhook delivery, in the caller's transaction. One
+    already queued or running is returned instead; with ``replace`` a waiting one gives
+    way to the new job (its attempts start afresh), while a running one is still returned."""
+    return enqueue(
+        session,
+        DELIVER_WEBHOOK,
+        {"delivery_id": delivery_id},
+        unique_key=delivery_job_key(delivery_id),
+        priority=Priority.DELIVERY,
+        max_attempts=MAX_ATTEMPTS,
+        now=now,
+        replace=replace,
+    )
+
+
+def queue_email(session: Session, outbox_id: int, now: datetime) -> Enqueued:
+    """Enqueue the job that sends an outbox email, in the caller's transaction."""
+    return enqueue(
+        session,
+        SEND_EMAIL,
+        {"outbox_id": outbox_id},
+        priority=Priority.DELIVERY,
+        max_attempts=MAX_ATTEMPTS,
+        now=now,
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error as an outbox row records it: no secret in it, and bounded."""
+    return scrub_error(f"{type(exc).__name__}: {exc}")[:500]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +232,7 @@ def fan_out(session: Session, event: AuditEvent) -> None:
             User.role.in_((Role.OWNER.value, Role.ADMIN.value)),
         )
     )
+    emails: list[OutboxEmail] = []
     for user in recipients:
         session.add(
             Notification(
@@ -195,7 +248,7 @@ def fan_out(session: Session, event: AuditEvent) -> None:
             )
         )
         if event.action in EMAILED:
-            session.add(
+            emails.append(
                 OutboxEmail(
                     org_id=org.id,
                     audit_event_id=event.id,
@@ -204,7 +257,6 @@ def fan_out(session: Session, event: AuditEvent) -> None:
                     body=f"{message.body}\n\nOrganization: {org.name} ({org.slug})\n",
                     status=PENDING,
                     attempts=0,
-                    next_attempt_at=now,
                     created_at=now,
                 )
             )
@@ -215,17 +267,22 @@ def fan_out(session: Session, event: AuditEvent) -> None:
     )
     event_id = f"evt_{ulid(int(now.timestamp() * 1000))}"
     payload = event_payload(event, org, event_id)
-    for endpoint in endpoints:
-        if subscribed(endpoint.events, event.action):
-            session.add(
-                WebhookDelivery(
-                    endpoint_id=endpoint.id,
-                    event_id=event_id,
-                    event_type=event.action,
-                    payload=payload,
-                    status=PENDING,
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
+    deliveries = [
+        WebhookDelivery(
+            endpoint_id=endpoint.id,
+            event_id=event_id,
+            event_type=event.action,
+            payload=payload,
+            status=PENDING,
+            attempts=0,
+            created_at=now,
+        )
+        for endpoint in endpoints
+        if subscribed(endpoint.events, event.action)
+    ]
+    session.add_all([*emails, *deliveries])
+    session.flush()  # their ids, which the jobs name
+    for email in emails:
+        queue_email(session, email.id, now)
+    for delivery in deliveries:
+        queue_delivery(session, delivery.id, now)

@@ -1,29 +1,36 @@
-"""Webhook endpoints of an organization, signed deliveries, retries and redelivery."""
+"""Webhook endpoints of an organization, signed deliveries, retries and redelivery.
+
+Each delivery is sent by its own ``webhook.deliver`` job (``deliver``): one POST per
+attempt, the outcome written to the delivery log, a failure raised so the queue
+retries it with backoff. The log's next attempt is its waiting job's ``run_at``.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from keyrack import outbound
 from keyrack.domain import webhooks as signing
+from keyrack.domain.jobs import ACTIVE, State
 from keyrack.domain.sealing import Sealer
 from keyrack.domain.text import check_plain
-from keyrack.errors import InvalidInput, NotFound
+from keyrack.errors import Conflict, InvalidInput, NotFound
+from keyrack.jobs import AttemptFailed, Discard, JobView, RunningJob
 from keyrack.outbound import TargetRefused
-from keyrack.services import audit, outbox
+from keyrack.services import audit, notices
 from keyrack.services.context import Actor, Context
-from keyrack.services.notices import EVENT_TYPES
-from keyrack.services.outbox import FAILED, PENDING
+from keyrack.services.notices import EVENT_TYPES, FAILED, PENDING
 from keyrack.storage.paging import Page, paginate
+from keyrack.storage.tables.jobs import Job
 from keyrack.storage.tables.webhooks import WebhookDelivery, WebhookEndpoint
 
 DELIVERED = "delivered"
@@ -62,6 +69,9 @@ class EndpointView:
         )
 
 
+NOT_SENDING = "no job will send it: canceled, or its worker stopped on its last attempt"
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryView:
     id: int
@@ -72,6 +82,7 @@ class DeliveryView:
     status: str
     attempts: int
     next_attempt_at: datetime | None
+    """When its waiting job is due; None once it is delivered or failed, or while it is sent."""
     last_status_code: int | None
     last_error: str | None
     last_response_ms: int | None
@@ -79,22 +90,40 @@ class DeliveryView:
     delivered_at: datetime | None
 
     @classmethod
-    def of(cls, row: WebhookDelivery) -> DeliveryView:
+    def of(cls, row: WebhookDelivery, job: Job | JobView | None) -> DeliveryView:
+        """The log entry, with ``job``: the delivery's job while one is queued or running.
+
+        A delivery still ``pending`` with no such job will never be sent: it shows as
+        ``failed``, so the log does not promise an attempt nobody will make.
+        """
+        status, error = row.status, row.last_error
+        if status == PENDING and job is None:
+            status, error = FAILED, error or NOT_SENDING
+        waiting = job is not None and job.state != State.RUNNING
         return cls(
             id=row.id,
             endpoint_id=row.endpoint_id,
             event_id=row.event_id,
             event_type=row.event_type,
             payload=row.payload,
-            status=row.status,
+            status=status,
             attempts=row.attempts,
-            next_attempt_at=row.next_attempt_at if row.status == PENDING else None,
+            next_attempt_at=job.run_at if waiting and job is not None else None,
             last_status_code=row.last_status_code,
-            last_error=row.last_error,
+            last_error=error,
             last_response_ms=row.last_response_ms,
             created_at=row.created_at,
             delivered_at=row.delivered_at,
         )
+
+
+def _jobs_of(session: Session, deliveries: Iterable[WebhookDelivery]) -> Mapping[int, Job]:
+    """The queued or running job of each pending delivery, by delivery id."""
+    keys = {notices.delivery_job_key(d.id): d.id for d in deliveries if d.status == PENDING}
+    if not keys:
+        return {}
+    rows = session.scalars(select(Job).where(Job.unique_key.in_(keys), Job.state.in_(ACTIVE)))
+    return {keys[row.unique_key]: row for row in rows if row.unique_key is not None}
 
 
 def validate_events(events: Sequence[str]) -> tuple[str, ...]:
@@ -210,21 +239,25 @@ def list_deliveries(
         _endpoint(session, org_id, endpoint_id)
         stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
         page = paginate(session, stmt, WebhookDelivery.id, limit=limit, cursor=cursor)
-        return page.map(DeliveryView.of)
+        jobs = _jobs_of(session, page.data)
+        return page.map(lambda row: DeliveryView.of(row, jobs.get(row.id)))
 
 
 def redeliver(ctx: Context, actor: Actor, org_id: int, delivery_id: int) -> DeliveryView:
-    """Send a delivery again at the next sweep, with a fresh set of attempts."""
+    """Send a delivery again now, with a fresh set of attempts (its job is enqueued in the
+    same transaction); refused while an attempt is under way."""
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = session.get(WebhookDelivery, delivery_id, with_for_update=True)
         if row is None:
             raise NotFound(f"no webhook delivery {delivery_id}")
         endpoint = _endpoint(session, org_id, row.endpoint_id)
+        queued = notices.queue_delivery(session, row.id, now, replace=True)
+        if not queued.created:
+            raise Conflict(f"webhook delivery {delivery_id} is being sent right now; try again")
         row.status = PENDING
         row.attempts = 0
-        row.next_attempt_at = now
-        view = DeliveryView.of(row)
+        view = DeliveryView.of(row, queued.job)
         audit.record(
             session,
             actor,
@@ -249,7 +282,7 @@ def _post(
         return None, str(refused), None
     except httpx.HTTPError as exc:
         elapsed = int((time.perf_counter() - started) * 1000)
-        return None, f"{type(exc).__name__}: {exc}"[:500], elapsed
+        return None, notices.describe_error(exc), elapsed
     elapsed = int((time.perf_counter() - started) * 1000)
     if response.is_success:
         return response.status_code, None, elapsed
@@ -274,32 +307,64 @@ def _attempt(
     return _post(client, endpoint.url, headers, body)
 
 
-def deliver_due(ctx: Context) -> outbox.Tally:
-    """Send every due delivery once; a failure is retried later with exponential backoff.
+class DeliveryFailed(AttemptFailed):
+    """An attempt that did not get a 2xx answer: the job retries it after its backoff."""
+
+
+def deliver(ctx: Context, job: RunningJob) -> None:
+    """The ``webhook.deliver`` job: POST its delivery once and write the outcome to the log.
 
     Every attempt goes through ``keyrack.outbound``: resolved once, sent to the address
-    that was checked, or refused without a call.
+    that was checked, or refused without a call. Whatever goes wrong with this one
+    delivery (an answer that is not 2xx, a URL no client can call) is recorded on it
+    and raised, to be retried; an endpoint deleted meanwhile ends it at once.
     """
-    lease = timedelta(seconds=ctx.settings.webhook_timeout_seconds * 4 + 30)
-    sealer = _sealer(ctx)
-    unanswered = {"last_status_code": None, "last_response_ms": None}
-    with ExitStack() as opened:
-        client: httpx.Client | None = None  # opened for the first delivery, if any
+    delivery_id = int(job.payload["delivery_id"])
+    with ctx.db.session() as session:
+        row = session.get(WebhookDelivery, delivery_id)
+        endpoint = session.get(WebhookEndpoint, row.endpoint_id) if row is not None else None
+    if row is None:
+        raise Discard(f"no webhook delivery {delivery_id}")
+    if row.status == DELIVERED:
+        return  # this job delivered it before its worker could say so
+    if endpoint is None or not endpoint.active:
+        _record(ctx, delivery_id, FAILED, job.attempt, error="endpoint deleted")
+        raise Discard("endpoint deleted")
+    try:
+        timeout = ctx.settings.webhook_timeout_seconds
+        with outbound.client(ctx.settings, timeout=timeout) as client:
+            code, error, elapsed = _attempt(client, _sealer(ctx), row, endpoint)
+    except Exception as exc:  # this delivery's trouble, never the queue's
+        code, error, elapsed = None, notices.describe_error(exc), None
+    if error is None:
+        _record(ctx, delivery_id, DELIVERED, job.attempt, code=code, elapsed=elapsed)
+        return
+    final = job.attempt >= job.view.max_attempts
+    status = FAILED if final else PENDING
+    _record(ctx, delivery_id, status, job.attempt, code=code, error=error, elapsed=elapsed)
+    raise DeliveryFailed(error)
 
-        def send(row: WebhookDelivery) -> outbox.Attempt:
-            nonlocal client
-            with ctx.db.session() as session:
-                endpoint = session.get(WebhookEndpoint, row.endpoint_id)
-            if endpoint is None or not endpoint.active:
-                return outbox.Attempt("endpoint deleted", final=True, record=unanswered)
-            if client is None:
-                timeout = ctx.settings.webhook_timeout_seconds
-                client = opened.enter_context(outbound.client(ctx.settings, timeout=timeout))
-            code, error, elapsed = _attempt(client, sealer, row, endpoint)
-            return outbox.Attempt(
-                error, record={"last_status_code": code, "last_response_ms": elapsed}
-            )
 
-        return outbox.drain(
-            ctx, WebhookDelivery, lease=lease, done=(DELIVERED, "delivered_at"), send=send
+def _record(
+    ctx: Context,
+    delivery_id: int,
+    status: str,
+    attempts: int,
+    *,
+    code: int | None = None,
+    error: str | None = None,
+    elapsed: int | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "attempts": attempts,
+        "last_status_code": code,
+        "last_error": error,
+        "last_response_ms": elapsed,
+    }
+    if status == DELIVERED:
+        values["delivered_at"] = ctx.clock()
+    with ctx.db.transaction() as session:
+        session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
         )

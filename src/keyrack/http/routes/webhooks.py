@@ -75,7 +75,10 @@ def list_webhook_deliveries(
     return ListPage(data=[DeliveryOut.of(d) for d in page.data], next_cursor=page.next_cursor)
 
 
-@router.post("/deliveries/{delivery_id}/redeliver")
+@router.post(
+    "/deliveries/{delivery_id}/redeliver",
+    responses={409: {"description": "An attempt of this delivery is in flight (conflict)"}},
+)
 def redeliver_webhook_delivery(
     ctx: ContextDep, principal: PrincipalDep, actor: ActorDep, delivery_id: RowId
 ) -> DeliveryOut:

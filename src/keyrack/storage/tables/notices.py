@@ -52,12 +52,12 @@ class Notification(Base):
 
 
 class OutboxEmail(Base):
-    """An email to send (SMTP configured) or to list for the operator (no SMTP)."""
+    """An email to send (SMTP configured) or to list for the operator (no SMTP).
+
+    Its ``email.send`` job sends it; the row is what happened: status, attempts, error.
+    """
 
     __tablename__ = "outbox_emails"
-    __table_args__ = (
-        Index("ix_outbox_emails_status_next_attempt_at", "status", "next_attempt_at"),
-    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
@@ -66,9 +66,8 @@ class OutboxEmail(Base):
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
-    """``pending``, ``sending`` (claimed until ``next_attempt_at``), ``sent`` or ``failed``."""
+    """``pending``, ``sent`` or ``failed``."""
     attempts: Mapped[int] = mapped_column(default=0)
-    next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]

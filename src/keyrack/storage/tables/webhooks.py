@@ -29,11 +29,10 @@ class WebhookEndpoint(Base):
 
 
 class WebhookDelivery(Base):
+    """One event for one endpoint: what its ``webhook.deliver`` job did (the delivery log)."""
+
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (
-        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
-        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
-    )
+    __table_args__ = (Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id"))
@@ -41,9 +40,9 @@ class WebhookDelivery(Base):
     event_type: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))
-    """``pending``, ``sending`` (claimed until ``next_attempt_at``), ``delivered`` or ``failed``."""
+    """``pending``, ``delivered`` or ``failed``."""
     attempts: Mapped[int] = mapped_column(default=0)
-    next_attempt_at: Mapped[datetime]
+    """The attempts its job has begun (one cut short by a dead worker included)."""
     last_status_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(String(500))
     last_response_ms: Mapped[int | None]
