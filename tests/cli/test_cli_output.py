@@ -105,7 +105,7 @@ def test_an_issued_password_is_printed_whole_on_a_line_of_its_own(
 def test_the_first_run_line_is_one_line_with_the_whole_password(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("keyrack.cli.server.context", lambda: ctx)
+    monkeypatch.setattr("keyrack.cli.server.Context.from_settings", lambda settings: ctx)
     monkeypatch.setattr("keyrack.cli.server.uvicorn.run", lambda *args, **kwargs: None)
     monkeypatch.setattr(console, "width", 80)
     served = CliRunner().invoke(cli, ["serve"])  # on an empty database
