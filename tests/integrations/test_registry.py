@@ -23,7 +23,9 @@ CREDENTIALS = {
         "instance_url": "https://keyrack.my.salesforce.com",
     },
     "stripe": {"api_key": "sk_test_registry"},
+    "keyrack": {"api_key": "kr_live_registry0000000000000000"},
 }
+BASE_URLS = {"keyrack": "https://keyrack.example.com"}  # no default: another Keyrack is somewhere
 LOCAL_FIELDS = {
     RecordType.CLIENTS: {"name", "status", "owner_email", "arr_cents", "health"},
     RecordType.CONTACTS: {"name", "email", "phone", "title"},
@@ -41,7 +43,7 @@ LOCAL_FIELDS = {
 
 
 def test_the_registry_names_every_provider() -> None:
-    assert sorted(CONNECTORS) == ["hubspot", "salesforce", "stripe"]
+    assert sorted(CONNECTORS) == ["hubspot", "keyrack", "salesforce", "stripe"]
     with pytest.raises(ValueError, match="no connector for provider 'pipedrive'"):
         connector_for("pipedrive")
 
@@ -51,7 +53,9 @@ def test_each_connector_keeps_the_contract_and_defaults_to_the_real_service(
     provider: str,
 ) -> None:
     with httpx.Client() as http:
-        connector = connector_for(provider)(credential=CREDENTIALS[provider], http=http)
+        connector = connector_for(provider)(
+            credential=CREDENTIALS[provider], http=http, base_url=BASE_URLS.get(provider)
+        )
     assert isinstance(connector, Connector)
     assert connector.provider == provider
     assert connector.stats.api_calls == 0
@@ -61,6 +65,7 @@ def test_each_connector_keeps_the_contract_and_defaults_to_the_real_service(
         "hubspot": "api.hubapi.com",
         "salesforce": "my.salesforce.com",
         "stripe": "api.stripe.com",
+        "keyrack": "keyrack.example.com",
     }[provider] in shown
     assert not any(str(v) in shown for v in CREDENTIALS[provider].values() if "registry" in str(v))
 
@@ -96,14 +101,21 @@ def test_money_converts_one_way_out_and_back_the_other() -> None:
         ("hubspot", {"access_token": "CJb7x0secret", "expires_at": "soon"}, "expires_at"),
         ("salesforce", {"access_token": "00D!secret42"}, "base_url"),
         ("stripe", {"access_token": "sk_live_secret"}, "api_key"),
+        ("keyrack", {"access_token": "kr_live_secret0000"}, "api_key"),
     ],
 )
 def test_a_credential_that_cannot_work_is_refused_without_quoting_it(
     provider: str, credential: dict, message: str
 ) -> None:
+    base_url = BASE_URLS.get(provider)
     with httpx.Client() as http, pytest.raises(ValueError, match=message) as raised:
-        connector_for(provider)(credential=credential, http=http)
+        connector_for(provider)(credential=credential, http=http, base_url=base_url)
     assert all(str(v) not in str(raised.value) for v in credential.values())
+
+
+def test_a_keyrack_connection_needs_the_other_keyracks_address() -> None:
+    with httpx.Client() as http, pytest.raises(ValueError, match="base_url"):
+        connector_for("keyrack")(credential=CREDENTIALS["keyrack"], http=http)
 
 
 def test_importing_the_connectors_loads_no_server_dependency() -> None:
