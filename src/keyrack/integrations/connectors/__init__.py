@@ -15,6 +15,7 @@ from keyrack.integrations.connectors.hubspot import HubSpotConnector
 from keyrack.integrations.connectors.keyrack import KeyrackConnector
 from keyrack.integrations.connectors.salesforce import SalesforceConnector
 from keyrack.integrations.connectors.stripe import StripeConnector
+from keyrack.integrations.connectors.webhook import WebhookConnector
 
 CONNECTORS: Mapping[str, ConnectorFactory] = MappingProxyType(
     {
@@ -22,6 +23,7 @@ CONNECTORS: Mapping[str, ConnectorFactory] = MappingProxyType(
         "keyrack": KeyrackConnector,
         "salesforce": SalesforceConnector,
         "stripe": StripeConnector,
+        "webhook": WebhookConnector,
     }
 )
 
