@@ -197,7 +197,7 @@ def test_a_key_refused_on_the_far_side_probes_with_its_problem_document(
 def test_a_429_from_the_far_side_is_waited_out_and_counted(
     far: FarKeyrack, http: httpx.Client
 ) -> None:
-    ref, secret = far.new_key(name="Slow key", rate_per_second=2)
+    _, secret = far.new_key(name="Slow key", rate_per_second=2)
     far.seed_clients(3)
     source = connector(far, http, secret)
     far.spend(secret)  # another user of the key has spent its budget

@@ -24,8 +24,12 @@ CREDENTIALS = {
     },
     "stripe": {"api_key": "sk_test_registry"},
     "keyrack": {"api_key": "kr_live_registry0000000000000000"},
+    "webhook": {"signing_secret": "whsec_registry000000000000"},
 }
-BASE_URLS = {"keyrack": "https://keyrack.example.com"}  # no default: another Keyrack is somewhere
+BASE_URLS = {  # no default: another Keyrack, a receiver, is wherever it is
+    "keyrack": "https://keyrack.example.com",
+    "webhook": "https://hooks.example.com/keyrack",
+}
 LOCAL_FIELDS = {
     RecordType.CLIENTS: {"name", "status", "owner_email", "arr_cents", "health"},
     RecordType.CONTACTS: {"name", "email", "phone", "title"},
@@ -43,7 +47,7 @@ LOCAL_FIELDS = {
 
 
 def test_the_registry_names_every_provider() -> None:
-    assert sorted(CONNECTORS) == ["hubspot", "keyrack", "salesforce", "stripe"]
+    assert sorted(CONNECTORS) == ["hubspot", "keyrack", "salesforce", "stripe", "webhook"]
     with pytest.raises(ValueError, match="no connector for provider 'pipedrive'"):
         connector_for("pipedrive")
 
@@ -66,6 +70,7 @@ def test_each_connector_keeps_the_contract_and_defaults_to_the_real_service(
         "salesforce": "my.salesforce.com",
         "stripe": "api.stripe.com",
         "keyrack": "keyrack.example.com",
+        "webhook": "hooks.example.com",
     }[provider] in shown
     assert not any(str(v) in shown for v in CREDENTIALS[provider].values() if "registry" in str(v))
 
@@ -102,6 +107,7 @@ def test_money_converts_one_way_out_and_back_the_other() -> None:
         ("salesforce", {"access_token": "00D!secret42"}, "base_url"),
         ("stripe", {"access_token": "sk_live_secret"}, "api_key"),
         ("keyrack", {"access_token": "kr_live_secret0000"}, "api_key"),
+        ("webhook", {"api_key": "whsec_secret000000"}, "signing_secret"),
     ],
 )
 def test_a_credential_that_cannot_work_is_refused_without_quoting_it(
@@ -113,9 +119,10 @@ def test_a_credential_that_cannot_work_is_refused_without_quoting_it(
     assert all(str(v) not in str(raised.value) for v in credential.values())
 
 
-def test_a_keyrack_connection_needs_the_other_keyracks_address() -> None:
+@pytest.mark.parametrize("provider", sorted(BASE_URLS))
+def test_a_connection_without_a_real_service_needs_its_address(provider: str) -> None:
     with httpx.Client() as http, pytest.raises(ValueError, match="base_url"):
-        connector_for("keyrack")(credential=CREDENTIALS["keyrack"], http=http)
+        connector_for(provider)(credential=CREDENTIALS[provider], http=http)
 
 
 def test_importing_the_connectors_loads_no_server_dependency() -> None:

@@ -34,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -45,7 +45,6 @@ from keyrack.errors import AuthenticationFailed, InvalidInput, PayloadTooLarge
 from keyrack.integrations.connector import (
     Direction,
     EngagementKind,
-    Exchange,
     Mappings,
     OutboundRecord,
     Probe,
@@ -59,7 +58,6 @@ from keyrack.integrations.connector import (
     require,
 )
 from keyrack.integrations.connectors.keyrack import MAPPINGS as KEYRACK_MAPPINGS
-from keyrack.integrations.redaction import REDACTED
 from keyrack.integrations.session import ProviderSession, answer_json, retry_after
 
 EVENT_TYPE = "sync.record"
@@ -197,7 +195,7 @@ class WebhookConnector:
         )
         if response.status_code >= 500:
             self._session.check(response)  # raises ProviderUnavailable
-        exchange = _unsigned(self._session.exchange(response))
+        exchange = self._session.exchange(response)  # the signature header is redacted
         if not response.is_success:
             failure = self._session.failure(response)
             return WriteOutcome(item.keyrack_id, WriteResult.FAILED, None, failure, exchange)
@@ -206,15 +204,6 @@ class WebhookConnector:
         result = WriteResult.CREATED if response.status_code == 201 else WriteResult.UPDATED
         remote_id = str(remote) if isinstance(remote, str | int) and remote != "" else None
         return WriteOutcome(item.keyrack_id, result, remote_id, exchange=exchange)
-
-
-def _unsigned(exchange: Exchange) -> Exchange:
-    """The exchange without the signature (a replayable credential for 5 minutes)."""
-    headers = {
-        name: REDACTED if name.lower() == webhooks.SIGNATURE_HEADER.lower() else value
-        for name, value in exchange.request_headers.items()
-    }
-    return replace(exchange, request_headers=headers)
 
 
 # ---- inbound ----------------------------------------------------------------------------
@@ -235,7 +224,7 @@ def receive(
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
     try:
-        parsed = json.loads(body)
+        parsed = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidInput("the body is not UTF-8 text") from None
     except ValueError as error:
