@@ -59,6 +59,7 @@ from keyrack.integrations.connector import (
     ProviderUnavailable,
     RecordType,
     RemoteRecord,
+    Stats,
     TokenCallback,
     WriteOutcome,
     WriteResult,
@@ -183,8 +184,8 @@ class KeyPacing:
     announces: stricter, it tightens; looser (a key with higher limits), it starts afresh
     at that rate, since a ``Pacer`` never speeds up by itself."""
 
-    def __init__(self, wait_counter: Any, rate_per_second: float = DEFAULT_RATE) -> None:
-        self._stats = wait_counter
+    def __init__(self, stats: Stats, rate_per_second: float = DEFAULT_RATE) -> None:
+        self._stats = stats
         self.pacer = self._pacer(rate_per_second)
 
     def _pacer(self, rate: float) -> Pacer:
