@@ -336,9 +336,6 @@ def transform(name: str | None, value: Any) -> Any:
 class MappingFailed(InvalidInput):
     """A value the mapping's transform cannot take: the record fails, naming the field."""
 
-    code = "mapping-failed"
-    title = "A field mapping cannot transform a value"
-
     def __init__(self, detail: str, *, mapping: FieldRule, value: Any) -> None:
         super().__init__(detail)
         self.mapping = mapping

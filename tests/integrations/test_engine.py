@@ -1,0 +1,238 @@
+"""The sync engine against the HubSpot fake on a real socket, on SQLite and PostgreSQL:
+inbound companies → clients and outbound clients → companies with per-record outcomes,
+filters that skip with their values, provider errors recorded exactly, a refused
+credential and its recovery, directions on their own, change history, retries, one run
+at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from keyrack.errors import Conflict, InvalidInput
+from keyrack.services import jobs
+from keyrack.services.context import Actor, Context
+from keyrack.services.crm import clients
+from keyrack.services.integrations import connections, runs, syncs
+from keyrack.services.integrations.runs import RunView
+from keyrack.storage.tables.audit import AuditEvent
+from keyrack.storage.tables.notices import Notification
+from tests.conftest import Seeded
+from tests.fakes.hubspot import INVALID_AUTHENTICATION
+from tests.integrations.peers import HubSpotPeer, Stage, hubspot_peer
+
+ADMIN = Actor(label="admin@acme.test")
+
+
+@pytest.fixture
+def hub(hubspot_stage: Stage) -> Iterator[HubSpotPeer]:
+    with hubspot_peer(hubspot_stage) as peer:
+        yield peer
+
+
+def connect(ctx: Context, seeded: Seeded, hub: HubSpotPeer) -> str:
+    view = connections.create(
+        ctx,
+        ADMIN,
+        seeded.scope,
+        provider="hubspot",
+        name="Our HubSpot",
+        base_url=hub.base_url,
+        credential=hub.credential,
+    )
+    assert view.status == "active", view
+    return view.id
+
+
+def run_now(ctx: Context, seeded: Seeded, ref: str) -> RunView:
+    requested = runs.request_run(ctx, ADMIN, seeded.scope, ref)
+    assert requested.status == "queued"
+    jobs.worker(ctx).drain()
+    return runs.get_run(ctx, seeded.scope, ref, requested.id)
+
+
+def records(ctx: Context, seeded: Seeded, ref: str, run: RunView, **filters: Any) -> list[Any]:
+    return runs.list_records(ctx, seeded.scope, ref, run.id, limit=200, **filters).data
+
+
+def remote_by_keyrack_id(hub: HubSpotPeer) -> dict[str, list[str]]:
+    held: dict[str, list[str]] = {}
+    for key, record in hub.fake._tables["companies"].rows.items():
+        if record.fields.get("keyrack_id"):
+            held.setdefault(record.fields["keyrack_id"], []).append(str(key))
+    return held
+
+
+def test_inbound_companies_become_clients_with_outcomes(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    ids = hub.fake.seed(
+        "companies",
+        [
+            {"name": "Acme", "annualrevenue": "1200.50"},
+            {"name": "Globex", "annualrevenue": "10"},
+            {"name": "Tiny", "annualrevenue": "5"},
+        ],
+    )
+    syncs.put_sync(
+        ctx,
+        ADMIN,
+        seeded.scope,
+        ref,
+        "clients",
+        "inbound",
+        enabled=True,
+        filters=[{"field": "annualrevenue", "op": "gte", "value": 10}],
+    )
+    run = run_now(ctx, seeded, ref)
+    assert run.status == "succeeded", run
+    assert run.counts["clients"]["inbound"] == {"synced": 2, "created": 2, "skipped": 1}
+    assert run.api_calls >= 2
+    skipped = records(ctx, seeded, ref, run, outcome="skipped")
+    assert [r.remote_id for r in skipped] == [ids[2]]
+    assert skipped[0].skip == {
+        "index": 0,
+        "filter": {"field": "annualrevenue", "op": "gte", "value": 10},
+        "field": "annualrevenue",
+        "tested": "5",
+        "present": True,
+    }
+    held = clients.list_clients(ctx, seeded.scope, external_id=f"hubspot:{ids[0]}").data
+    assert [(c.name, c.arr_cents) for c in held] == [("Acme", 120050)]
+
+    again = run_now(ctx, seeded, ref)  # incremental: nothing changed since the watermark
+    assert again.counts == {} and again.watermark_before == run.watermark_after
+    hub.fake.touch("companies", ids[1])
+    third = run_now(ctx, seeded, ref)
+    assert third.counts["clients"]["inbound"] == {"synced": 1, "unchanged": 1}
+
+
+def test_outbound_clients_become_companies_once(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    made = [
+        clients.create_client(ctx, ADMIN, seeded.scope, name=f"Client {n}", arr_cents=100 * n)
+        for n in range(5)
+    ]
+    syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "outbound", enabled=True)
+    run = run_now(ctx, seeded, ref)
+    assert run.status == "succeeded", run
+    assert run.counts["clients"]["outbound"] == {"synced": 5, "created": 5}
+    held = remote_by_keyrack_id(hub)
+    assert sorted(held) == sorted(c.ref for c in made) and all(len(v) == 1 for v in held.values())
+    first = clients.get_client(ctx, seeded.scope, made[1].ref)
+    assert first.external_ids == {"hubspot": held[made[1].ref][0]}
+    assert first.updated_at == made[1].updated_at  # the write-back is no change to send again
+    assert hub.fake.record("companies", held[made[1].ref][0])["annualrevenue"] == "1"  # type: ignore[index]
+
+    clients.update_client(ctx, ADMIN, seeded.scope, made[2].ref, name="Renamed")
+    second = run_now(ctx, seeded, ref)
+    assert second.counts["clients"]["outbound"] == {"synced": 1, "updated": 1}
+    assert hub.fake.count("companies") == 5
+
+
+def test_a_provider_error_is_recorded_exactly_and_retried_alone(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    good = clients.create_client(ctx, ADMIN, seeded.scope, name="Good")
+    bad = clients.create_client(ctx, ADMIN, seeded.scope, name="Bad", arr_cents=500)
+    mappings = [
+        {"local": "name", "remote": "name", "transform": "trim"},
+        {"local": "arr_cents", "remote": "colour", "transform": "cents_to_units"},
+    ]
+    syncs.put_sync(
+        ctx, ADMIN, seeded.scope, ref, "clients", "outbound", enabled=True, field_mappings=mappings
+    )
+    run = run_now(ctx, seeded, ref)
+    assert run.status == "partial", run
+    failed = records(ctx, seeded, ref, run, outcome="failed")
+    assert {r.local_id for r in failed} == {good.ref, bad.ref}
+    one = failed[0]
+    assert one.error_message.startswith('Property values were not valid: [{"isValid":false')
+    assert one.error_code == "VALIDATION_ERROR" and one.http_status in (200, 207, 400)
+    assert one.exchange["method"] == "POST" and "batch" in one.exchange["url"]
+    assert hub.credential["api_key"] not in str(one.exchange)
+    assert records(ctx, seeded, ref, run, q=bad.ref)[0].local_id == bad.ref
+    assert records(ctx, seeded, ref, run, q="Goo")[0].local_id == good.ref
+
+    mappings[1]["remote"] = "annualrevenue"
+    syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "outbound", field_mappings=mappings)
+    other = clients.create_client(ctx, ADMIN, seeded.scope, name="Not retried")
+    retry = runs.retry_run(ctx, ADMIN, seeded.scope, ref, run.id)
+    assert retry.retry_of == run.id
+    jobs.worker(ctx).drain()
+    done = runs.get_run(ctx, seeded.scope, ref, retry.id)
+    assert done.status == "succeeded", done
+    assert done.counts["clients"]["outbound"] == {"synced": 2, "created": 2}
+    assert other.ref not in remote_by_keyrack_id(hub)
+    with pytest.raises(InvalidInput, match="no failed record"):
+        runs.retry_run(ctx, ADMIN, seeded.scope, ref, retry.id)
+
+
+def test_a_refused_credential_makes_the_connection_unauthorized_and_reauthorizing_recovers(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "inbound", enabled=True)
+    hub.refuse()
+    run = run_now(ctx, seeded, ref)
+    assert run.status == "failed" and run.error == INVALID_AUTHENTICATION
+    view = connections.get(ctx, seeded.scope, ref)
+    assert (view.status, view.status_reason) == ("unauthorized", "credential-refused")
+    assert view.last_error_message == INVALID_AUTHENTICATION and view.last_error_at is not None
+    with ctx.db.session() as session:
+        actions = list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+        notified = list(session.scalars(select(Notification.event_type)))
+    assert "integration.unauthorized" in actions and "integration.unauthorized" in notified
+
+    fresh = {"api_key": hub.fake.private_app_token()}
+    recovered = connections.put_credential(ctx, ADMIN, seeded.scope, ref, fresh)
+    assert recovered.status == "active"
+    with ctx.db.session() as session:
+        assert "integration.recovered" in set(session.scalars(select(Notification.event_type)))
+    assert run_now(ctx, seeded, ref).status == "succeeded"
+
+
+def test_disabling_one_direction_leaves_the_other_and_every_change_is_recorded(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    for direction in ("inbound", "outbound"):
+        syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", direction, enabled=True)
+    syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "outbound", enabled=False)
+    assert syncs.get_sync(ctx, seeded.scope, ref, "clients", "inbound").enabled
+    assert not syncs.get_sync(ctx, seeded.scope, ref, "clients", "outbound").enabled
+    clients.create_client(ctx, ADMIN, seeded.scope, name="Stays home")
+    hub.fake.seed("companies", [{"name": "Comes in"}])
+    run = run_now(ctx, seeded, ref)
+    assert set(run.counts["clients"]) == {"inbound"} and hub.fake.count("companies") == 1
+
+    connections.update(ctx, ADMIN, seeded.scope, ref, name="Renamed HubSpot")
+    connections.put_credential(ctx, ADMIN, seeded.scope, ref, hub.credential)
+    history = connections.list_changes(ctx, seeded.scope, ref, limit=50).data
+    what = [c.what for c in reversed(history)]
+    assert what[:2] == ["connection", "credential"] and "status" in what
+    assert what[-2:] == ["connection", "credential"]
+    assert what.count("sync:clients:outbound") == 2
+    renamed = history[1]
+    assert (renamed.before, renamed.after) == ({"name": "Our HubSpot"}, {"name": "Renamed HubSpot"})
+    disabled = next(c for c in history if c.what == "sync:clients:outbound")
+    assert (disabled.before, disabled.after) == ({"enabled": True}, {"enabled": False})
+    assert hub.credential["api_key"] not in repr(history)
+
+
+def test_one_run_per_connection_at_a_time(ctx: Context, seeded: Seeded, hub: HubSpotPeer) -> None:
+    ref = connect(ctx, seeded, hub)
+    first = runs.request_run(ctx, ADMIN, seeded.scope, ref)
+    with pytest.raises(Conflict) as refused:
+        runs.request_run(ctx, ADMIN, seeded.scope, ref)
+    assert refused.value.extra == {"run_id": first.id}  # type: ignore[attr-defined]
+    jobs.worker(ctx).drain()
+    assert runs.get_run(ctx, seeded.scope, ref, first.id).status == "succeeded"
+    assert runs.request_run(ctx, ADMIN, seeded.scope, ref).id != first.id
