@@ -273,6 +273,8 @@ def update(
         row = _row(session, scope, ref)
         before = settings_of(row)
         if name is not _UNSET:
+            if not isinstance(name, str):
+                raise InvalidInput("name must be a non-empty string")
             row.name = validate_name(check_plain(name, "name"))
         if base_url is not _UNSET:
             row.base_url = validate_base_url(ctx, base_url)

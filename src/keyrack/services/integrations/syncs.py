@@ -188,7 +188,9 @@ def put_sync(
             session.add(sync)
         was_enabled = sync.enabled
         if enabled is not _UNSET:
-            sync.enabled = bool(enabled)
+            if not isinstance(enabled, bool):
+                raise InvalidInput("enabled must be true or false")
+            sync.enabled = enabled
         if parsed_filters is not None:
             sync.filters = [f.as_dict() for f in parsed_filters]
         if parsed_mappings is not None:
