@@ -7,6 +7,7 @@ at a time."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,11 +17,11 @@ from keyrack.errors import Conflict, InvalidInput
 from keyrack.services import jobs
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm import clients
-from keyrack.services.integrations import connections, runs, syncs
+from keyrack.services.integrations import connections, engine, runs, syncs
 from keyrack.services.integrations.runs import RunView
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.notices import Notification
-from tests.conftest import Seeded
+from tests.conftest import MutableClock, Seeded
 from tests.fakes.hubspot import INVALID_AUTHENTICATION
 from tests.integrations.peers import HubSpotPeer, Stage, hubspot_peer
 
@@ -236,3 +237,54 @@ def test_one_run_per_connection_at_a_time(ctx: Context, seeded: Seeded, hub: Hub
     jobs.worker(ctx).drain()
     assert runs.get_run(ctx, seeded.scope, ref, first.id).status == "succeeded"
     assert runs.request_run(ctx, ADMIN, seeded.scope, ref).id != first.id
+
+
+def test_the_schedule_enqueues_due_runs_and_probes_daily(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer, clock: MutableClock
+) -> None:
+    assert engine.TICK_JOB in {s.kind for s in jobs.SCHEDULES}
+    ref = connect(ctx, seeded, hub)
+    assert engine.tick(ctx) == {"runs_enqueued": 0, "probed": 0}  # nothing enabled yet
+    syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "inbound", enabled=True)
+    assert engine.tick(ctx) == {"runs_enqueued": 1, "probed": 0}  # due at once when enabled
+    assert engine.tick(ctx) == {"runs_enqueued": 0, "probed": 0}  # one at a time
+    jobs.worker(ctx).drain()
+    [run] = runs.list_runs(ctx, seeded.scope, ref).data
+    assert (run.trigger, run.status) == ("schedule", "succeeded")
+    clock.advance(timedelta(seconds=899))
+    assert engine.tick(ctx)["runs_enqueued"] == 0
+    clock.advance(timedelta(seconds=2))
+    assert engine.tick(ctx)["runs_enqueued"] == 1
+    jobs.worker(ctx).drain()
+
+    syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "inbound", schedule_seconds=0)
+    hub.refuse()
+    clock.advance(timedelta(days=1, seconds=1))
+    assert engine.tick(ctx) == {"runs_enqueued": 0, "probed": 1}  # manual only; probed daily
+    assert connections.get(ctx, seeded.scope, ref).status == "unauthorized"
+
+
+def test_a_provider_down_leaves_the_status_and_records_the_error(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    hub.fail_next(503)
+    run = run_now(ctx, seeded, ref)
+    assert run.status == "failed" and run.error
+    view = connections.get(ctx, seeded.scope, ref)
+    assert view.status == "active" and view.last_error_message == run.error
+
+
+def test_sync_settings_are_checked(ctx: Context, seeded: Seeded, hub: HubSpotPeer) -> None:
+    ref = connect(ctx, seeded, hub)
+    refused = [
+        ({"field_mappings": [{"local": "colour", "remote": "name"}]}, "have no field 'colour'"),
+        ({"schedule_seconds": 10**9}, "schedule_seconds"),
+        ({"enabled": "yes"}, "enabled must be true or false"),
+    ]
+    for changes, says in refused:
+        with pytest.raises(InvalidInput, match=says):
+            syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "inbound", **changes)
+    with pytest.raises(InvalidInput, match="not available yet"):
+        syncs.get_sync(ctx, seeded.scope, ref, "engagements", "inbound")
+    assert connections.list_changes(ctx, seeded.scope, ref).data[0].what == "status"

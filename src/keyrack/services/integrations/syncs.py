@@ -19,7 +19,7 @@ from keyrack.integrations.connector import Direction, RecordType
 from keyrack.integrations.connectors import connector_for
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.integrations import connections
+from keyrack.services.integrations import connections, local
 from keyrack.storage.tables.integrations import Integration, IntegrationSync
 
 DEFAULT_SCHEDULE_SECONDS = 900
@@ -145,6 +145,16 @@ def get_sync(ctx: Context, scope: Scope, ref: str, record_type: str, direction: 
 _UNSET: Any = object()
 
 
+def _check_local_fields(rt: RecordType, mappings: tuple[FieldRule, ...]) -> None:
+    known = local.side(rt).fields
+    for index, mapping in enumerate(mappings):
+        if mapping.local not in known:
+            raise InvalidInput(
+                f"field_mappings[{index}].local: {rt} have no field {mapping.local!r}; "
+                f"known: {', '.join(known)}"
+            )
+
+
 def put_sync(
     ctx: Context,
     actor: Actor,
@@ -172,6 +182,8 @@ def put_sync(
     with ctx.db.transaction() as session:
         row = connections.row_in_scope(session, scope, ref)
         rt, way = parse_kind(row.provider, record_type, direction)
+        if parsed_mappings is not None:
+            _check_local_fields(rt, parsed_mappings)
         sync = sync_row(session, row, rt, way)
         before = view_of(row, sync, rt, way).settings()
         if sync is None:
