@@ -184,6 +184,7 @@ def upgrade() -> None:
         sa.Column("error_code", sa.String(length=100), nullable=True),
         sa.Column("http_status", sa.Integer(), nullable=True),
         sa.Column("exchange", sa.JSON(), nullable=True),
+        sa.Column("keyed", sa.Integer(), nullable=True),
         sa.Column(
             "created_at", keyrack.storage.tables.base.UTCDateTime(timezone=True), nullable=False
         ),
@@ -200,10 +201,14 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_sync_run_records_run_id_outcome_id", ["run_id", "outcome", "id"], unique=False
         )
+        batch_op.create_index(
+            "ix_sync_run_records_local_id_keyed", ["local_id", "keyed"], unique=False
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sync_run_records", schema=None) as batch_op:
+        batch_op.drop_index("ix_sync_run_records_local_id_keyed")
         batch_op.drop_index("ix_sync_run_records_run_id_outcome_id")
         batch_op.drop_index("ix_sync_run_records_run_id_id")
 

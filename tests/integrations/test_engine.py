@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from keyrack import outbound
 from keyrack.errors import Conflict, InvalidInput
 from keyrack.services import jobs
 from keyrack.services.context import Actor, Context
@@ -22,8 +23,15 @@ from keyrack.services.integrations.runs import RunView
 from keyrack.storage.tables.audit import AuditEvent
 from keyrack.storage.tables.notices import Notification
 from tests.conftest import MutableClock, Seeded
+from tests.fakes.base import loopback_certificate
 from tests.fakes.hubspot import INVALID_AUTHENTICATION
-from tests.integrations.peers import HubSpotPeer, Stage, hubspot_peer
+from tests.integrations.peers import (
+    HubSpotPeer,
+    SalesforcePeer,
+    Stage,
+    hubspot_peer,
+    salesforce_peer,
+)
 
 ADMIN = Actor(label="admin@acme.test")
 
@@ -288,3 +296,41 @@ def test_sync_settings_are_checked(ctx: Context, seeded: Seeded, hub: HubSpotPee
     with pytest.raises(InvalidInput, match="not available yet"):
         syncs.get_sync(ctx, seeded.scope, ref, "engagements", "inbound")
     assert connections.list_changes(ctx, seeded.scope, ref).data[0].what == "status"
+
+
+@pytest.fixture
+def salesforce(salesforce_stage: Stage) -> Iterator[SalesforcePeer]:
+    """The Salesforce fake (TLS on loopback), its certificate trusted by outbound calls."""
+    outbound.tls_context().load_verify_locations(loopback_certificate()[0])
+    with salesforce_peer(salesforce_stage) as peer:
+        yield peer
+
+
+def test_salesforce_accounts_and_clients_both_ways(
+    ctx: Context, seeded: Seeded, salesforce: SalesforcePeer
+) -> None:
+    ref = connections.create(
+        ctx,
+        ADMIN,
+        seeded.scope,
+        provider="salesforce",
+        name="Salesforce",
+        base_url=salesforce.base_url,
+        credential=salesforce.credential,
+    ).id
+    assert connections.get(ctx, seeded.scope, ref).status == "active"
+    [account] = salesforce.seed_clients(1)
+    mine = clients.create_client(ctx, ADMIN, seeded.scope, name="Ours", arr_cents=250_000)
+    for direction in ("inbound", "outbound"):
+        syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", direction, enabled=True)
+    run = run_now(ctx, seeded, ref)
+    assert run.status == "succeeded", run
+    assert run.counts["clients"]["inbound"] == {"synced": 1, "created": 1}
+    assert run.counts["clients"]["outbound"] == {"synced": 1, "created": 1, "skipped": 1}
+    [echo] = records(ctx, seeded, ref, run, outcome="skipped")
+    assert echo.remote_id == account and echo.skip["reason"] == "from-provider"  # type: ignore[index]
+    [came] = clients.list_clients(ctx, seeded.scope, external_id=f"salesforce:{account}").data
+    assert came.name == "Account 0"
+    sent = clients.get_client(ctx, seeded.scope, mine.ref).external_ids["salesforce"]
+    assert salesforce.fake.record("Account", sent)["AnnualRevenue"] in (2500, 2500.0)  # type: ignore[index]
+    assert salesforce.count() == 2  # the account that came in was not sent back as another

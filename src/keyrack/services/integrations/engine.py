@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from keyrack.domain import sync_rules
@@ -79,6 +79,7 @@ class Outcome:
     failure: ProviderFailure | None = None
     exchange: Exchange | None = None
     local_error: str | None = None
+    keyed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,9 +242,19 @@ class Engine:
         items: list[OutboundRecord] = []
         slots: list[int] = []
         rt, way = settings.record_type.value, OUTBOUND
+        unkeyed = self.unkeyed(batch)
         for record in batch:
             found = Outcome(rt, way, "skipped", local_id=record.ref, name=record.name)
             found.remote_id = record.external_ids.get(self.connection.provider)
+            if record.ref in unkeyed:
+                found.skip = {
+                    "reason": "from-provider",
+                    "detail": f"it came from {self.connection.provider} as {found.remote_id}, "
+                    "which does not carry its Keyrack id; the connector writes by Keyrack id, "
+                    "so sending it would make a second record there",
+                }
+                outcomes.append(found)
+                continue
             skip = sync_rules.first_skip(settings.filters, record.fields)
             if skip is not None:
                 found.skip = skip.as_dict()
@@ -281,8 +292,28 @@ class Engine:
         if answer.result == WriteResult.FAILED:
             found.outcome, found.failure, found.exchange = "failed", answer.failure, answer.exchange
         else:
-            found.result = answer.result.value
+            found.result, found.keyed = answer.result.value, 1
         return found
+
+    def unkeyed(self, batch: Sequence[LocalRecord]) -> set[str]:
+        """Refs of records that came from the provider, whose record there does not carry
+        their Keyrack id (and that Keyrack never wrote there since)."""
+        provider = self.connection.provider
+        refs = [record.ref for record in batch if provider in record.external_ids]
+        if not refs:
+            return set()
+        with self.ctx.db.session() as session:
+            rows = session.execute(
+                select(SyncRunRecord.local_id, func.max(SyncRunRecord.keyed))
+                .join(SyncRun, SyncRun.id == SyncRunRecord.run_id)
+                .where(
+                    SyncRun.integration_id == self.connection.id,
+                    SyncRunRecord.local_id.in_(refs),
+                    SyncRunRecord.keyed.is_not(None),
+                )
+                .group_by(SyncRunRecord.local_id)
+            )
+            return {ref for ref, keyed in rows if ref is not None and keyed == 0}
 
     def write_back(
         self,
@@ -311,6 +342,7 @@ class Engine:
                 )
             except (Conflict, InvalidInput) as exc:
                 found.outcome, found.result, found.local_error = "failed", None, exc.detail
+                found.keyed = None
 
     def commit_inbound(
         self, settings: Settings, chunk: Sequence[RemoteRecord], *, watermark: str | None
@@ -339,6 +371,7 @@ class Engine:
                     outcomes.append(found)
                     continue
                 found.outcome, found.result, found.local_id = "synced", result, ref
+                found.keyed = int(remote.external_ids.get(KEYRACK) == ref)
                 outcomes.append(found)
             self.commit(outcomes, settings=settings, watermark=watermark, session=session)
         self.report()
@@ -515,6 +548,7 @@ def _row(run_id: int, found: Outcome, now: datetime) -> SyncRunRecord:
         error_code=(failure.code if failure else None),
         http_status=(failure.http_status if failure else None),
         exchange=dataclasses.asdict(found.exchange) if found.exchange is not None else None,
+        keyed=found.keyed,
         created_at=now,
     )
 

@@ -129,6 +129,7 @@ class SyncRunRecord(Base):
     __table_args__ = (
         Index("ix_sync_run_records_run_id_id", "run_id", "id"),
         Index("ix_sync_run_records_run_id_outcome_id", "run_id", "outcome", "id"),
+        Index("ix_sync_run_records_local_id_keyed", "local_id", "keyed"),
     )
 
     id: Mapped[int] = mapped_column(
@@ -149,4 +150,7 @@ class SyncRunRecord(Base):
     error_code: Mapped[str | None] = mapped_column(String(100))
     http_status: Mapped[int | None]
     exchange: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    keyed: Mapped[int | None]
+    """For ``synced``: 1 if the provider's record now carries this Keyrack id (Keyrack wrote
+    it), 0 if it does not (it came from the provider): the connector writes by Keyrack id."""
     created_at: Mapped[datetime]
