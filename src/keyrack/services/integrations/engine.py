@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,6 +59,8 @@ from keyrack.services.integrations import connections, local, runs, syncs
 from keyrack.services.integrations.local import LocalRecord
 from keyrack.services.integrations.runs import ACTIVE, ENDED
 from keyrack.storage.tables.integrations import Integration, IntegrationSync, SyncRun, SyncRunRecord
+
+log = logging.getLogger("keyrack.integrations")
 
 INBOUND_BATCH = 100
 RETRY_BATCH = 100
@@ -187,6 +190,10 @@ class Engine:
             return
         except InvalidInput as exc:  # no credential, a setting no longer valid
             self.finish("failed", exc.detail)
+            return
+        except Exception as exc:  # a bug must not leave the run running for ever
+            log.exception("integration run %s failed", self.run_id)
+            self.finish("failed", f"internal error ({type(exc).__name__}); see the worker's log")
             return
         self.finish(None, None)
 
@@ -322,27 +329,32 @@ class Engine:
         batch: Sequence[LocalRecord],
         outcomes: list[Outcome],
     ) -> None:
-        """Store each written record's remote id as its ``external_ids[provider]``."""
-        provider = self.connection.provider
+        """Store each written record's remote id as its ``external_ids[provider]``, for the
+        whole batch at once; a record whose id cannot be stored fails."""
         held = {record.ref: record for record in batch}
+        wanted: dict[int, tuple[dict[str, str], str]] = {}
+        by_id: dict[int, Outcome] = {}
         for found in outcomes:
             record = held.get(found.local_id or "")
             if found.outcome != "synced" or record is None or not found.remote_id:
                 continue
-            if record.external_ids.get(provider) == found.remote_id:
-                continue
-            try:
-                external_ids.assign(
-                    session,
-                    self.connection.scope,
-                    local.crm_type(record_type),
-                    record.id,
-                    record.external_ids,
-                    {provider: found.remote_id},
-                )
-            except (Conflict, InvalidInput) as exc:
-                found.outcome, found.result, found.local_error = "failed", None, exc.detail
-                found.keyed = None
+            wanted[record.id] = (record.external_ids, found.remote_id)
+            by_id[record.id] = found
+        refused = external_ids.assign_system(
+            session,
+            self.connection.scope,
+            local.crm_type(record_type),
+            self.connection.provider,
+            wanted,
+        )
+        for record_id, detail in refused.items():
+            found = by_id[record_id]
+            found.outcome, found.result, found.local_error, found.keyed = (
+                "failed",
+                None,
+                detail,
+                None,
+            )
 
     def commit_inbound(
         self, settings: Settings, chunk: Sequence[RemoteRecord], *, watermark: str | None
