@@ -17,7 +17,7 @@ from keyrack import outbound
 from keyrack.errors import Conflict, InvalidInput
 from keyrack.services import jobs
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm import clients
+from keyrack.services.crm import clients, contacts
 from keyrack.services.integrations import connections, engine, runs, syncs
 from keyrack.services.integrations.runs import RunView
 from keyrack.storage.tables.audit import AuditEvent
@@ -334,3 +334,33 @@ def test_salesforce_accounts_and_clients_both_ways(
     sent = clients.get_client(ctx, seeded.scope, mine.ref).external_ids["salesforce"]
     assert salesforce.fake.record("Account", sent)["AnnualRevenue"] in (2500, 2500.0)  # type: ignore[index]
     assert salesforce.count() == 2  # the account that came in was not sent back as another
+
+
+def test_contacts_go_with_their_client_and_come_back_matched(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    client = clients.create_client(ctx, ADMIN, seeded.scope, name="Acme")
+    people = [
+        contacts.create_contact(
+            ctx, ADMIN, seeded.scope, client_ref=client.ref, name=name, email=f"{name}@acme.test"
+        )
+        for name in ("ada", "bob")
+    ]
+    for record_type in ("contacts", "clients"):  # enabled in the wrong order on purpose
+        syncs.put_sync(ctx, ADMIN, seeded.scope, ref, record_type, "outbound", enabled=True)
+    run = run_now(ctx, seeded, ref)
+    assert run.status == "succeeded", run
+    assert run.counts["contacts"]["outbound"] == {"synced": 2, "created": 2}
+    company = clients.get_client(ctx, seeded.scope, client.ref).external_ids["hubspot"]
+    for person in people:
+        remote = contacts.get_contact(ctx, seeded.scope, person.ref).external_ids["hubspot"]
+        assert hub.fake.record("contacts", remote)["email"] == person.email  # type: ignore[index]
+        assert company in hub.fake.associated("contacts", remote, "companies")
+
+    for record_type in ("contacts", "clients"):
+        syncs.put_sync(ctx, ADMIN, seeded.scope, ref, record_type, "inbound", enabled=True)
+    back = run_now(ctx, seeded, ref)
+    assert back.counts["contacts"]["inbound"] == {"synced": 2, "unchanged": 2}
+    assert back.counts["clients"]["inbound"] == {"synced": 1, "unchanged": 1}
+    assert len(contacts.list_contacts(ctx, seeded.scope).data) == 2

@@ -205,11 +205,14 @@ class Engine:
             assert run is not None
             done = set(run.done.get("syncs", []))
             start = {**run.watermark_before, **run.watermark_after}
-            todo = [
-                Settings.of(s)
-                for s in syncs.enabled_syncs(session, self.connection.id)
-                if syncs.key(s.record_type, s.direction) not in done
-            ]
+            todo = sorted(  # clients before what belongs to them
+                (
+                    Settings.of(s)
+                    for s in syncs.enabled_syncs(session, self.connection.id)
+                    if syncs.key(s.record_type, s.direction) not in done
+                ),
+                key=lambda s: (list(RecordType).index(s.record_type), s.direction),
+            )
         for settings in todo:
             if settings.direction == INBOUND:
                 self.inbound(settings, start.get(settings.key))

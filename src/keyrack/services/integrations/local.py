@@ -21,7 +21,7 @@ from keyrack.integrations.connector import KEYRACK, RecordType, RemoteRecord
 from keyrack.services.crm import external_ids, records
 from keyrack.services.crm.scoping import clients_of, in_scope
 from keyrack.storage.tables.base import from_epoch_us, to_epoch_us
-from keyrack.storage.tables.crm import Client, ExternalId
+from keyrack.storage.tables.crm import Client, Contact, ExternalId
 
 Position = tuple[datetime, int]
 
@@ -249,7 +249,104 @@ class Clients:
         return ("updated" if changed else "unchanged"), row.ref
 
 
-_SIDES: dict[RecordType, Side] = {RecordType.CLIENTS: Clients()}
+class Contacts:
+    """Contacts belong to a client: going out, the client's remote id is their link (a
+    contact whose client has none yet fails, to go once the client went); coming in, the
+    provider's link names the client by its remote id."""
+
+    record_type: RecordType = RecordType.CONTACTS
+    fields: tuple[str, ...] = ("name", "email", "phone", "title")
+
+    def _records(self, session: Session, rows: list[Contact]) -> list[LocalRecord]:
+        ids = external_ids.ids_of_records(session, crm.RecordType.CONTACTS, (r.id for r in rows))
+        owners = external_ids.ids_of_records(
+            session, crm.RecordType.CLIENTS, {r.client_id for r in rows}
+        )
+        return [
+            LocalRecord(
+                row.id,
+                row.ref,
+                row.name,
+                {"name": row.name, "email": row.email, "phone": row.phone, "title": row.title},
+                ids.get(row.id, {}),
+                (row.updated_at, row.id),
+                {RecordType.CLIENTS: owners.get(row.client_id, {})},
+            )
+            for row in rows
+        ]
+
+    def changed(
+        self, session: Session, scope: Scope, after: Position | None, limit: int
+    ) -> list[LocalRecord]:
+        stmt = in_scope(select(Contact), Contact, scope)
+        rows = list(session.scalars(_after(stmt, Contact, after).limit(limit)))
+        return self._records(session, rows)
+
+    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
+        stmt = in_scope(select(Contact), Contact, scope).where(Contact.ref.in_(refs))
+        return self._records(session, list(session.scalars(stmt.order_by(Contact.id))))
+
+    def upsert(
+        self,
+        session: Session,
+        scope: Scope,
+        provider: str,
+        remote: RemoteRecord,
+        mapped: Mapping[str, Any],
+        at: datetime,
+    ) -> tuple[str, str]:
+        values: dict[str, Any] = {}
+        if "name" in mapped or remote.name:
+            values["name"] = _text(mapped.get("name") or remote.name, "name")
+        if "email" in mapped:
+            values["email"] = validate_email(str(mapped["email"])) if mapped["email"] else None
+        if "phone" in mapped:
+            values["phone"] = crm.validate_phone(
+                None if mapped["phone"] is None else str(mapped["phone"])
+            )
+        if "title" in mapped:
+            values["title"] = crm.validate_text(
+                None if mapped["title"] is None else str(mapped["title"]), "title", 200
+            )
+        company = remote.links.get(RecordType.CLIENTS)
+        client_id = (
+            held_by(session, scope, RecordType.CLIENTS, provider, company) if company else None
+        )
+        client = session.get(Client, client_id) if client_id is not None else None
+        if client is None or not scope.covers(client.org_id, client.location_id):
+            raise InvalidInput(
+                f"its client ({provider} {company or 'none'}) is not in Keyrack: "
+                "sync clients inbound first"
+            )
+        row = _find(session, scope, Contact, self.record_type, provider, remote)
+        ids = {provider: remote.remote_id}
+        if row is None:
+            if "name" not in values:
+                raise InvalidInput("name is required to create a contact")
+            row = Contact(ref=new_ref("con"), org_id=scope.org_id, client_id=client.id, **values)
+            records.created(
+                session, scope, crm.RecordType.CONTACTS, row, at=at, external_id_changes=ids
+            )
+            return "created", row.ref
+        before = records.state(row)
+        held = external_ids.ids_of_record(session, crm.RecordType.CONTACTS, row.id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.client_id = client.id
+        changes = ids if held.get(provider) != remote.remote_id else UNSET
+        records.updated(
+            session,
+            scope,
+            crm.RecordType.CONTACTS,
+            row,
+            before=before,
+            at=at,
+            external_id_changes=changes,
+        )
+        return ("updated" if records.state(row) != before else "unchanged"), row.ref
+
+
+_SIDES: dict[RecordType, Side] = {RecordType.CLIENTS: Clients(), RecordType.CONTACTS: Contacts()}
 
 
 def side(record_type: RecordType) -> Side:
