@@ -144,7 +144,16 @@ def test_bad_inputs_are_problems(
     h = org.headers()
     body = {"provider": "hubspot", "name": "H", "base_url": hub.base_url}
     ref = api.post(BASE, headers=h, json=body).json()["id"]
+    stripe = api.post(BASE, headers=h, json={"provider": "stripe", "name": "S"}).json()["id"]
+    oauth = {
+        "access_token": "a",
+        "refresh_token": "r",
+        "token_url": "https://example.com/token",
+        "client_id": "c",
+        "client_secret": "s",
+    }
     bad = [
+        ("PUT", f"{BASE}/{stripe}/credential", {"credential": oauth}, 400, "validation-error"),
         ("POST", BASE, {**body, "provider": "myspace"}, 400, "validation-error"),
         ("POST", BASE, {**body, "base_url": "ftp://example.com"}, 400, "validation-error"),
         ("POST", BASE, {**body, "credential": {"password": "x"}}, 400, "validation-error"),
@@ -152,6 +161,13 @@ def test_bad_inputs_are_problems(
         ("POST", BASE, {**body, "secret": 1}, 400, "validation-error"),
         ("PATCH", f"{BASE}/{ref}", {"name": None}, 400, "validation-error"),
         ("PUT", f"{BASE}/{ref}/credential", {"credential": "pat"}, 400, "validation-error"),
+        (
+            "PUT",
+            f"{BASE}/{ref}/credential",
+            {"credential": {"refresh_token": "r", "token_url": "https://x", "client_id": "c"}},
+            400,
+            "validation-error",
+        ),
         (
             "PUT",
             f"{BASE}/{ref}/syncs/clients/inbound",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -350,9 +351,24 @@ def connector(ctx: Context, row: Integration, on_token: Any = None) -> Iterator[
     if credential is None:
         raise InvalidInput(f"integration {row.ref} has no credential: PUT one first")
     with outbound.client(ctx.settings, timeout=HTTP_TIMEOUT) as http:
-        yield connector_for(row.provider)(
-            credential=credential, http=http, base_url=row.base_url, on_token=on_token
+        yield _build(row.provider, credential, http, row.base_url, on_token)
+
+
+def _build(
+    provider: str,
+    credential: Mapping[str, Any],
+    http: httpx.Client,
+    base_url: str | None,
+    on_token: Any = None,
+) -> Connector:
+    """The provider's connector; a credential it cannot take is ``InvalidInput`` (its
+    refusal names what is missing, never a value)."""
+    try:
+        return connector_for(provider)(
+            credential=credential, http=http, base_url=base_url, on_token=on_token
         )
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def keep_token(ctx: Context, integration_id: int) -> Any:
@@ -376,6 +392,8 @@ def put_credential(
     now = ctx.clock()
     with ctx.db.transaction() as session:
         row = _row(session, scope, ref)
+        with httpx.Client() as unused:  # the connector takes it before anything is stored
+            _build(row.provider, valid, unused, row.base_url)
         had = row.credential_sealed is not None
         row.credential_sealed = seal_credential(ctx, valid)
         record_change(
