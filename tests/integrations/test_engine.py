@@ -364,3 +364,15 @@ def test_contacts_go_with_their_client_and_come_back_matched(
     assert back.counts["contacts"]["inbound"] == {"synced": 2, "unchanged": 2}
     assert back.counts["clients"]["inbound"] == {"synced": 1, "unchanged": 1}
     assert len(contacts.list_contacts(ctx, seeded.scope).data) == 2
+
+
+def test_a_run_counts_its_api_calls_and_rate_limit_waits(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    clients.create_client(ctx, ADMIN, seeded.scope, name="Paced")
+    syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "outbound", enabled=True)
+    hub.rate_limit()  # HubSpot's 429 with its rate-limit headers, waited out
+    run = run_now(ctx, seeded, ref)
+    assert run.status == "succeeded", run
+    assert run.rate_limit_wait_seconds > 0 and run.api_calls >= 3  # probe, read-back, write
