@@ -63,8 +63,8 @@ def parse_kind(provider: str, record_type: str, direction: str) -> tuple[RecordT
             f"record_type must be one of {', '.join(RecordType)} and direction one of "
             f"{', '.join(Direction)}"
         ) from None
-    served = connector_for(provider).directions  # type: ignore[attr-defined]
-    if way not in served.get(rt, frozenset()):
+    served = getattr(connector_for(provider), "directions", None)  # a class says, as data
+    if served is not None and way not in served.get(rt, frozenset()):
         raise InvalidInput(f"{provider} does not sync {rt} {way}")
     if rt not in SYNCED_TYPES:
         raise InvalidInput(
@@ -74,7 +74,7 @@ def parse_kind(provider: str, record_type: str, direction: str) -> tuple[RecordT
 
 
 def default_mappings(provider: str, rt: RecordType, way: Direction) -> tuple[FieldRule, ...]:
-    table = connector_for(provider).mappings  # type: ignore[attr-defined]
+    table = getattr(connector_for(provider), "mappings", None) or {}
     return tuple(
         FieldRule(m.local, m.remote, m.transform)
         for m in table.get((rt, way), ())
