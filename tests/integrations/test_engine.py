@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from keyrack import outbound
 from keyrack.errors import Conflict, InvalidInput
+from keyrack.jobs import admin
 from keyrack.services import jobs
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm import clients, contacts
@@ -376,3 +377,18 @@ def test_a_run_counts_its_api_calls_and_rate_limit_waits(
     run = run_now(ctx, seeded, ref)
     assert run.status == "succeeded", run
     assert run.rate_limit_wait_seconds > 0 and run.api_calls >= 3  # probe, read-back, write
+
+
+def test_a_run_whose_job_ended_does_not_block_the_next(
+    ctx: Context, seeded: Seeded, hub: HubSpotPeer
+) -> None:
+    ref = connect(ctx, seeded, hub)
+    stuck = runs.request_run(ctx, ADMIN, seeded.scope, ref)
+    [job] = admin.list_jobs(ctx.db, kind=runs.RUN_JOB).data
+    with ctx.db.transaction() as session:
+        admin.cancel(session, job.id, ctx.clock())  # as if its workers had died on every attempt
+    fresh = runs.request_run(ctx, ADMIN, seeded.scope, ref)
+    ended = runs.get_run(ctx, seeded.scope, ref, stuck.id)
+    assert (ended.status, ended.error) == ("failed", runs.ABANDONED)
+    jobs.worker(ctx).drain()
+    assert runs.get_run(ctx, seeded.scope, ref, fresh.id).status == "succeeded"

@@ -12,6 +12,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain.ids import new_ref
+from keyrack.domain.jobs import ACTIVE as JOB_ACTIVE
 from keyrack.domain.tenancy import Scope
 from keyrack.errors import Conflict, InvalidInput, NotFound
 from keyrack.jobs import enqueue
@@ -19,6 +20,7 @@ from keyrack.services.context import Actor, Context
 from keyrack.services.integrations import connections
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.tables.integrations import Integration, SyncRun, SyncRunRecord
+from keyrack.storage.tables.jobs import Job
 
 RUN_JOB = "integration.run"
 ACTIVE = ("queued", "running")
@@ -28,8 +30,19 @@ RUN_ATTEMPTS = 5
 """A run's job is tried again (from its checkpoint) when its worker dies or it raises."""
 
 
+ABANDONED = "its job ended before the run did (its workers stopped on every attempt)"
+
+
 def job_key(integration_id: int) -> str:
     return f"integration-run:{integration_id}"
+
+
+def _job_of(session: Session, integration_id: int) -> int | None:
+    """The queued or running job of the connection's run, if any."""
+    found: int | None = session.scalars(
+        select(Job.id).where(Job.unique_key == job_key(integration_id), Job.state.in_(JOB_ACTIVE))
+    ).first()
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,10 @@ def enqueue_run(
     """A queued run and its job, in the caller's transaction; ``RunInProgress`` when one is
     queued or running."""
     held = active_run(session, row.id)
+    if held is not None and _job_of(session, row.id) is None:
+        held.status, held.finished_at = "failed", now  # no job will ever finish it
+        held.error = held.error or ABANDONED
+        held = None
     if held is not None:
         raise RunInProgress(held.ref)
     run = SyncRun(
