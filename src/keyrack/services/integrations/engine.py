@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from keyrack.domain import sync_rules
@@ -508,7 +508,8 @@ class Engine:
             tally[found.outcome] = tally.get(found.outcome, 0) + 1
             if found.result:
                 tally[found.result] = tally.get(found.result, 0) + 1
-        session.add_all(_row(self.run_id, found, now) for found in outcomes)
+        if outcomes:  # one multi-row INSERT per batch
+            session.execute(insert(SyncRunRecord), [_row(self.run_id, f, now) for f in outcomes])
         run.counts = counts
         if settings is not None and watermark is not None:
             run.watermark_after = {**run.watermark_after, settings.key: watermark}
@@ -547,9 +548,9 @@ class Engine:
                 row.last_error_at, row.last_error_message = now, error[:MAX_MESSAGE]
 
 
-def _row(run_id: int, found: Outcome, now: datetime) -> SyncRunRecord:
+def _row(run_id: int, found: Outcome, now: datetime) -> dict[str, Any]:
     failure = found.failure
-    return SyncRunRecord(
+    return dict(
         run_id=run_id,
         record_type=found.record_type,
         direction=found.direction,
