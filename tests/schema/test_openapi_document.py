@@ -78,6 +78,26 @@ OPERATION_IDS = {
     "DELETE /api/v2/webhooks/{webhook_id}": "deleteWebhook",
     "GET /api/v2/webhooks/{webhook_id}/deliveries": "listWebhookDeliveries",
     "POST /api/v2/webhooks/deliveries/{delivery_id}/redeliver": "redeliverWebhookDelivery",
+    "GET /api/v2/integrations": "listIntegrations",
+    "POST /api/v2/integrations": "createIntegration",
+    "GET /api/v2/integrations/{integration_id}": "getIntegration",
+    "PATCH /api/v2/integrations/{integration_id}": "updateIntegration",
+    "DELETE /api/v2/integrations/{integration_id}": "deleteIntegration",
+    "PUT /api/v2/integrations/{integration_id}/credential": "putIntegrationCredential",
+    "GET /api/v2/integrations/{integration_id}/syncs/{record_type}/{direction}": (
+        "getIntegrationSync"
+    ),
+    "PUT /api/v2/integrations/{integration_id}/syncs/{record_type}/{direction}": (
+        "putIntegrationSync"
+    ),
+    "GET /api/v2/integrations/{integration_id}/changes": "listIntegrationChanges",
+    "POST /api/v2/integrations/{integration_id}/runs": "createIntegrationRun",
+    "GET /api/v2/integrations/{integration_id}/runs": "listIntegrationRuns",
+    "GET /api/v2/integrations/{integration_id}/runs/{run_id}": "getIntegrationRun",
+    "GET /api/v2/integrations/{integration_id}/runs/{run_id}/records": (
+        "listIntegrationRunRecords"
+    ),
+    "POST /api/v2/integrations/{integration_id}/runs/{run_id}/retry": "retryIntegrationRun",
 }
 PUBLIC = {
     "GET /healthz",

@@ -21,6 +21,7 @@ from keyrack.http.routes import (
     engagements,
     handoffs,
     health,
+    integrations,
     introspection,
     keys,
     leaks,
@@ -61,6 +62,7 @@ ROUTERS = (
     pulse.router,
     notifications.router,
     webhooks.router,
+    integrations.router,
 )
 """Every router of the API; a new resource adds its router here."""
 

@@ -48,6 +48,7 @@ TAGS: dict[str, str] = {
     "pulse": "NPS responses and summaries",
     "notifications": "In-app notifications",
     "webhooks": "Webhook endpoints and their deliveries",
+    "integrations": "Connections to other systems, their syncs, runs and per-record outcomes",
 }
 """Every tag, in the order the docs show them; a new router's tag is added here."""
 

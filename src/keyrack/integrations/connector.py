@@ -64,6 +64,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import httpx
 
+from keyrack.domain import sync_rules
 from keyrack.errors import KeyrackError
 
 
@@ -101,9 +102,7 @@ class WriteResult(enum.StrEnum):
     FAILED = "failed"
 
 
-TRANSFORMS = frozenset(
-    {"lower", "upper", "trim", "cents_to_units", "units_to_cents", "date", "bool"}
-)
+TRANSFORMS = sync_rules.TRANSFORMS
 """SPEC §7's transform vocabulary, the only names a mapping may use."""
 
 KEYRACK = "keyrack"

@@ -24,6 +24,8 @@ from keyrack.domain.webhooks import RETRY
 from keyrack.jobs import Handler, Outcome, RunningJob, Schedule, Worker
 from keyrack.services import email, expiry, handoffs, sessions, webhooks
 from keyrack.services.context import Context
+from keyrack.services.integrations import engine as integrations
+from keyrack.services.integrations.runs import RUN_JOB
 from keyrack.services.notices import DELIVER_WEBHOOK, SEND_EMAIL
 
 SWEEP_EXPIRY = "expiry.sweep"
@@ -35,6 +37,7 @@ SCHEDULES = (
     Schedule("expiry", SWEEP_EXPIRY, MINUTE, max_attempts=1),
     Schedule("handoffs", PURGE_HANDOFFS, MINUTE, max_attempts=1),
     Schedule("reveals", PURGE_REVEALS, MINUTE, max_attempts=1),
+    Schedule("integrations", integrations.TICK_JOB, MINUTE, max_attempts=1),
 )
 """The periodic jobs (the next period is their retry: one attempt each)."""
 
@@ -57,6 +60,8 @@ def handlers(ctx: Context) -> list[Handler]:
         Handler(SWEEP_EXPIRY, sweep_expiry),
         Handler(PURGE_HANDOFFS, purge_handoffs),
         Handler(PURGE_REVEALS, purge_reveals),
+        Handler(RUN_JOB, lambda job: integrations.run_job(ctx, job)),
+        Handler(integrations.TICK_JOB, lambda job: job.progress(**integrations.tick(ctx))),
     ]
     if ctx.settings.smtp_url:
         registry.append(Handler(SEND_EMAIL, lambda job: email.send(ctx, job), RETRY))

@@ -32,6 +32,10 @@ from keyrack.storage.tables.tenancy import Organization, User
 from keyrack.storage.tables.webhooks import WebhookDelivery, WebhookEndpoint
 
 EVENT_TYPES: tuple[str, ...] = (
+    "integration.expired",
+    "integration.recovered",
+    "integration.revoked",
+    "integration.unauthorized",
     "key.created",
     "key.expired",
     "key.expiring",
@@ -46,6 +50,10 @@ EVENT_TYPES: tuple[str, ...] = (
 
 EMAILED: frozenset[str] = frozenset(
     {
+        "integration.expired",
+        "integration.recovered",
+        "integration.revoked",
+        "integration.unauthorized",
         "key.expired",
         "key.expiring",
         "key.leaked",
@@ -188,6 +196,25 @@ def describe(action: str, data: dict[str, Any]) -> Message:
         "key_request.rejected": (
             "Production key request {ref} rejected",
             "The production key request {ref} was rejected.",
+        ),
+        "integration.unauthorized": (
+            "Integration {name} lost its authorization",
+            "The provider refused the credential of the integration {ref}: its syncs stop "
+            "until it is reauthorized (PUT …/credential).",
+        ),
+        "integration.expired": (
+            "Integration {name}: the credential expired",
+            "The credential of the integration {ref} expired: its syncs stop until it is "
+            "reauthorized.",
+        ),
+        "integration.revoked": (
+            "Integration {name}: the credential was revoked",
+            "The provider revoked the credential of the integration {ref}: its syncs stop "
+            "until it is reauthorized.",
+        ),
+        "integration.recovered": (
+            "Integration {name} is connected again",
+            "The credential of the integration {ref} works again; its syncs resume.",
         ),
     }
     title, body = simple.get(action, ("{ref}: " + action, "{ref}: " + action))

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from keyrack.domain import crm
 from keyrack.domain.crm import ExternalRef, RecordType
 from keyrack.domain.tenancy import Scope
-from keyrack.errors import Conflict
+from keyrack.errors import Conflict, InvalidInput
 from keyrack.services.crm.scoping import KINDS, records_of
 from keyrack.storage.tables.crm import ExternalId
 
@@ -143,3 +143,73 @@ def forget(session: Session, record_type: RecordType, record_ids: Select[Any] | 
             ExternalId.record_type == record_type.value, ExternalId.record_id.in_(record_ids)
         )
     )
+
+
+def assign_system(
+    session: Session,
+    scope: Scope,
+    record_type: RecordType,
+    system: str,
+    wanted: Mapping[int, tuple[Mapping[str, str], str]],
+) -> dict[int, str]:
+    """Set one system's id on many records at once (a sync writing back the ids the other
+    system gave): ``wanted`` maps a record id to (its current ids, the id to set). Returns
+    the refusals by record id (an id another record holds, an invalid id, too many
+    systems); the others are stored, in two statements. The caller holds the clock, as
+    for ``assign``."""
+    crm.validate_system(system)
+    refused: dict[int, str] = {}
+    chosen: dict[int, str] = {}
+    for record_id, (current, value) in wanted.items():
+        try:
+            crm.validate_external_id(system, value)
+        except InvalidInput as exc:
+            refused[record_id] = exc.detail
+            continue
+        if system not in current and len(current) >= crm.MAX_EXTERNAL_SYSTEMS:
+            refused[record_id] = f"a record holds ids of at most {crm.MAX_EXTERNAL_SYSTEMS} systems"
+            continue
+        if current.get(system) != value:
+            chosen[record_id] = value
+    if not chosen:
+        return refused
+    holders = session.execute(
+        select(ExternalId.external_id, ExternalId.record_id).where(
+            ExternalId.org_id == scope.org_id,
+            ExternalId.record_type == record_type.value,
+            ExternalId.system == system,
+            ExternalId.external_id.in_(set(chosen.values())),
+        )
+    )
+    held = {value: holder for value, holder in holders}
+    claimed: dict[str, int] = {}
+    for record_id, value in list(chosen.items()):
+        holder = held.get(value, claimed.get(value))
+        if holder is not None and holder != record_id:
+            ref = ExternalRef(system, value)
+            refused[record_id] = f"{ref} is already held by another {KINDS[record_type].what}"
+            del chosen[record_id]
+        else:
+            claimed[value] = record_id
+    if chosen:
+        session.execute(
+            delete(ExternalId).where(
+                ExternalId.record_type == record_type.value,
+                ExternalId.system == system,
+                ExternalId.record_id.in_(list(chosen)),
+            )
+        )
+        session.execute(
+            insert(ExternalId),
+            [
+                {
+                    "org_id": scope.org_id,
+                    "record_type": record_type.value,
+                    "record_id": record_id,
+                    "system": system,
+                    "external_id": value,
+                }
+                for record_id, value in chosen.items()
+            ],
+        )
+    return refused

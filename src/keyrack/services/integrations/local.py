@@ -1,0 +1,356 @@
+"""Keyrack's side of a sync, per record type: the records changed since a position (in
+``(updated_at, id)`` order, as ``?updated_since=`` lists them), their fields as filters and
+mappings see them, and the upsert of a provider's record keyed by ``external_ids``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from keyrack.domain import crm
+from keyrack.domain.crm import UNSET, ClientStatus
+from keyrack.domain.ids import new_ref
+from keyrack.domain.tenancy import Scope, validate_email, validate_name
+from keyrack.errors import InvalidInput
+from keyrack.integrations.connector import KEYRACK, RecordType, RemoteRecord
+from keyrack.services.crm import external_ids, records
+from keyrack.services.crm.scoping import clients_of, in_scope
+from keyrack.storage.tables.base import from_epoch_us, to_epoch_us
+from keyrack.storage.tables.crm import Client, Contact, ExternalId
+
+Position = tuple[datetime, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRecord:
+    id: int
+    ref: str
+    name: str
+    fields: dict[str, Any]
+    external_ids: dict[str, str]
+    position: Position
+    links: dict[RecordType, dict[str, str]] = field(default_factory=dict)
+    """The external ids of the records it belongs to (a contact's client)."""
+
+
+def parse_position(watermark: str | None) -> Position | None:
+    if not watermark:
+        return None
+    try:
+        us, row_id = watermark.split(":")
+        return from_epoch_us(int(us)), int(row_id)
+    except ValueError:
+        return None
+
+
+def format_position(position: Position) -> str:
+    return f"{to_epoch_us(position[0])}:{position[1]}"
+
+
+def crm_type(record_type: RecordType) -> crm.RecordType:
+    return crm.RecordType(record_type.value)
+
+
+def links_out(record: LocalRecord, provider: str) -> dict[RecordType, str] | None:
+    """The remote ids of the records ``record`` belongs to, or None if one has none yet."""
+    found = {}
+    for rt, ids in record.links.items():
+        if provider not in ids:
+            return None
+        found[rt] = ids[provider]
+    return found
+
+
+def held_by(
+    session: Session, scope: Scope, record_type: RecordType, provider: str, remote_id: str
+) -> int | None:
+    return session.scalars(
+        select(ExternalId.record_id).where(
+            ExternalId.org_id == scope.org_id,
+            ExternalId.record_type == record_type.value,
+            ExternalId.system == provider,
+            ExternalId.external_id == remote_id,
+        )
+    ).first()
+
+
+class Side(Protocol):
+    record_type: RecordType
+    fields: tuple[str, ...]
+
+    def changed(
+        self, session: Session, scope: Scope, after: Position | None, limit: int
+    ) -> list[LocalRecord]: ...
+
+    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]: ...
+
+    def upsert(
+        self,
+        session: Session,
+        scope: Scope,
+        provider: str,
+        remote: RemoteRecord,
+        mapped: Mapping[str, Any],
+        at: datetime,
+    ) -> tuple[str, str]:
+        """Create or update the record holding ``external_ids[provider] = remote_id``:
+        (``created``/``updated``/``unchanged``, its ref)."""
+
+
+def _after(stmt: Any, model: Any, after: Position | None) -> Any:
+    if after is not None:
+        stmt = stmt.where(tuple_(model.updated_at, model.id) > tuple_(*after))
+    return stmt.order_by(model.updated_at, model.id)
+
+
+def _text(value: Any, what: str, *, optional: bool = False) -> str | None:
+    if value is None or value == "":
+        if optional:
+            return None
+        raise InvalidInput(f"{what} is required")
+    return validate_name(str(value), what)
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidInput(f"{what} must be a whole number")
+    try:
+        number = float(value) if isinstance(value, str) else value
+        if not isinstance(number, int | float) or number != int(number):
+            raise ValueError
+        return int(number)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} must be a whole number, not {value!r}") from None
+
+
+def _find(
+    session: Session, scope: Scope, model: Any, rt: RecordType, provider: str, remote: RemoteRecord
+) -> Any:
+    """The record holding the remote id, or (a record Keyrack wrote there) the Keyrack id
+    it carries."""
+    held = held_by(session, scope, rt, provider, remote.remote_id)
+    if held is not None:
+        return session.get(model, held)
+    ref = remote.external_ids.get(KEYRACK)
+    if ref:
+        found = session.scalars(
+            in_scope(select(model), model, scope).where(model.ref == ref)
+            if model is not Client
+            else clients_of(scope).where(Client.ref == ref)
+        ).first()
+        return found
+    return None
+
+
+class Clients:
+    record_type: RecordType = RecordType.CLIENTS
+    fields: tuple[str, ...] = ("name", "status", "owner_email", "arr_cents", "health")
+
+    def _record(self, row: Client, ids: dict[str, str]) -> LocalRecord:
+        values = {
+            "name": row.name,
+            "status": row.status,
+            "owner_email": row.owner_email,
+            "arr_cents": row.arr_cents,
+            "health": row.health,
+        }
+        return LocalRecord(row.id, row.ref, row.name, values, ids, (row.updated_at, row.id))
+
+    def _records(self, session: Session, rows: list[Client]) -> list[LocalRecord]:
+        ids = external_ids.ids_of_records(session, crm.RecordType.CLIENTS, (r.id for r in rows))
+        return [self._record(row, ids.get(row.id, {})) for row in rows]
+
+    def changed(
+        self, session: Session, scope: Scope, after: Position | None, limit: int
+    ) -> list[LocalRecord]:
+        rows = list(session.scalars(_after(clients_of(scope), Client, after).limit(limit)))
+        return self._records(session, rows)
+
+    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
+        rows = list(
+            session.scalars(clients_of(scope).where(Client.ref.in_(refs)).order_by(Client.id))
+        )
+        return self._records(session, rows)
+
+    def _values(self, mapped: Mapping[str, Any], remote: RemoteRecord) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if "name" in mapped or remote.name:
+            values["name"] = _text(mapped.get("name", remote.name), "name")
+        if "status" in mapped and mapped["status"] is not None:
+            try:
+                values["status"] = ClientStatus(str(mapped["status"]).lower()).value
+            except ValueError:
+                raise InvalidInput(
+                    f"status must be one of {', '.join(ClientStatus)}, not {mapped['status']!r}"
+                ) from None
+        if "owner_email" in mapped:
+            email = mapped["owner_email"]
+            values["owner_email"] = validate_email(str(email)) if email else None
+        if "arr_cents" in mapped:
+            cents = (
+                0 if mapped["arr_cents"] in (None, "") else _int(mapped["arr_cents"], "arr_cents")
+            )
+            values["arr_cents"] = crm.validate_cents(cents, "arr_cents")
+        if "health" in mapped:
+            score = mapped["health"]
+            values["health"] = crm.validate_health(
+                None if score in (None, "") else _int(score, "health")
+            )
+        return values
+
+    def upsert(
+        self,
+        session: Session,
+        scope: Scope,
+        provider: str,
+        remote: RemoteRecord,
+        mapped: Mapping[str, Any],
+        at: datetime,
+    ) -> tuple[str, str]:
+        values = self._values(mapped, remote)
+        row = _find(session, scope, Client, self.record_type, provider, remote)
+        ids = {provider: remote.remote_id}
+        if row is None:
+            if "name" not in values:
+                raise InvalidInput("name is required to create a client")
+            row = Client(
+                ref=new_ref("cli"),
+                org_id=scope.org_id,
+                location_id=scope.location_id,
+                status=values.pop("status", ClientStatus.ACTIVE.value),
+                arr_cents=values.pop("arr_cents", 0),
+                custom_fields={},
+                **values,
+            )
+            records.created(
+                session, scope, crm.RecordType.CLIENTS, row, at=at, external_id_changes=ids
+            )
+            return "created", row.ref
+        before = records.state(row)
+        held = external_ids.ids_of_record(session, crm.RecordType.CLIENTS, row.id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        changes = ids if held.get(provider) != remote.remote_id else UNSET
+        records.updated(
+            session,
+            scope,
+            crm.RecordType.CLIENTS,
+            row,
+            before=before,
+            at=at,
+            external_id_changes=changes,
+        )
+        changed = records.state(row) != before
+        return ("updated" if changed else "unchanged"), row.ref
+
+
+class Contacts:
+    """Contacts belong to a client: going out, the client's remote id is their link (a
+    contact whose client has none yet fails, to go once the client went); coming in, the
+    provider's link names the client by its remote id."""
+
+    record_type: RecordType = RecordType.CONTACTS
+    fields: tuple[str, ...] = ("name", "email", "phone", "title")
+
+    def _records(self, session: Session, rows: list[Contact]) -> list[LocalRecord]:
+        ids = external_ids.ids_of_records(session, crm.RecordType.CONTACTS, (r.id for r in rows))
+        owners = external_ids.ids_of_records(
+            session, crm.RecordType.CLIENTS, {r.client_id for r in rows}
+        )
+        return [
+            LocalRecord(
+                row.id,
+                row.ref,
+                row.name,
+                {"name": row.name, "email": row.email, "phone": row.phone, "title": row.title},
+                ids.get(row.id, {}),
+                (row.updated_at, row.id),
+                {RecordType.CLIENTS: owners.get(row.client_id, {})},
+            )
+            for row in rows
+        ]
+
+    def changed(
+        self, session: Session, scope: Scope, after: Position | None, limit: int
+    ) -> list[LocalRecord]:
+        stmt = in_scope(select(Contact), Contact, scope)
+        rows = list(session.scalars(_after(stmt, Contact, after).limit(limit)))
+        return self._records(session, rows)
+
+    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
+        stmt = in_scope(select(Contact), Contact, scope).where(Contact.ref.in_(refs))
+        return self._records(session, list(session.scalars(stmt.order_by(Contact.id))))
+
+    def upsert(
+        self,
+        session: Session,
+        scope: Scope,
+        provider: str,
+        remote: RemoteRecord,
+        mapped: Mapping[str, Any],
+        at: datetime,
+    ) -> tuple[str, str]:
+        values: dict[str, Any] = {}
+        if "name" in mapped or remote.name:
+            values["name"] = _text(mapped.get("name") or remote.name, "name")
+        if "email" in mapped:
+            values["email"] = validate_email(str(mapped["email"])) if mapped["email"] else None
+        if "phone" in mapped:
+            values["phone"] = crm.validate_phone(
+                None if mapped["phone"] is None else str(mapped["phone"])
+            )
+        if "title" in mapped:
+            values["title"] = crm.validate_text(
+                None if mapped["title"] is None else str(mapped["title"]), "title", 200
+            )
+        company = remote.links.get(RecordType.CLIENTS)
+        client_id = (
+            held_by(session, scope, RecordType.CLIENTS, provider, company) if company else None
+        )
+        client = session.get(Client, client_id) if client_id is not None else None
+        if client is None or not scope.covers(client.org_id, client.location_id):
+            raise InvalidInput(
+                f"its client ({provider} {company or 'none'}) is not in Keyrack: "
+                "sync clients inbound first"
+            )
+        row = _find(session, scope, Contact, self.record_type, provider, remote)
+        ids = {provider: remote.remote_id}
+        if row is None:
+            if "name" not in values:
+                raise InvalidInput("name is required to create a contact")
+            row = Contact(ref=new_ref("con"), org_id=scope.org_id, client_id=client.id, **values)
+            records.created(
+                session, scope, crm.RecordType.CONTACTS, row, at=at, external_id_changes=ids
+            )
+            return "created", row.ref
+        before = records.state(row)
+        held = external_ids.ids_of_record(session, crm.RecordType.CONTACTS, row.id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.client_id = client.id
+        changes = ids if held.get(provider) != remote.remote_id else UNSET
+        records.updated(
+            session,
+            scope,
+            crm.RecordType.CONTACTS,
+            row,
+            before=before,
+            at=at,
+            external_id_changes=changes,
+        )
+        return ("updated" if records.state(row) != before else "unchanged"), row.ref
+
+
+_SIDES: dict[RecordType, Side] = {RecordType.CLIENTS: Clients(), RecordType.CONTACTS: Contacts()}
+
+
+def side(record_type: RecordType) -> Side:
+    try:
+        return _SIDES[record_type]
+    except KeyError:
+        raise InvalidInput(f"syncing {record_type} is not available yet") from None
