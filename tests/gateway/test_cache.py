@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -48,6 +49,32 @@ def test_a_cache_hit_runs_no_database_query(api: httpx.Client, seeded: Seeded) -
             assert api.get("/api/v2/keys/self", headers=seeded.headers(fast)).status_code == 200
             assert api.get("/api/v2/health", headers=seeded.headers(fast)).status_code == 200
     assert seen == []
+
+
+def test_a_miss_is_one_indexed_read_outside_any_transaction(seeded: Seeded) -> None:
+    from keyrack.domain.keys import digest
+
+    _, secret = seeded.new_key(rate_per_second=100)
+    seen: list[tuple[str, bool]] = []
+
+    def listener(conn: Any, _cursor: Any, statement: str, *_args: object) -> None:
+        driver = conn.connection.dbapi_connection
+        autocommit = getattr(driver, "autocommit", None)
+        if not isinstance(autocommit, bool):  # the sqlite3 module: no isolation level
+            autocommit = driver.isolation_level is None
+        seen.append((statement, autocommit))
+
+    event.listen(seeded.ctx.db.engine, "before_cursor_execute", listener)
+    try:
+        found = keys.find_identity(seeded.ctx, digest(secret))
+        assert keys.find_identity(seeded.ctx, digest(secret + "x")) is None
+    finally:
+        event.remove(seeded.ctx.db.engine, "before_cursor_execute", listener)
+    assert found is not None and found.rate_per_second == 100
+    assert len(seen) == 2
+    for statement, autocommit in seen:
+        assert "FROM key_secrets" in statement and "WHERE key_secrets.digest =" in statement
+        assert autocommit  # no BEGIN / ROLLBACK around it
 
 
 def test_unknown_keys_are_cached_too(api: httpx.Client, seeded: Seeded) -> None:
