@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Required, TypedDict, Unpack
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Integer, String, column, select, update, values
 from sqlalchemy.orm import Session
 
 from keyrack.domain import expiry
@@ -24,6 +24,7 @@ from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.scoping import location_in_scope, user_in_org, within_scope
+from keyrack.storage.tables.base import UTCDateTime
 from keyrack.storage.tables.keys import ApiKey, KeySecret
 from keyrack.storage.tables.tenancy import Organization, User
 
@@ -537,15 +538,30 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
     )
 
 
+LAST_USED_BATCH = 500
+"""Keys per ``UPDATE … FROM (VALUES …)`` statement of a last-used flush."""
+
+
 def record_last_used(ctx: Context, uses: Mapping[int, tuple[datetime, str | None]]) -> None:
-    """Write-behind flush: the latest use per key id, in one transaction."""
+    """Write-behind flush: the latest use per key id, in one transaction of one
+    ``UPDATE … FROM (VALUES …)`` per ``LAST_USED_BATCH`` keys (never older over newer)."""
     if not uses:
         return
+    rows = [(key_id, at, ip) for key_id, (at, ip) in uses.items()]
     with ctx.db.transaction() as session:
-        for key_id, (at, ip) in uses.items():
+        for start in range(0, len(rows), LAST_USED_BATCH):
+            used = values(
+                column("key_id", Integer),
+                column("at", UTCDateTime()),
+                column("ip", String()),
+                name="used",
+            ).data(rows[start : start + LAST_USED_BATCH])
+            used = used.cte("used")  # WITH used(…) AS (VALUES …): SQLite and PostgreSQL alike
             session.execute(
                 update(ApiKey)
-                .where(ApiKey.id == key_id)
-                .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < at))
-                .values(last_used_at=at, last_used_ip=ip)
+                .add_cte(used)
+                .where(ApiKey.id == used.c.key_id)
+                .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < used.c.at))
+                .values(last_used_at=used.c.at, last_used_ip=used.c.ip),
+                execution_options={"synchronize_session": False},
             )
