@@ -550,13 +550,17 @@ def record_last_used(ctx: Context, uses: Mapping[int, tuple[datetime, str | None
     rows = [(key_id, at, ip) for key_id, (at, ip) in uses.items()]
     with ctx.db.transaction() as session:
         for start in range(0, len(rows), LAST_USED_BATCH):
-            used = values(
-                column("key_id", Integer),
-                column("at", UTCDateTime()),
-                column("ip", String()),
-                name="used",
-            ).data(rows[start : start + LAST_USED_BATCH])
-            used = used.cte("used")  # WITH used(…) AS (VALUES …): SQLite and PostgreSQL alike
+            # WITH used(…) AS (VALUES …): SQLite and PostgreSQL alike
+            used = (
+                values(
+                    column("key_id", Integer),
+                    column("at", UTCDateTime()),
+                    column("ip", String()),
+                    name="used",
+                )
+                .data(rows[start : start + LAST_USED_BATCH])
+                .cte("used")
+            )
             session.execute(
                 update(ApiKey)
                 .add_cte(used)
