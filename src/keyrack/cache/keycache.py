@@ -210,6 +210,11 @@ class KeyCache(Generic[V]):
             return None
         return _NONE_BOX if value is None else (value,)  # type: ignore[return-value]
 
+    def put(self, digest: str, identity: KeyIdentity | None) -> None:
+        """Cache what is known of ``digest`` without a load (warming up, benchmarks)."""
+        with self._lock:
+            self._identities._put(digest, self._compact(digest, identity))
+
     async def identity(self, digest: str) -> KeyIdentity | None:
         """The identity for ``digest``: from memory, else loaded in a worker thread."""
         return await self._identities.get(digest, digest)
