@@ -68,7 +68,13 @@ def test_the_registry_runs_emails_only_where_an_smtp_server_is_set(
     ctx: Context, mailing_ctx: Context
 ) -> None:
     kinds = {handler.kind for handler in jobs.handlers(ctx)}
-    assert kinds == {"webhook.deliver", "expiry.sweep", "handoffs.purge", "reveals.purge"}
+    assert kinds == {
+        "webhook.deliver",
+        "expiry.sweep",
+        "handoffs.purge",
+        "reveals.purge",
+        "key_usage.roll_up",
+    }
     assert {h.kind for h in jobs.handlers(mailing_ctx)} == kinds | {"email.send"}
     worker = jobs.worker(ctx, concurrency=2)
     assert worker.concurrency == 2

@@ -127,12 +127,15 @@ class Gateway:
         if guarded:
             extra.append(_NO_STORE)
         status = 500
+        code: str | None = None
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, code
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *extra]
+            elif 400 <= status < 500 and code is None:
+                code = problem_code(message.get("body", b""))
             await send(message)
 
         admitted: tuple[Limiter, str, str] | None = None
@@ -169,6 +172,9 @@ class Gateway:
             if admitted is not None:
                 admitted[0].release(admitted[1], admitted[2])
             self._observe(scope, status, started, principal)
+            if (key_id := state.get("usage_key")) is not None:
+                minute = int(self.ctx.clock().timestamp()) // 60
+                self.last_used.count(key_id, minute, status, code, time.perf_counter() - started)
             REQUEST_ID.reset(token)
 
     # -- admission --------------------------------------------------------------
@@ -204,6 +210,7 @@ class Gateway:
         identity = check_verdict(verdict)
         if isinstance(identity, Refusal):
             return identity
+        scope["state"]["usage_key"] = identity.key_id  # counted, admitted or refused
         refusal = check_identity(
             identity, headers.get("host"), self.host_suffix, headers.get("origin"), client_ip
         )
@@ -316,6 +323,20 @@ class Gateway:
                     "key": principal.ref if principal else None,
                 },
             )
+
+
+_PROBLEM_TYPE = b"/problems/"
+
+
+def problem_code(body: bytes) -> str | None:
+    """The code of a problem document's ``type`` (``…/problems/<code>``), if ``body`` is one."""
+    at = body.find(_PROBLEM_TYPE)
+    if at < 0:
+        return None
+    at += len(_PROBLEM_TYPE)
+    end = body.find(b'"', at)
+    code = body[at:end].decode("ascii", "replace") if end > at else ""
+    return code if 0 < len(code) <= 64 else None
 
 
 def loggable_path(path: str) -> str:

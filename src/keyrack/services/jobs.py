@@ -22,19 +22,22 @@ from typing import Any
 from keyrack.domain.jobs import WAITING, Every, State
 from keyrack.domain.webhooks import RETRY
 from keyrack.jobs import Handler, Outcome, RunningJob, Schedule, Worker
-from keyrack.services import email, expiry, handoffs, sessions, webhooks
+from keyrack.services import email, expiry, handoffs, key_usage, sessions, webhooks
 from keyrack.services.context import Context
 from keyrack.services.notices import DELIVER_WEBHOOK, SEND_EMAIL
 
 SWEEP_EXPIRY = "expiry.sweep"
 PURGE_HANDOFFS = "handoffs.purge"
 PURGE_REVEALS = "reveals.purge"
+ROLL_UP_USAGE = "key_usage.roll_up"
 MINUTE = Every(timedelta(minutes=1))
+HOUR = Every(timedelta(hours=1))
 
 SCHEDULES = (
     Schedule("expiry", SWEEP_EXPIRY, MINUTE, max_attempts=1),
     Schedule("handoffs", PURGE_HANDOFFS, MINUTE, max_attempts=1),
     Schedule("reveals", PURGE_REVEALS, MINUTE, max_attempts=1),
+    Schedule("key-usage", ROLL_UP_USAGE, HOUR, max_attempts=1),
 )
 """The periodic jobs (the next period is their retry: one attempt each)."""
 
@@ -52,11 +55,15 @@ def handlers(ctx: Context) -> list[Handler]:
     def purge_reveals(job: RunningJob) -> None:
         job.progress(erased=sessions.purge_expired(ctx))
 
+    def roll_up_usage(job: RunningJob) -> None:
+        job.progress(**dataclasses.asdict(key_usage.roll_up(ctx)))
+
     registry = [
         Handler(DELIVER_WEBHOOK, lambda job: webhooks.deliver(ctx, job), RETRY),
         Handler(SWEEP_EXPIRY, sweep_expiry),
         Handler(PURGE_HANDOFFS, purge_handoffs),
         Handler(PURGE_REVEALS, purge_reveals),
+        Handler(ROLL_UP_USAGE, roll_up_usage),
     ]
     if ctx.settings.smtp_url:
         registry.append(Handler(SEND_EMAIL, lambda job: email.send(ctx, job), RETRY))
