@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 from redis.asyncio import Redis as AsyncRedis
+from sqlalchemy import event
 
 from keyrack import console
 from keyrack import logging as keyrack_logging
@@ -80,6 +81,8 @@ def create_app(
     app.state.key_cache = key_cache
     app.state.last_used = last_used
     app.state.metrics = Metrics()
+    count_statement = app.state.metrics.db_statements.inc
+    event.listen(ctx.db.engine, "before_cursor_execute", lambda *_: count_statement())
     # the active limiter; replaced by a RedisLimiter at startup when Redis is configured
     app.state.limiter = MemoryLimiter(lease_seconds=ctx.settings.concurrency_lease_seconds)
     app.state.verifier = CachedVerifier(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from keyrack.domain import usage
@@ -26,16 +26,15 @@ from keyrack.domain.usage import (
     KEPT,
     MAX_POINTS,
     MINUTES_KEPT,
-    RATE_LIMITED,
-    REQUESTS,
-    SUCCESSES,
     Granularity,
 )
 from keyrack.errors import InvalidInput
 from keyrack.services.context import Context
 from keyrack.services.keys import key_in_scope
-from keyrack.storage.database import insert_for
+from keyrack.storage import bulk
+from keyrack.storage.scoping import within_scope
 from keyrack.storage.tables.key_usage import LATENCY_COLUMNS, KeyUsage, KeyUsageProblem
+from keyrack.storage.tables.keys import ApiKey
 
 BATCH = 500
 """Rows per upsert statement."""
@@ -55,40 +54,48 @@ def record(ctx: Context, tallies: Tallies, problems: Problems, *, period: str = 
         _add(session, tallies, problems, period)
 
 
+_COUNTED = ("requests", "successes", "rate_limited", *LATENCY_COLUMNS)
+_USAGE_COLUMNS = ("key_id", "period", "start", *_COUNTED)
+_USAGE_TYPES = ("integer", "text", "timestamptz", *["integer"] * len(_COUNTED))
+_USAGE_SET = ", ".join(f"{name} = key_usage.{name} + excluded.{name}" for name in _COUNTED)
+_PROBLEM_COLUMNS = ("key_id", "period", "start", "code", "count")
+_PROBLEM_TYPES = ("integer", "text", "timestamptz", "text", "integer")
+_PROBLEM_SET = "count = key_usage_problems.count + excluded.count"
+
+
 def _add(session: Session, tallies: Tallies, problems: Problems, period: str) -> None:
-    insert = insert_for(session)
-    rows = [
-        {
-            "key_id": key_id,
-            "period": period,
-            "start": start,
-            "requests": counts[REQUESTS],
-            "successes": counts[SUCCESSES],
-            "rate_limited": counts[RATE_LIMITED],
-            **{name: counts[FIRST_BUCKET + i] for i, name in enumerate(LATENCY_COLUMNS)},
-        }
-        for (key_id, start), counts in tallies.items()
-    ]
-    added = ("requests", "successes", "rate_limited", *LATENCY_COLUMNS)
-    for chunk in range(0, len(rows), BATCH):
-        stmt = insert(KeyUsage).values(rows[chunk : chunk + BATCH])
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["key_id", "period", "start"],
-                set_={name: getattr(KeyUsage, name) + stmt.excluded[name] for name in added},
-            )
+    """Upsert adding counts: one statement per ``BATCH`` rows, the rows sent as one JSON
+    parameter (``bulk.json_rows``: a few µs a row, where bound expressions cost ~75)."""
+    connection = session.connection()
+    items = list(tallies.items())
+    for chunk_start in range(0, len(items), BATCH):
+        rows = [
+            (key_id, period, bulk.json_time(connection, start), *counts)
+            for (key_id, start), counts in items[chunk_start : chunk_start + BATCH]
+        ]
+        bulk.upsert_json_rows(
+            connection,
+            "key_usage",
+            _USAGE_COLUMNS,
+            _USAGE_TYPES,
+            ("key_id", "period", "start"),
+            _USAGE_SET,
+            rows,
         )
-    problem_rows = [
-        {"key_id": key_id, "period": period, "start": start, "code": code, "count": count}
-        for (key_id, start, code), count in problems.items()
-    ]
-    for chunk in range(0, len(problem_rows), BATCH):
-        stmt = insert(KeyUsageProblem).values(problem_rows[chunk : chunk + BATCH])
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["key_id", "period", "start", "code"],
-                set_={"count": KeyUsageProblem.count + stmt.excluded["count"]},
-            )
+    problem_items = list(problems.items())
+    for chunk_start in range(0, len(problem_items), BATCH):
+        rows = [
+            (key_id, period, bulk.json_time(connection, start), code, count)
+            for (key_id, start, code), count in problem_items[chunk_start : chunk_start + BATCH]
+        ]
+        bulk.upsert_json_rows(
+            connection,
+            "key_usage_problems",
+            _PROBLEM_COLUMNS,
+            _PROBLEM_TYPES,
+            ("key_id", "period", "start", "code"),
+            _PROBLEM_SET,
+            rows,
         )
 
 
@@ -172,6 +179,46 @@ def series(
             point.problems[problem.code] = point.problems.get(problem.code, 0) + problem.count
             total.problems[problem.code] = total.problems.get(problem.code, 0) + problem.count
     return Series(key.ref, granularity, first, end, list(points.values()), total)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTotal:
+    ref: str
+    name: str
+    requests: int
+    successes: int
+    rate_limited: int
+
+
+def busiest_keys(
+    ctx: Context, scope: Scope, *, start: datetime, end: datetime, limit: int = 10
+) -> list[KeyTotal]:
+    """The keys in ``scope`` with the most requests from ``start`` to ``end``, with totals
+    (Settings → API's summary): one grouped read."""
+    requests = func.sum(KeyUsage.requests)
+    stmt = (
+        select(
+            ApiKey.ref,
+            ApiKey.name,
+            requests,
+            func.sum(KeyUsage.successes),
+            func.sum(KeyUsage.rate_limited),
+        )
+        .join(ApiKey, KeyUsage.key_id == ApiKey.id)
+        .where(
+            within_scope(scope, ApiKey.org_id, ApiKey.location_id),
+            KeyUsage.start >= start,
+            KeyUsage.start < end,
+        )
+        .group_by(ApiKey.ref, ApiKey.name)
+        .order_by(requests.desc(), ApiKey.ref)
+        .limit(limit)
+    )
+    with ctx.db.session() as session:
+        rows = session.execute(stmt).all()
+    return [
+        KeyTotal(ref, name, int(n), int(ok), int(limited)) for ref, name, n, ok, limited in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Required, TypedDict, Unpack
 
-from sqlalchemy import ColumnElement, Integer, String, column, select, update, values
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from keyrack.domain import expiry
@@ -22,9 +22,9 @@ from keyrack.domain.verification import KeyIdentity, KeyStatus
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
+from keyrack.storage import bulk
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.scoping import location_in_scope, user_in_org, within_scope
-from keyrack.storage.tables.base import UTCDateTime
 from keyrack.storage.tables.keys import ApiKey, KeySecret
 from keyrack.storage.tables.tenancy import Organization, User
 
@@ -547,25 +547,19 @@ def record_last_used(ctx: Context, uses: Mapping[int, tuple[datetime, str | None
     ``UPDATE … FROM (VALUES …)`` per ``LAST_USED_BATCH`` keys (never older over newer)."""
     if not uses:
         return
-    rows = [(key_id, at, ip) for key_id, (at, ip) in uses.items()]
+    items = list(uses.items())
     with ctx.db.transaction() as session:
-        for start in range(0, len(rows), LAST_USED_BATCH):
-            # WITH used(…) AS (VALUES …): SQLite and PostgreSQL alike
-            used = (
-                values(
-                    column("key_id", Integer),
-                    column("at", UTCDateTime()),
-                    column("ip", String()),
-                    name="used",
-                )
-                .data(rows[start : start + LAST_USED_BATCH])
-                .cte("used")
-            )
-            session.execute(
-                update(ApiKey)
-                .add_cte(used)
-                .where(ApiKey.id == used.c.key_id)
-                .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < used.c.at))
-                .values(last_used_at=used.c.at, last_used_ip=used.c.ip),
-                execution_options={"synchronize_session": False},
+        connection = session.connection()
+        for start in range(0, len(items), LAST_USED_BATCH):
+            chunk = items[start : start + LAST_USED_BATCH]
+            params: list[object] = []
+            for key_id, (at, ip) in chunk:
+                params += (key_id, bulk.bind_time(connection, at), ip)
+            values = bulk.rows_sql(connection, len(chunk), ("integer", "timestamptz", "text"))
+            connection.exec_driver_sql(
+                f"WITH used (key_id, at, ip) AS (VALUES {values}) "  # noqa: S608 - placeholders
+                "UPDATE api_keys SET last_used_at = used.at, last_used_ip = used.ip FROM used "
+                "WHERE api_keys.id = used.key_id "
+                "AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < used.at)",
+                tuple(params),
             )
