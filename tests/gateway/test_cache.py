@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -385,3 +386,59 @@ def test_org_changes_reach_cached_keys(api: httpx.Client, seeded: Seeded) -> Non
     assert api.get("/api/v2/health", headers=seeded.headers()).json()["organization"] == "Acme"
     tenancy.update_org(seeded.ctx, OPERATOR, "acme", api_enabled=False)
     assert api.get("/api/v2/health", headers=seeded.headers()).status_code == 403
+
+
+@pytest.mark.skipif(not REDIS_URL, reason=REDIS_SKIP)
+@pytest.mark.anyio
+async def test_a_partition_that_leaves_the_socket_open_is_noticed_by_the_heartbeat() -> None:
+    from urllib.parse import urlparse
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from keyrack.cache.relay import SILENT_SECONDS, RedisListener
+
+    target = urlparse(REDIS_URL)
+    partitioned = asyncio.Event()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            if not partitioned.is_set():  # partitioned: bytes vanish, sockets stay open
+                writer.write(data)
+                await writer.drain()
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(target.hostname, target.port or 6379)
+        writers.extend((client_w, server_w))
+        await asyncio.gather(
+            pipe(client_r, server_w), pipe(server_r, client_w), return_exceptions=True
+        )
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = AsyncRedis(host="127.0.0.1", port=port)
+    cache: KeyCache[None] = KeyCache(lambda d: _identity(d), lambda _: None, ttl=1.0)
+    listener = RedisListener(client, cache, origin="test", live_ttl=600, fallback_ttl=1.0)
+    task = asyncio.create_task(listener.run())
+    try:
+        await asyncio.wait_for(listener.subscribed.wait(), 5)
+        assert cache.ttl == 600
+        await cache.identity("d1")
+        await asyncio.sleep(SILENT_SECONDS + 1.0)  # quiet, but pings are answered: still up
+        assert listener.losses == 0 and cache.peek("d1") is not None
+        partitioned.set()
+        lost_by = time.monotonic() + SILENT_SECONDS + 1.0
+        while listener.losses == 0 and time.monotonic() < lost_by:
+            await asyncio.sleep(0.05)
+        assert listener.losses >= 1 and cache.ttl == 1.0 and cache.peek("d1") is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        server.close()
+        await server.wait_closed()

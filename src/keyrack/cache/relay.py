@@ -6,7 +6,9 @@ applies other instances' events to its ``KeyCache``. While it is subscribed ever
 change reaches the cache, so entries live the long ``live_ttl`` (a safety bound,
 minutes). When the subscription is lost (Redis down, the connection killed) events
 can be missed: the cache is flushed and entries live the short ``fallback_ttl``
-(1 s) until the listener is subscribed again, when it is flushed once more.
+(1 s) until the listener is subscribed again, when it is flushed once more. A quiet
+channel is pinged twice a second, so a partition that leaves the socket open is
+noticed within ``SILENT_SECONDS`` too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "keyrack:events"
 _RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+HEARTBEAT_SECONDS = 0.5
+SILENT_SECONDS = 1.5
+"""A subscription this long without any message (not even a pong) is taken as lost."""
 
 
 def encode(event: Event, origin: str) -> str:
@@ -93,24 +98,41 @@ class RedisListener:
         self.subscribed = asyncio.Event()
         self.losses = 0
         """How many times the subscription was lost (and the cache flushed)."""
+        self._attempt = 0
 
     async def run(self) -> None:
-        attempt = 0
+        self._attempt = 0
         while True:
             try:
                 async with self._client.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
-                    async for message in pubsub.listen():
-                        attempt = 0
-                        self._handle(message)
+                    await self._listen(pubsub)
                 error: Exception = ConnectionError("subscription ended")
             except (redis.RedisError, OSError) as exc:
                 error = exc
             self._lost()
-            delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
-            attempt += 1
+            delay = _RETRY_SECONDS[min(self._attempt, len(_RETRY_SECONDS) - 1)]
+            self._attempt += 1
             log.warning("cache invalidation channel lost, retrying in %ss: %r", delay, error)
             await asyncio.sleep(delay)
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Handle messages; a quiet channel is pinged every ``HEARTBEAT_SECONDS``, and one
+        that stays silent for ``SILENT_SECONDS`` counts as lost (a partition leaves the
+        socket open, with nothing coming through it)."""
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
+            now = loop.time()
+            if message is not None:
+                heard = now
+                self._attempt = 0
+                self._handle(message)
+            elif now - heard > SILENT_SECONDS:
+                raise ConnectionError(f"no answer from Redis in {SILENT_SECONDS}s")
+            else:
+                await pubsub.ping()
 
     def _lost(self) -> None:
         """Events may be missed from now on: flush, and fall back to the short TTL."""
