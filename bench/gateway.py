@@ -10,7 +10,9 @@ else a small asyncio HTTP/1.1 client. Endpoints: ``GET /healthz`` (no auth) and
 first with the in-process limiter, then with the Redis limiter
 (``KEYRACK_BENCH_REDIS_URL``, else ``KEYRACK_TEST_REDIS_URL``, else
 redis://127.0.0.1:6379/0; skipped if unreachable).
-Prints req/s, p50/p99 latency and the authenticated/unauthenticated ratios.
+Prints req/s, p50/p99 latency and the authenticated/unauthenticated ratios, each with
+the access log on (``KEYRACK_LOG_LEVEL=INFO``, the default) and off (``WARNING``), and
+what one access line costs, against the same line through ``logging``.
 Targets: >= 0.85 in-process, >= 0.6 with Redis.
 """
 
@@ -28,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -202,6 +205,95 @@ def redis_url() -> str | None:
     return url
 
 
+def run_pair(label: str, target: float, env: dict[str, str], secret: str, args: Any) -> bool:
+    """The unauthenticated and authenticated endpoints on one server, interleaved; prints
+    them and their ratios, and returns whether the target was missed."""
+    port = free_port()
+    server = start_server(env, port)
+    plain_runs: list[Result] = []
+    authed_runs: list[Result] = []
+    try:
+        for _ in range(args.rounds):  # interleaved, so drift hits both alike
+            plain_runs.append(
+                measure(server.pid, port, "/healthz", {}, args.seconds, args.connections)
+            )
+            authed_runs.append(
+                measure(
+                    server.pid,
+                    port,
+                    "/api/v2/keys/self",
+                    {"X-API-Key": secret},
+                    args.seconds,
+                    args.connections,
+                )
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    plain, authed = merge(plain_runs), merge(authed_runs)
+    ratio = authed.rps / plain.rps
+    capacity = plain.cpu_us / authed.cpu_us
+    print(f"\nlimiter: {label}")
+    for name, result in (("GET /healthz", plain), ("GET /api/v2/keys/self", authed)):
+        print(
+            f"  {name:<24} {result.rps:>7.0f} req/s   p50 {result.p50_ms:6.2f} ms"
+            f"   p99 {result.p99_ms:7.2f} ms   server CPU {result.cpu_us:5.0f} µs/req"
+            f"   non-2xx {result.errors}"
+        )
+    print(
+        f"  ratio authenticated/unauthenticated: throughput {ratio:.2f}, "
+        f"CPU capacity {capacity:.2f} (target >= {target})"
+    )
+    return ratio < target or bool(plain.errors or authed.errors)
+
+
+def print_line_cost(n: int = 50_000) -> None:
+    """µs per access line: the gateway's ``AccessLog`` against the same line through
+    ``logging`` (record, JSON formatter, stream handler), both to /dev/null."""
+    import logging
+
+    from keyrack.logging import AccessLog, JsonFormatter
+
+    with open(os.devnull, "w") as sink:
+        fast = AccessLog(sink.fileno())
+        started = time.perf_counter()
+        for _ in range(n):
+            fast.write(
+                "GET",
+                "/api/v2/keys/self",
+                200,
+                0.000123,
+                "key_01JD0000000000000000000001",
+                "ab" * 16,
+            )
+            fast.flush()  # the worst case: one write per line (the server batches a tick's)
+        fast_us = (time.perf_counter() - started) / n * 1e6
+        logger = logging.getLogger("bench.access")
+        logger.propagate = False
+        handler = logging.StreamHandler(sink)
+        handler.setFormatter(JsonFormatter())
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        started = time.perf_counter()
+        for _ in range(n):
+            logger.info(
+                "%s %s %s",
+                "GET",
+                "/api/v2/keys/self",
+                200,
+                extra={
+                    "status": 200,
+                    "duration_ms": 0.123,
+                    "key": "key_01JD0000000000000000000001",
+                },
+            )
+        slow_us = (time.perf_counter() - started) / n * 1e6
+    print(
+        f"\naccess line: {fast_us:.1f} µs (AccessLog, a write per line) vs {slow_us:.1f} µs "
+        f"through logging: ratio {slow_us / fast_us:.1f}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=4)
@@ -230,46 +322,14 @@ def main() -> int:
             if name == "redis" and url is None:
                 print("redis: unreachable, skipped")
                 continue
-            env = dict(base_env)
-            if url:
-                env["KEYRACK_REDIS_URL"] = url
-            port = free_port()
-            server = start_server(env, port)
-            plain_runs: list[Result] = []
-            authed_runs: list[Result] = []
-            try:
-                for _ in range(args.rounds):  # interleaved, so drift hits both alike
-                    plain_runs.append(
-                        measure(server.pid, port, "/healthz", {}, args.seconds, args.connections)
-                    )
-                    authed_runs.append(
-                        measure(
-                            server.pid,
-                            port,
-                            "/api/v2/keys/self",
-                            {"X-API-Key": secret},
-                            args.seconds,
-                            args.connections,
-                        )
-                    )
-            finally:
-                server.terminate()
-                server.wait(timeout=20)
-            plain, authed = merge(plain_runs), merge(authed_runs)
-            ratio = authed.rps / plain.rps
-            capacity = plain.cpu_us / authed.cpu_us
-            failed |= ratio < TARGETS[name] or bool(plain.errors or authed.errors)
-            print(f"\nlimiter: {name}")
-            for label, result in (("GET /healthz", plain), ("GET /api/v2/keys/self", authed)):
-                print(
-                    f"  {label:<24} {result.rps:>7.0f} req/s   p50 {result.p50_ms:6.2f} ms"
-                    f"   p99 {result.p99_ms:7.2f} ms   server CPU {result.cpu_us:5.0f} µs/req"
-                    f"   non-2xx {result.errors}"
+            for logging_label, level in (("on", "INFO"), ("off", "WARNING")):
+                env = dict(base_env, KEYRACK_LOG_LEVEL=level)
+                if url:
+                    env["KEYRACK_REDIS_URL"] = url
+                failed |= run_pair(
+                    f"{name}, access log {logging_label}", TARGETS[name], env, secret, args
                 )
-            print(
-                f"  ratio authenticated/unauthenticated: throughput {ratio:.2f}, "
-                f"CPU capacity {capacity:.2f} (target >= {TARGETS[name]})"
-            )
+    print_line_cost()
     return 1 if failed else 0
 
 

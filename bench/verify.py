@@ -7,15 +7,24 @@ constant-time digest comparison, and the verdict rules. For scale, the uncached 
 (a cache that keeps nothing: a SQLite lookup in a worker thread per verification) is
 printed too.
 
-    .venv/bin/python bench/verify.py
+Then the same hit path with 1k, 100k and 1M keys cached (``--sizes``): throughput
+(random keys among those cached, as a ratio to the smallest size) should stay flat,
+and the memory each cached key costs is printed, traced (``tracemalloc``: what the
+entries allocate) and as the process's RSS growth.
+
+    .venv/bin/python bench/verify.py [--sizes 1000,100000,1000000]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import gc
 import hashlib
+import random
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,18 +76,19 @@ async def measure(verify: Callable[[str], Awaitable[object]], secret: str, n: in
 
 
 def identity(digest: str, i: int) -> KeyIdentity:
+    """A key as the database returns it: its own strings (ULID-long ref, a short name)."""
     return KeyIdentity(
         digest=digest,
-        key_id=i,
-        ref=f"key_{i}",
-        name="bench",
-        org_id=1,
-        org_slug="bench",
+        key_id=100_000 + i,
+        ref=f"key_01JD{i:022d}",
+        name=f"CRM sync {i}",
+        org_id=1 + i % 50,
+        org_slug="bench-" + str(i % 50),
         org_api_enabled=True,
         location_id=None,
         owner_id=None,
         environment=Environment.PRODUCTION,
-        permissions=frozenset({"clients:read"}),
+        permissions=frozenset({"clients:read", "contacts:read"}),
         rate_per_second=5,
         concurrency=1,
         status=KeyStatus.ACTIVE,
@@ -87,7 +97,81 @@ def identity(digest: str, i: int) -> KeyIdentity:
     )
 
 
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def fill(size: int, made: list[tuple[str, str]]) -> KeyCache[None]:
+    """A cache holding ``size`` keys, ``made`` (real (secret, digest) pairs) among them."""
+    cache: KeyCache[None] = KeyCache(
+        lambda _: None, lambda _: None, ttl=3600, max_entries=2 * size + 2 * len(made)
+    )
+    fillers = size - len(made)
+    for i in range(fillers):
+        digest = hashlib.sha256(i.to_bytes(8, "little")).hexdigest()
+        cache.put(digest, identity(digest, i))
+    for j, (_, digest) in enumerate(made):
+        cache.put(digest, identity(digest, fillers + j))
+    assert len(cache) == size
+    return cache
+
+
+def traced_per_key(size: int, made: list[tuple[str, str]]) -> float:
+    """Bytes the entries allocate, per key (``tracemalloc``, on a throwaway cache)."""
+    gc.collect()
+    tracemalloc.start()
+    cache = fill(size, made)
+    traced, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del cache
+    return traced / size
+
+
+def at_scale(sizes: list[int], made: list[tuple[str, str]]) -> None:
+    """Verification throughput with each of ``sizes`` keys cached, rounds interleaved
+    (best of each), and the memory per key."""
+    caches: dict[int, CachedVerifier] = {}
+    rss: dict[int, float] = {}
+    traced = {size: traced_per_key(min(size, 100_000), made) for size in sizes}
+    for size in sizes:
+        gc.collect()
+        before = rss_bytes()
+        cache = fill(size, made)
+        gc.collect()
+        rss[size] = (rss_bytes() - before) / size
+        caches[size] = CachedVerifier(cache, lambda: datetime.now(UTC))
+    gc.freeze()  # as the server does: long-lived objects out of the collector's sight
+    secrets = [secret for secret, _ in made]
+    random.Random(7).shuffle(secrets)
+    best = dict.fromkeys(sizes, 0.0)
+
+    async def rounds() -> None:
+        n = 20_000
+        for _ in range(ROUNDS):
+            for size, check in caches.items():
+                picks = iter(secrets * (n // len(secrets) + 1))
+                assert (await check.verify(secrets[0])).valid
+                start = time.perf_counter()
+                for _ in range(n):
+                    await check.verify(next(picks))
+                best[size] = max(best[size], n / (time.perf_counter() - start))
+
+    asyncio.run(rounds())
+    gc.unfreeze()
+    first = best[sizes[0]]
+    for size in sizes:
+        print(
+            f"{size:>9,} keys cached: {best[size]:10,.0f} verifications/s  "
+            f"ratio {best[size] / first:.2f}  {traced[size]:5.0f} B/key traced  "
+            f"{rss[size]:5.0f} B/key RSS"
+        )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1000,100000,1000000")
+    sizes = [int(size) for size in parser.parse_args().sizes.split(",")]
     made = [generate(Environment.PRODUCTION) for _ in range(10_000)]
     table = {m.digest: identity(m.digest, i) for i, m in enumerate(made)}
     secret = made[4242].secret
@@ -119,6 +203,7 @@ def main() -> None:
         f"verify, SQLite lookup (no cache): {uncached:10,.0f} ops/s  "
         f"ratio {uncached / base:.3f} of baseline"
     )
+    at_scale(sizes, [(m.secret, m.digest) for m in made[:1000]])
 
 
 if __name__ == "__main__":

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
 
     # verification cache: how long a cached verdict may live without an invalidation
     key_cache_ttl_seconds: float = Field(default=1.0, gt=0)
+    """Without Redis, or while the invalidation relay is disconnected."""
+    key_cache_safety_ttl_minutes: float = Field(default=10.0, gt=0)
+    """While the relay delivers every invalidation: the bound on an entry's life in
+    case an event is lost anyway (a publish that failed)."""
+    key_cache_max_entries: int = Field(default=1_000_000, ge=1)
+    """Keys (and unknown digests) kept in memory per process; about 0.4 KB each."""
     last_used_flush_seconds: float = Field(default=5.0, gt=0)
 
     reveal_window_seconds: int = Field(default=300, ge=0)

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 from redis.asyncio import ConnectionPool
 from redis.asyncio import Redis as AsyncRedis
+from sqlalchemy import event
 
 from keyrack import console
 from keyrack import logging as keyrack_logging
@@ -64,6 +65,7 @@ def create_app(
         lambda digest: find_identity(ctx, digest),
         lambda identity: render_self(load_self(ctx, identity)),
         ttl=ctx.settings.key_cache_ttl_seconds,
+        max_entries=ctx.settings.key_cache_max_entries,
     )
     ctx.bus.subscribe(key_cache.invalidate)
     last_used = LastUsedBuffer(ctx)
@@ -79,6 +81,8 @@ def create_app(
     app.state.key_cache = key_cache
     app.state.last_used = last_used
     app.state.metrics = Metrics()
+    count_statement = app.state.metrics.db_statements.inc
+    event.listen(ctx.db.engine, "before_cursor_execute", lambda *_: count_statement())
     # the active limiter; replaced by a RedisLimiter at startup when Redis is configured
     app.state.limiter = MemoryLimiter(lease_seconds=ctx.settings.concurrency_lease_seconds)
     app.state.verifier = CachedVerifier(
@@ -114,6 +118,7 @@ async def _runtime(
     settings = ctx.settings
     tasks = [asyncio.create_task(last_used.run(), name="keyrack-last-used")]
     redis: AsyncRedis | None = None
+    relay: AsyncRedis | None = None
     publisher: RedisPublisher | None = None
     wakeups: wakeup.RedisPublisher | None = None
     if settings.redis_url:
@@ -133,7 +138,18 @@ async def _runtime(
         )
         publisher = RedisPublisher(settings.redis_url)
         ctx.bus.subscribe(publisher)
-        listener = RedisListener(redis, key_cache, origin=publisher.origin)
+        # the listener has a connection of its own, named so operators can tell it apart
+        relay = AsyncRedis.from_url(
+            settings.redis_url, client_name=f"keyrack-relay-{publisher.origin}"
+        )
+        listener = RedisListener(
+            relay,
+            key_cache,
+            origin=publisher.origin,
+            live_ttl=settings.key_cache_safety_ttl_minutes * 60,
+            fallback_ttl=settings.key_cache_ttl_seconds,
+        )
+        app.state.relay = listener
         tasks.append(asyncio.create_task(listener.run(), name="keyrack-invalidation"))
         try:
             await asyncio.wait_for(listener.subscribed.wait(), timeout=_SUBSCRIBE_WAIT_SECONDS)
@@ -163,3 +179,5 @@ async def _runtime(
             publisher.close()
         if redis is not None:
             await redis.aclose()
+        if relay is not None:
+            await relay.aclose()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -48,6 +50,32 @@ def test_a_cache_hit_runs_no_database_query(api: httpx.Client, seeded: Seeded) -
             assert api.get("/api/v2/keys/self", headers=seeded.headers(fast)).status_code == 200
             assert api.get("/api/v2/health", headers=seeded.headers(fast)).status_code == 200
     assert seen == []
+
+
+def test_a_miss_is_one_indexed_read_outside_any_transaction(seeded: Seeded) -> None:
+    from keyrack.domain.keys import digest
+
+    _, secret = seeded.new_key(rate_per_second=100)
+    seen: list[tuple[str, bool]] = []
+
+    def listener(conn: Any, _cursor: Any, statement: str, *_args: object) -> None:
+        driver = conn.connection.dbapi_connection
+        autocommit = getattr(driver, "autocommit", None)
+        if not isinstance(autocommit, bool):  # the sqlite3 module: no isolation level
+            autocommit = driver.isolation_level is None
+        seen.append((statement, autocommit))
+
+    event.listen(seeded.ctx.db.engine, "before_cursor_execute", listener)
+    try:
+        found = keys.find_identity(seeded.ctx, digest(secret))
+        assert keys.find_identity(seeded.ctx, digest(secret + "x")) is None
+    finally:
+        event.remove(seeded.ctx.db.engine, "before_cursor_execute", listener)
+    assert found is not None and found.rate_per_second == 100
+    assert len(seen) == 2
+    for statement, autocommit in seen:
+        assert "FROM key_secrets" in statement and "WHERE key_secrets.digest =" in statement
+        assert autocommit  # no BEGIN / ROLLBACK around it
 
 
 def test_unknown_keys_are_cached_too(api: httpx.Client, seeded: Seeded) -> None:
@@ -130,7 +158,7 @@ def _identity(digest: str, org_id: int = 1) -> KeyIdentity:
 
 
 @pytest.mark.anyio
-async def test_without_invalidation_an_entry_lives_only_its_ttl() -> None:
+async def test_without_invalidation_an_entry_lives_at_most_its_ttl() -> None:
     loads: list[str] = []
     clock = FakeMonotonic()
 
@@ -140,10 +168,10 @@ async def test_without_invalidation_an_entry_lives_only_its_ttl() -> None:
 
     cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=1.0, clock=clock)
     await cache.identity("d1")
-    clock.advance(0.79)
+    clock.advance(0.49)
     await cache.identity("d1")
     assert loads == ["d1"]
-    clock.advance(0.21)
+    clock.advance(0.51)  # one whole TTL after the load
     assert cache.peek("d1") is None
     await cache.identity("d1")
     assert loads == ["d1", "d1"]
@@ -164,13 +192,48 @@ async def test_a_busy_entry_is_reloaded_in_the_background_before_it_expires() ->
     cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=1.0, clock=clock)
     first = await cache.identity("d1")
     assert first is not None and first.key_id == 1
-    clock.advance(0.9)  # in the last fifth of its life: answered, and reloaded behind
+    clock.advance(0.6)  # in the last half of its life: answered, and reloaded behind
     assert cache.peek("d1") == (first,)
     await cache.aclose()  # waits for the reload
     assert reloaded.is_set()
     clock.advance(0.5)  # the first load would have expired by now; the reload has not
     boxed = cache.peek("d1")
     assert boxed is not None and boxed[0] is not None and boxed[0].key_id == 2
+
+
+@pytest.mark.anyio
+async def test_a_longer_ttl_keeps_entries_and_switching_flushes() -> None:
+    loads: list[str] = []
+    clock = FakeMonotonic()
+
+    def load(digest: str) -> KeyIdentity:
+        loads.append(digest)
+        return _identity(digest)
+
+    cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=1.0, clock=clock)
+    cache.set_ttl(600.0)  # the relay is subscribed
+    await cache.identity("d1")
+    clock.advance(299)
+    assert cache.peek("d1") is not None and loads == ["d1"]
+    cache.set_ttl(1.0)  # the relay is lost: flushed, and short-lived from now on
+    assert cache.peek("d1") is None and len(cache) == 0
+    await cache.identity("d1")
+    clock.advance(1.0)
+    assert cache.peek("d1") is None
+
+
+@pytest.mark.anyio
+async def test_cached_identities_share_what_many_keys_have_in_common() -> None:
+    cache: KeyCache[None] = KeyCache(
+        lambda d: replace(_identity(d), permissions=frozenset({"clients:read"})),
+        lambda _: None,
+        ttl=60,
+    )
+    digest = "ab" * 32
+    first, second = await cache.identity(digest), await cache.identity("cd" * 32)
+    assert first is not None and second is not None
+    assert first.digest is digest  # the cache key itself, not a second copy
+    assert first.permissions is second.permissions
 
 
 @pytest.mark.anyio
@@ -240,10 +303,11 @@ async def test_a_load_that_raced_an_invalidation_is_read_again() -> None:
 
 @pytest.mark.anyio
 async def test_the_cache_is_bounded() -> None:
-    cache: KeyCache[None] = KeyCache(lambda d: None, lambda _: None, ttl=60, max_entries=3)
-    for digest in "abcd":
+    cache: KeyCache[None] = KeyCache(lambda d: None, lambda _: None, ttl=60, max_entries=4)
+    for digest in "abcdefghij":
         await cache.identity(digest)
-    assert len(cache) == 3 and cache.peek("a") is None and cache.peek("d") == (None,)
+        assert len(cache) <= 4
+    assert cache.peek("a") is None and cache.peek("j") == (None,)
 
 
 @pytest.mark.skipif(not REDIS_URL, reason=REDIS_SKIP)
@@ -270,7 +334,111 @@ def test_a_revoke_on_one_instance_reaches_another_through_redis(
         two.db.dispose()
 
 
+@pytest.mark.skipif(not REDIS_URL, reason=REDIS_SKIP)
+def test_a_lost_relay_flushes_the_cache_and_a_revoke_still_lands_within_a_second(
+    ctx: Context, settings: Settings, seeded: Seeded, serve: Serve
+) -> None:
+    import redis
+
+    shared = settings.model_copy(update={"redis_url": REDIS_URL, "key_cache_ttl_seconds": 1.0})
+    one = Context(settings=shared, db=Database(shared.database_url), clock=ctx.clock)
+    two = Context(settings=shared, db=Database(shared.database_url), clock=ctx.clock)
+    admin = redis.Redis.from_url(REDIS_URL)
+    try:
+        _, secret = keys.create_key(one, OPERATOR, seeded.scope, name="Shared", rate_per_second=100)
+        app_two = create_app(ctx=two)
+        with serve(create_app(ctx=one)) as api_one, serve(app_two) as api_two:
+            cache, relay = app_two.state.key_cache, app_two.state.relay
+            assert cache.ttl == 600  # subscribed: entries live until an event drops them
+            assert api_two.get("/api/v2/health", headers=seeded.headers(secret)).status_code == 200
+            time.sleep(1.1)  # longer than the short TTL: still a hit
+            with statements(two) as seen:
+                assert (
+                    api_two.get("/api/v2/health", headers=seeded.headers(secret)).status_code == 200
+                )
+            assert seen == []
+            ref = api_one.get("/api/v2/keys/self", headers=seeded.headers(secret)).json()["ref"]
+
+            name = f"keyrack-relay-{relay._origin}"
+            ids = [c["id"] for c in admin.client_list() if c.get("name") == name]
+            assert len(ids) == 1
+            admin.execute_command("CLIENT", "KILL", "ID", ids[0])
+            keys.revoke_key(one, OPERATOR, seeded.scope, ref, reason="rotated out")
+            revoked_at = time.monotonic()
+            while True:
+                status = api_two.get("/api/v2/health", headers=seeded.headers(secret)).status_code
+                if status == 401 or time.monotonic() - revoked_at > 1.5:
+                    break
+                time.sleep(0.02)
+            assert status == 401 and time.monotonic() - revoked_at <= 1.05
+            assert relay.losses >= 1  # the loss was seen: the cache was flushed
+            deadline = time.monotonic() + 5
+            while not relay.subscribed.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert relay.subscribed.is_set() and cache.ttl == 600  # back, and long-lived again
+    finally:
+        admin.close()
+        one.db.dispose()
+        two.db.dispose()
+
+
 def test_org_changes_reach_cached_keys(api: httpx.Client, seeded: Seeded) -> None:
     assert api.get("/api/v2/health", headers=seeded.headers()).json()["organization"] == "Acme"
     tenancy.update_org(seeded.ctx, OPERATOR, "acme", api_enabled=False)
     assert api.get("/api/v2/health", headers=seeded.headers()).status_code == 403
+
+
+@pytest.mark.skipif(not REDIS_URL, reason=REDIS_SKIP)
+@pytest.mark.anyio
+async def test_a_partition_that_leaves_the_socket_open_is_noticed_by_the_heartbeat() -> None:
+    from urllib.parse import urlparse
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from keyrack.cache.relay import SILENT_SECONDS, RedisListener
+
+    target = urlparse(REDIS_URL)
+    partitioned = asyncio.Event()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            if not partitioned.is_set():  # partitioned: bytes vanish, sockets stay open
+                writer.write(data)
+                await writer.drain()
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(target.hostname, target.port or 6379)
+        writers.extend((client_w, server_w))
+        await asyncio.gather(
+            pipe(client_r, server_w), pipe(server_r, client_w), return_exceptions=True
+        )
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = AsyncRedis(host="127.0.0.1", port=port)
+    cache: KeyCache[None] = KeyCache(lambda d: _identity(d), lambda _: None, ttl=1.0)
+    listener = RedisListener(client, cache, origin="test", live_ttl=600, fallback_ttl=1.0)
+    task = asyncio.create_task(listener.run())
+    try:
+        await asyncio.wait_for(listener.subscribed.wait(), 5)
+        assert cache.ttl == 600
+        await cache.identity("d1")
+        await asyncio.sleep(SILENT_SECONDS + 1.0)  # quiet, but pings are answered: still up
+        assert listener.losses == 0 and cache.peek("d1") is not None
+        partitioned.set()
+        lost_by = time.monotonic() + SILENT_SECONDS + 1.0
+        while listener.losses == 0 and time.monotonic() < lost_by:
+            await asyncio.sleep(0.05)
+        assert listener.losses >= 1 and cache.ttl == 1.0 and cache.peek("d1") is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        server.close()
+        await server.wait_closed()

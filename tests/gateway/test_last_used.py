@@ -26,7 +26,7 @@ def test_requests_write_nothing_and_shutdown_flushes_the_latest_use(
     writes: list[str] = []
 
     def listener(*args: object) -> None:
-        if str(args[2]).lstrip().upper().startswith("UPDATE"):
+        if "UPDATE api_keys" in str(args[2]):
             writes.append(str(args[2]))
 
     with serve(app) as api:
@@ -86,3 +86,55 @@ async def test_a_failed_flush_keeps_the_uses_for_the_next_one(
 
 def _explode(*args: object) -> None:
     raise RuntimeError("database is down")
+
+
+def test_a_flush_is_one_statement_per_batch_of_keys(seeded: Seeded, clock: MutableClock) -> None:
+    made = [seeded.new_key()[0] for _ in range(3)]
+    earlier = clock.now - timedelta(hours=1)
+    keys.record_last_used(seeded.ctx, {made[0].id: (clock.now, "192.0.2.9")})
+    statements: list[str] = []
+
+    def listener(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(seeded.ctx.db.engine, "before_cursor_execute", listener)
+    try:
+        keys.record_last_used(
+            seeded.ctx,
+            {
+                made[0].id: (earlier, "198.51.100.1"),  # older than what is stored: kept
+                made[1].id: (clock.now, "198.51.100.2"),
+                made[2].id: (clock.now, None),
+            },
+        )
+    finally:
+        event.remove(seeded.ctx.db.engine, "before_cursor_execute", listener)
+    assert len([s for s in statements if "UPDATE api_keys" in s]) == 1
+    seen = [keys.get_key(seeded.ctx, seeded.scope, key.ref) for key in made]
+    assert [(v.last_used_at, v.last_used_ip) for v in seen] == [
+        (clock.now, "192.0.2.9"),
+        (clock.now, "198.51.100.2"),
+        (clock.now, None),
+    ]
+
+
+def test_a_large_flush_is_split_into_batches(
+    seeded: Seeded, clock: MutableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keys, "LAST_USED_BATCH", 2)
+    made = [seeded.new_key()[0] for _ in range(5)]
+    updates: list[str] = []
+
+    def listener(*args: object) -> None:
+        if "UPDATE api_keys" in str(args[2]):
+            updates.append(str(args[2]))
+
+    event.listen(seeded.ctx.db.engine, "before_cursor_execute", listener)
+    try:
+        keys.record_last_used(seeded.ctx, {key.id: (clock.now, "192.0.2.1") for key in made})
+    finally:
+        event.remove(seeded.ctx.db.engine, "before_cursor_execute", listener)
+    assert len(updates) == 3
+    assert all(
+        keys.get_key(seeded.ctx, seeded.scope, key.ref).last_used_at == clock.now for key in made
+    )

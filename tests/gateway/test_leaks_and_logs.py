@@ -87,3 +87,26 @@ def test_access_log_lines_name_the_key_ref_never_the_secret_or_query(
     assert all(seeded.secret not in line and "api_key" not in line for line in lines)
     first = json.loads(lines[0])
     assert first["key"] == seeded.key.ref and first["status"] == 200 and first["request_id"]
+
+
+def test_the_fast_access_line_is_the_json_line_and_holds_no_secret(seeded: Seeded) -> None:
+    import os
+
+    from keyrack.logging import AccessLog
+
+    read, write = os.pipe()
+    try:
+        access = AccessLog(write)
+        access.write("GET", f'/api/v2/x/{seeded.secret}/"q"', 404, 0.0012345, None, "req-1")
+        access.write("GET", "/api/v2/health", 200, 0.0005, seeded.key.ref, None)
+        lines = os.read(read, 65536).decode().splitlines()
+    finally:
+        os.close(read)
+        os.close(write)
+    assert len(lines) == 2 and all(seeded.secret not in line for line in lines)
+    first, second = (json.loads(line) for line in lines)
+    assert first["message"] == 'GET /api/v2/x/kr_test_[redacted]/"q" 404'
+    assert first["request_id"] == "req-1" and first["key"] is None and first["status"] == 404
+    assert first["duration_ms"] == 1.234 and first["logger"] == "keyrack.access"
+    assert first["level"] == "INFO" and first["ts"].endswith("+00:00")
+    assert second["key"] == seeded.key.ref and second["request_id"] is None

@@ -26,6 +26,7 @@ OPERATION_IDS = {
     "GET /api/v2/keys": "listKeys",
     "POST /api/v2/keys": "createKey",
     "GET /api/v2/keys/{ref}": "getKey",
+    "GET /api/v2/keys/{ref}/usage": "getKeyUsage",
     "PATCH /api/v2/keys/{ref}": "updateKey",
     "DELETE /api/v2/keys/{ref}": "deleteKey",
     "POST /api/v2/keys/{ref}/roll": "rollKey",

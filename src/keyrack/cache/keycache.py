@@ -1,13 +1,18 @@
 """The verification cache: key identities by digest, and key views by id, in memory.
 
-A hit is a dictionary read: no database, no thread hop. Entries live ``ttl``
-seconds; ``KeyChanged`` / ``OrgChanged`` events (from this process's bus, and from
-other instances through ``keyrack.cache.relay``) drop them at once. Unknown
+A hit is a dictionary read: no database, no thread hop. Entries live at most
+``ttl`` seconds; ``KeyChanged`` / ``OrgChanged`` events (from this process's bus,
+and from other instances through ``keyrack.cache.relay``) drop them at once. While
+the relay is subscribed the TTL is a long safety bound (minutes); when it is not,
+the cache is flushed and the TTL is the short one (1 s) until it is back. Unknown
 digests are cached too (as None), so garbage that passes the checksum cannot
 turn into one database query per request.
 
+Entries are compact: the identity itself, in one of two generation dictionaries
+(no per-entry timestamp or box), with values many keys share stored once.
+
 A miss is loaded in a worker thread, once however many requests wait for it. An
-entry read in the last fifth of its life is reloaded in the background while it
+entry read in the last half of its life is reloaded in the background while it
 keeps answering, so a busy key never waits for its own reload.
 
 Reads happen on the event loop without a lock; invalidations may come from worker
@@ -23,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
@@ -30,9 +36,11 @@ from anyio import to_thread
 from keyrack.domain.events import Event, KeyChanged, OrgChanged
 from keyrack.domain.verification import Clock, KeyIdentity, Verdict, check, verify
 
-DEFAULT_MAX_ENTRIES = 100_000
-REFRESH_AFTER = 0.8
-"""Share of the TTL after which a hit starts a background reload."""
+DEFAULT_MAX_ENTRIES = 1_000_000
+_ABSENT: Any = object()
+"""What a table holds for a key it does not know (a cached None is a known unknown)."""
+_NONE_BOX: tuple[None] = (None,)
+_MAX_SHARED = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +51,17 @@ V = TypeVar("V")
 
 
 class _Table(Generic[K, A, T]):
-    """A bounded TTL map of ``key`` to ``load(arg)``; oldest insertions are evicted first.
+    """A bounded map of ``key`` to ``load(arg)`` in two generations, so an entry lives
+    between ``ttl / 2`` and ``ttl`` seconds without a per-entry timestamp.
 
-    ``load`` is blocking and runs in a worker thread. Values are boxed in 1-tuples so
-    a cached None is told apart from a miss without allocating on a hit.
+    New entries go into ``current``; every ``ttl / 2`` seconds ``current`` becomes
+    ``previous`` and ``previous`` is dropped. A hit in ``previous`` (the last half of its
+    life) still answers, and starts a background reload into ``current``. Each generation
+    holds at most half of ``max_entries``: a full ``current`` rotates early, so eviction
+    is O(1) amortized however far over the bound the working set is. Values are stored bare; ``_ABSENT`` tells a
+    cached None apart from a miss.
+
+    ``load`` is blocking and runs in a worker thread.
     """
 
     def __init__(
@@ -58,40 +73,71 @@ class _Table(Generic[K, A, T]):
         clock: Callable[[], float],
         lock: threading.Lock,
     ) -> None:
-        self.entries: dict[K, tuple[float, float, tuple[T]]] = {}
-        """key -> (refresh after, expires, boxed value), in monotonic seconds."""
+        self.current: dict[K, T] = {}
+        self.previous: dict[K, T] = {}
         self.generation = 0
         """Bumped (under ``lock``) by every invalidation."""
         self._load = load
-        self._ttl = ttl
-        self._max_entries = max_entries
+        self._max_entries = max(2, max_entries)
         self._clock = clock
         self._lock = lock
         self._loads: dict[K, asyncio.Task[T]] = {}
+        self._half = ttl / 2
+        self._rotate_at = clock() + self._half
 
-    def peek(self, key: K, arg: A) -> tuple[T] | None:
-        """The boxed value if cached (starting a background reload near its expiry)."""
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        now = self._clock()
-        if now >= entry[0]:
-            if now >= entry[1]:
-                return None
-            if key not in self._loads:
+    def set_ttl(self, ttl: float) -> None:
+        """Entries live ``ttl`` from now on; the caller clears what was cached."""
+        self._half = ttl / 2
+        self._rotate_at = self._clock() + self._half
+
+    def lookup(self, key: K, arg: A) -> object:
+        """The cached value, or ``_ABSENT`` (starting a reload in its last half-life)."""
+        if self._clock() >= self._rotate_at:
+            self._rotate()
+        value = self.current.get(key, _ABSENT)
+        if value is _ABSENT:
+            value = self.previous.get(key, _ABSENT)
+            if value is not _ABSENT and key not in self._loads:
                 self._start(key, arg)
-        return entry[2]
+        return value
 
     async def get(self, key: K, arg: A) -> T:
         """The value from memory, else from the (shared) load."""
-        boxed = self.peek(key, arg)
-        if boxed is not None:
-            return boxed[0]
+        value = self.lookup(key, arg)
+        if value is not _ABSENT:
+            return value  # type: ignore[return-value]
         load = self._loads.get(key) or self._start(key, arg)
         return await asyncio.shield(load)  # a cancelled request leaves the load to the others
 
     async def wait_loads(self) -> None:
         await asyncio.gather(*self._loads.values(), return_exceptions=True)
+
+    def items(self) -> list[tuple[dict[K, T], K, T]]:
+        """Every entry with the generation holding it (a copy; call under ``lock``)."""
+        return [(table, k, v) for table in (self.previous, self.current) for k, v in table.items()]
+
+    def drop(self, key: K) -> None:
+        self.current.pop(key, None)
+        self.previous.pop(key, None)
+
+    def clear(self) -> None:
+        self.current = {}
+        self.previous = {}
+
+    def __len__(self) -> int:
+        return len(self.current) + len(self.previous)
+
+    def _rotate(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if now < self._rotate_at:
+                return
+            if now >= self._rotate_at + self._half:  # idle for a whole half-life: all stale
+                self.previous = {}
+            else:
+                self.previous = self.current
+            self.current = {}
+            self._rotate_at = now + self._half
 
     def _start(self, key: K, arg: A) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(self._fetch(key, arg))
@@ -107,20 +153,18 @@ class _Table(Generic[K, A, T]):
 
     async def _fetch(self, key: K, arg: A) -> T:
         while True:
-            generation, started = self.generation, self._clock()
+            generation = self.generation
             value = await to_thread.run_sync(self._load, arg)
             with self._lock:
-                if generation == self.generation:  # the TTL counts from before the read
-                    self._put(key, value, started)
+                if generation == self.generation:
+                    self._put(key, value)
                     return value
 
-    def _put(self, key: K, value: T, loaded_at: float) -> None:
-        entries = self.entries
-        entries.pop(key, None)
-        while len(entries) >= self._max_entries:
-            del entries[next(iter(entries))]
-        ttl = self._ttl
-        entries[key] = (loaded_at + ttl * REFRESH_AFTER, loaded_at + ttl, (value,))
+    def _put(self, key: K, value: T) -> None:
+        self.previous.pop(key, None)
+        if len(self.current) >= self._max_entries // 2 and key not in self.current:
+            self.previous, self.current = self.current, {}  # the older half goes first
+        self.current[key] = value
 
 
 class KeyCache(Generic[V]):
@@ -128,6 +172,8 @@ class KeyCache(Generic[V]):
 
     ``load_view`` turns a verified identity into whatever the introspection routes
     show (read from the database); views are dropped with their key or org.
+    ``set_ttl`` switches how long entries may live (the relay lengthens it while it
+    is known to deliver every invalidation, and shortens it when it is not).
     """
 
     def __init__(
@@ -140,8 +186,14 @@ class KeyCache(Generic[V]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = threading.Lock()
+        self.ttl = ttl
+        self._shared: dict[object, Any] = {}
         self._identities: _Table[str, str, KeyIdentity | None] = _Table(
-            load_identity, ttl=ttl, max_entries=max_entries, clock=clock, lock=self._lock
+            lambda digest: self._compact(digest, load_identity(digest)),
+            ttl=ttl,
+            max_entries=max_entries,
+            clock=clock,
+            lock=self._lock,
         )
         self._views: _Table[int, KeyIdentity, tuple[int, V]] = _Table(
             lambda identity: (identity.org_id, load_view(identity)),
@@ -153,7 +205,15 @@ class KeyCache(Generic[V]):
 
     def peek(self, digest: str) -> tuple[KeyIdentity | None] | None:
         """The boxed identity for ``digest`` when in memory (None inside: no such key)."""
-        return self._identities.peek(digest, digest)
+        value = self._identities.lookup(digest, digest)
+        if value is _ABSENT:
+            return None
+        return _NONE_BOX if value is None else (value,)  # type: ignore[return-value]
+
+    def put(self, digest: str, identity: KeyIdentity | None) -> None:
+        """Cache what is known of ``digest`` without a load (warming up, benchmarks)."""
+        with self._lock:
+            self._identities._put(digest, self._compact(digest, identity))
 
     async def identity(self, digest: str) -> KeyIdentity | None:
         """The identity for ``digest``: from memory, else loaded in a worker thread."""
@@ -161,9 +221,6 @@ class KeyCache(Generic[V]):
 
     async def view(self, identity: KeyIdentity) -> V:
         """The view of a verified key, cached like identities."""
-        boxed = self._views.peek(identity.key_id, identity)
-        if boxed is not None:
-            return boxed[0][1]
         return (await self._views.get(identity.key_id, identity))[1]
 
     async def aclose(self) -> None:
@@ -180,8 +237,8 @@ class KeyCache(Generic[V]):
             self._views.generation += 1
             if isinstance(event, KeyChanged):
                 for digest in event.digests:
-                    self._identities.entries.pop(digest, None)
-                self._views.entries.pop(event.key_id, None)
+                    self._identities.drop(digest)
+                self._views.drop(event.key_id)
             elif isinstance(event, OrgChanged):
                 self._drop_org(event.org_id)
 
@@ -190,20 +247,44 @@ class KeyCache(Generic[V]):
         with self._lock:
             for table in (self._identities, self._views):
                 table.generation += 1
-                table.entries.clear()
+                table.clear()
+
+    def set_ttl(self, ttl: float) -> None:
+        """Forget everything, and let what is cached from now on live ``ttl`` seconds."""
+        with self._lock:
+            self.ttl = ttl
+            for table in (self._identities, self._views):
+                table.generation += 1
+                table.clear()
+                table.set_ttl(ttl)
 
     def _drop_org(self, org_id: int) -> None:
-        identities = self._identities.entries
-        for digest, (_, _, (identity,)) in list(identities.items()):
+        for table, digest, identity in self._identities.items():
             if identity is not None and identity.org_id == org_id:
-                del identities[digest]
-        views = self._views.entries
-        for key_id, (_, _, ((view_org_id, _view),)) in list(views.items()):
+                del table[digest]
+        for views, key_id, (view_org_id, _view) in self._views.items():
             if view_org_id == org_id:
                 del views[key_id]
 
     def __len__(self) -> int:
-        return len(self._identities.entries)
+        return len(self._identities)
+
+    def _compact(self, digest: str, identity: KeyIdentity | None) -> KeyIdentity | None:
+        """``identity`` holding the digest it is cached under, and one copy of each value
+        many keys share (organization slug and origins, permissions, address ranges)."""
+        if identity is None:
+            return None
+        shared = self._shared
+        if len(shared) > _MAX_SHARED:
+            shared.clear()  # a pathological variety of values: sharing stops paying off
+        return replace(
+            identity,
+            digest=digest,
+            org_slug=shared.setdefault(identity.org_slug, identity.org_slug),
+            permissions=shared.setdefault(identity.permissions, identity.permissions),
+            allowed_cidrs=shared.setdefault(identity.allowed_cidrs, identity.allowed_cidrs),
+            allowed_origins=shared.setdefault(identity.allowed_origins, identity.allowed_origins),
+        )
 
 
 class CachedVerifier:

@@ -2,9 +2,13 @@
 
 ``RedisPublisher`` is an ``EventBus`` subscriber: after a service commits, it
 publishes the event on one channel. ``RedisListener`` runs in each server and
-applies other instances' events to its ``KeyCache``. While the listener is not
-subscribed (Redis down, reconnecting) events can be missed, so it clears the
-cache on every (re)subscription; the cache TTL bounds staleness meanwhile.
+applies other instances' events to its ``KeyCache``. While it is subscribed every
+change reaches the cache, so entries live the long ``live_ttl`` (a safety bound,
+minutes). When the subscription is lost (Redis down, the connection killed) events
+can be missed: the cache is flushed and entries live the short ``fallback_ttl``
+(1 s) until the listener is subscribed again, when it is flushed once more. A quiet
+channel is pinged twice a second, so a partition that leaves the socket open is
+noticed within ``SILENT_SECONDS`` too.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "keyrack:events"
 _RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+HEARTBEAT_SECONDS = 0.5
+SILENT_SECONDS = 1.5
+"""A subscription this long without any message (not even a pong) is taken as lost."""
 
 
 def encode(event: Event, origin: str) -> str:
@@ -73,34 +80,71 @@ class RedisListener:
     """Applies events published by other instances to ``cache`` until cancelled."""
 
     def __init__(
-        self, client: AsyncRedis, cache: KeyCache[Any], *, origin: str, channel: str = CHANNEL
+        self,
+        client: AsyncRedis,
+        cache: KeyCache[Any],
+        *,
+        origin: str,
+        live_ttl: float,
+        fallback_ttl: float,
+        channel: str = CHANNEL,
     ) -> None:
         self._client = client
         self._cache = cache
         self._origin = origin
+        self._live_ttl = live_ttl
+        self._fallback_ttl = fallback_ttl
         self._channel = channel
         self.subscribed = asyncio.Event()
+        self.losses = 0
+        """How many times the subscription was lost (and the cache flushed)."""
+        self._attempt = 0
 
     async def run(self) -> None:
-        attempt = 0
+        self._attempt = 0
         while True:
             try:
                 async with self._client.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
-                    async for message in pubsub.listen():
-                        attempt = 0
-                        self._handle(message)
+                    await self._listen(pubsub)
+                error: Exception = ConnectionError("subscription ended")
             except (redis.RedisError, OSError) as exc:
-                self.subscribed.clear()
-                delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
-                attempt += 1
-                log.warning("cache invalidation channel lost, retrying in %ss: %r", delay, exc)
-                await asyncio.sleep(delay)
+                error = exc
+            self._lost()
+            delay = _RETRY_SECONDS[min(self._attempt, len(_RETRY_SECONDS) - 1)]
+            self._attempt += 1
+            log.warning("cache invalidation channel lost, retrying in %ss: %r", delay, error)
+            await asyncio.sleep(delay)
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Handle messages; a quiet channel is pinged every ``HEARTBEAT_SECONDS``, and one
+        that stays silent for ``SILENT_SECONDS`` counts as lost (a partition leaves the
+        socket open, with nothing coming through it)."""
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=HEARTBEAT_SECONDS)
+            now = loop.time()
+            if message is not None:
+                heard = now
+                self._attempt = 0
+                self._handle(message)
+            elif now - heard > SILENT_SECONDS:
+                raise ConnectionError(f"no answer from Redis in {SILENT_SECONDS}s")
+            else:
+                await pubsub.ping()
+
+    def _lost(self) -> None:
+        """Events may be missed from now on: flush, and fall back to the short TTL."""
+        self.losses += 1
+        self.subscribed.clear()
+        self._cache.set_ttl(self._fallback_ttl)
 
     def _handle(self, message: dict[str, object]) -> None:
         kind = message.get("type")
         if kind == "subscribe":
-            self._cache.clear()  # whatever happened while we were not listening
+            # whatever happened while we were not listening is flushed with the short TTL
+            self._cache.set_ttl(self._live_ttl)
             self.subscribed.set()
         elif kind == "message":
             data = message.get("data")

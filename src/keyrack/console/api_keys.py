@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Form, Request, Response
 from fastapi.responses import HTMLResponse
 
+from keyrack.console import usage_chart
 from keyrack.console.web import (
     PREFIX,
     ActorDep,
@@ -22,9 +23,10 @@ from keyrack.domain.authority import Rank
 from keyrack.domain.keys import Environment
 from keyrack.domain.permissions import PERMISSIONS
 from keyrack.domain.tenancy import Scope
+from keyrack.domain.usage import Granularity
 from keyrack.errors import AccessDenied, InvalidInput
 from keyrack.routing import Router, client_ip
-from keyrack.services import keys, sessions, tenancy
+from keyrack.services import key_usage, keys, sessions, tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.services.sessions import SignedIn
 
@@ -62,6 +64,9 @@ def list_page(
         locations=locations,
         users=users,
         revealed=sessions.take_reveals(ctx, current, client_ip(request)),
+        busiest=key_usage.busiest_keys(
+            ctx, Scope(current.user.org_id), start=ctx.clock() - timedelta(days=1), end=ctx.clock()
+        ),
         now=ctx.clock(),
     )
 
@@ -206,6 +211,15 @@ def _key_page(
         revoke_error=revoke_error,
         reason=reason,
         grace_choices=GRACE_CHOICES,
+        usage=usage_chart.chart(
+            key_usage.series(
+                ctx,
+                scope,
+                ref,
+                start=ctx.clock() - timedelta(hours=23),
+                granularity=Granularity.HOUR,
+            )
+        ),
         now=ctx.clock(),
     )
 

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyrack import logging as keyrack_logging
 from keyrack.cache.keycache import CachedVerifier
 from keyrack.domain.admission import (
     KEY_IN_URL,
@@ -48,7 +49,7 @@ from keyrack.errors import KeyrackError
 from keyrack.http.auth import KeyParser
 from keyrack.http.metrics import Metrics
 from keyrack.http.problems import problem
-from keyrack.logging import REQUEST_ID
+from keyrack.logging import REQUEST_ID, AccessLog
 from keyrack.problems import STATUS_BY_CODE
 from keyrack.ratelimit.base import Limiter
 from keyrack.routing import API_PREFIX, takes_key
@@ -92,6 +93,7 @@ class Gateway:
         metrics: Metrics,
         public_paths: frozenset[str],
         trust_forwarded_for: bool = False,
+        access: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.ctx = ctx
@@ -106,6 +108,8 @@ class Gateway:
         self.host_suffix = "." + ctx.settings.base_domain.lower().strip(".")
         self.max_body = ctx.settings.max_body_bytes
         self._counters: dict[tuple[str, int], Counter] = {}
+        self.access = access
+        """Where access lines go; None: the fast one of a configured server, else ``logging``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,12 +131,15 @@ class Gateway:
         if guarded:
             extra.append(_NO_STORE)
         status = 500
+        code: str | None = None
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, code
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *extra]
+            elif 400 <= status < 500 and code is None:
+                code = problem_code(message.get("body", b""))
             await send(message)
 
         admitted: tuple[Limiter, str, str] | None = None
@@ -169,6 +176,9 @@ class Gateway:
             if admitted is not None:
                 admitted[0].release(admitted[1], admitted[2])
             self._observe(scope, status, started, principal)
+            if (key_id := state.get("usage_key")) is not None:
+                minute = int(self.ctx.clock().timestamp()) // 60
+                self.last_used.count(key_id, minute, status, code, time.perf_counter() - started)
             REQUEST_ID.reset(token)
 
     # -- admission --------------------------------------------------------------
@@ -204,6 +214,7 @@ class Gateway:
         identity = check_verdict(verdict)
         if isinstance(identity, Refusal):
             return identity
+        scope["state"]["usage_key"] = identity.key_id  # counted, admitted or refused
         refusal = check_identity(
             identity, headers.get("host"), self.host_suffix, headers.get("origin"), client_ip
         )
@@ -304,7 +315,16 @@ class Gateway:
             )
         counter.inc()
         self.metrics.latency.observe(elapsed)
-        if access_log.isEnabledFor(logging.INFO):
+        if (fast := self.access or keyrack_logging.access_log()) is not None:
+            fast.write(
+                method,
+                loggable_path(scope["path"]),
+                status,
+                elapsed,
+                principal.ref if principal else None,
+                scope["state"].get("request_id"),
+            )
+        elif access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s %s",
                 method,
@@ -316,6 +336,20 @@ class Gateway:
                     "key": principal.ref if principal else None,
                 },
             )
+
+
+_PROBLEM_TYPE = b"/problems/"
+
+
+def problem_code(body: bytes) -> str | None:
+    """The code of a problem document's ``type`` (``…/problems/<code>``), if ``body`` is one."""
+    at = body.find(_PROBLEM_TYPE)
+    if at < 0:
+        return None
+    at += len(_PROBLEM_TYPE)
+    end = body.find(b'"', at)
+    code = body[at:end].decode("ascii", "replace") if end > at else ""
+    return code if 0 < len(code) <= 64 else None
 
 
 def loggable_path(path: str) -> str:

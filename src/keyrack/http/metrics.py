@@ -58,6 +58,11 @@ class Metrics:
             "Verifications that had to read the database.",
             registry=self.registry,
         )
+        self.db_statements = Counter(
+            "keyrack_db_statements",
+            "SQL statements this process sent to the database (requests, flushes, jobs).",
+            registry=self.registry,
+        )
         for collector in job_metrics.COLLECTORS:
             self.registry.register(collector)
 

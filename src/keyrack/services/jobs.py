@@ -22,7 +22,7 @@ from typing import Any
 from keyrack.domain.jobs import WAITING, Every, State
 from keyrack.domain.webhooks import RETRY
 from keyrack.jobs import Handler, Outcome, RunningJob, Schedule, Worker
-from keyrack.services import email, expiry, handoffs, sessions, webhooks
+from keyrack.services import email, expiry, handoffs, key_usage, sessions, webhooks
 from keyrack.services.context import Context
 from keyrack.services.integrations import engine as integrations
 from keyrack.services.integrations.runs import RUN_JOB
@@ -31,13 +31,16 @@ from keyrack.services.notices import DELIVER_WEBHOOK, SEND_EMAIL
 SWEEP_EXPIRY = "expiry.sweep"
 PURGE_HANDOFFS = "handoffs.purge"
 PURGE_REVEALS = "reveals.purge"
+ROLL_UP_USAGE = "key_usage.roll_up"
 MINUTE = Every(timedelta(minutes=1))
+HOUR = Every(timedelta(hours=1))
 
 SCHEDULES = (
     Schedule("expiry", SWEEP_EXPIRY, MINUTE, max_attempts=1),
     Schedule("handoffs", PURGE_HANDOFFS, MINUTE, max_attempts=1),
     Schedule("reveals", PURGE_REVEALS, MINUTE, max_attempts=1),
     Schedule("integrations", integrations.TICK_JOB, MINUTE, max_attempts=1),
+    Schedule("key-usage", ROLL_UP_USAGE, HOUR, max_attempts=1),
 )
 """The periodic jobs (the next period is their retry: one attempt each)."""
 
@@ -55,6 +58,9 @@ def handlers(ctx: Context) -> list[Handler]:
     def purge_reveals(job: RunningJob) -> None:
         job.progress(erased=sessions.purge_expired(ctx))
 
+    def roll_up_usage(job: RunningJob) -> None:
+        job.progress(**dataclasses.asdict(key_usage.roll_up(ctx)))
+
     registry = [
         Handler(DELIVER_WEBHOOK, lambda job: webhooks.deliver(ctx, job), RETRY),
         Handler(SWEEP_EXPIRY, sweep_expiry),
@@ -62,6 +68,7 @@ def handlers(ctx: Context) -> list[Handler]:
         Handler(PURGE_REVEALS, purge_reveals),
         Handler(RUN_JOB, lambda job: integrations.run_job(ctx, job)),
         Handler(integrations.TICK_JOB, lambda job: job.progress(**integrations.tick(ctx))),
+        Handler(ROLL_UP_USAGE, roll_up_usage),
     ]
     if ctx.settings.smtp_url:
         registry.append(Handler(SEND_EMAIL, lambda job: email.send(ctx, job), RETRY))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Required, TypedDict, Unpack
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from keyrack.domain import expiry
@@ -22,6 +22,7 @@ from keyrack.domain.verification import KeyIdentity, KeyStatus
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
+from keyrack.storage import bulk
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.scoping import location_in_scope, user_in_org, within_scope
 from keyrack.storage.tables.keys import ApiKey, KeySecret
@@ -449,52 +450,116 @@ def revoke_key(ctx: Context, actor: Actor, scope: Scope, ref: str, *, reason: st
     return after
 
 
+_IDENTITY_COLUMNS = (
+    KeySecret.digest,
+    KeySecret.valid_until,
+    ApiKey.id,
+    ApiKey.ref,
+    ApiKey.name,
+    ApiKey.location_id,
+    ApiKey.owner_id,
+    ApiKey.environment,
+    ApiKey.permissions,
+    ApiKey.rate_per_second,
+    ApiKey.concurrency,
+    ApiKey.status,
+    ApiKey.expires_at,
+    ApiKey.allowed_cidrs,
+    Organization.id,
+    Organization.slug,
+    Organization.api_enabled,
+    Organization.plan_rate_per_second,
+    Organization.plan_concurrency,
+    Organization.allowed_origins,
+    User.is_staff,
+)
+
+
 def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
-    """The identity a secret's digest stands for, with effective limits; None if unknown."""
+    """The identity a secret's digest stands for, with effective limits; None if unknown.
+
+    The verification cache's miss: one indexed read (by the unique digest) of everything
+    the gateway needs, in autocommit (no transaction around it).
+    """
     stmt = (
-        select(KeySecret, ApiKey, Organization, User.is_staff)
+        select(*_IDENTITY_COLUMNS)
         .join(ApiKey, KeySecret.key_id == ApiKey.id)
         .join(Organization, ApiKey.org_id == Organization.id)
         .outerjoin(User, ApiKey.owner_id == User.id)
         .where(KeySecret.digest == digest)
     )
-    with ctx.db.session() as session:
-        found = session.execute(stmt).first()
-    if found is None:
+    with ctx.db.single_reads() as connection:
+        row = connection.execute(stmt).first()
+    if row is None:
         return None
-    secret, key, org, owner_is_staff = found
+    (
+        found_digest,
+        valid_until,
+        key_id,
+        ref,
+        name,
+        location_id,
+        owner_id,
+        environment,
+        permissions,
+        rate_per_second,
+        concurrency,
+        status,
+        expires_at,
+        allowed_cidrs,
+        org_id,
+        org_slug,
+        api_enabled,
+        plan_rate,
+        plan_concurrency,
+        allowed_origins,
+        owner_is_staff,
+    ) = row
     return KeyIdentity(
-        digest=secret.digest,
-        key_id=key.id,
-        ref=key.ref,
-        name=key.name,
-        org_id=org.id,
-        org_slug=org.slug,
-        org_api_enabled=org.api_enabled,
-        location_id=key.location_id,
-        owner_id=key.owner_id,
-        environment=Environment(key.environment),
-        permissions=frozenset(key.permissions),
-        rate_per_second=key.rate_per_second or org.plan_rate_per_second,
-        concurrency=key.concurrency or org.plan_concurrency,
-        status=KeyStatus(key.status),
-        expires_at=key.expires_at,
-        secret_valid_until=secret.valid_until,
-        allowed_cidrs=tuple(key.allowed_cidrs),
-        allowed_origins=tuple(org.allowed_origins),
+        digest=found_digest,
+        key_id=key_id,
+        ref=ref,
+        name=name,
+        org_id=org_id,
+        org_slug=org_slug,
+        org_api_enabled=api_enabled,
+        location_id=location_id,
+        owner_id=owner_id,
+        environment=Environment(environment),
+        permissions=frozenset(permissions),
+        rate_per_second=rate_per_second or plan_rate,
+        concurrency=concurrency or plan_concurrency,
+        status=KeyStatus(status),
+        expires_at=expires_at,
+        secret_valid_until=valid_until,
+        allowed_cidrs=tuple(allowed_cidrs),
+        allowed_origins=tuple(allowed_origins),
         owner_is_staff=bool(owner_is_staff),
     )
 
 
+LAST_USED_BATCH = 500
+"""Keys per ``UPDATE … FROM (VALUES …)`` statement of a last-used flush."""
+
+
 def record_last_used(ctx: Context, uses: Mapping[int, tuple[datetime, str | None]]) -> None:
-    """Write-behind flush: the latest use per key id, in one transaction."""
+    """Write-behind flush: the latest use per key id, in one transaction of one
+    ``UPDATE … FROM (VALUES …)`` per ``LAST_USED_BATCH`` keys (never older over newer)."""
     if not uses:
         return
+    items = list(uses.items())
     with ctx.db.transaction() as session:
-        for key_id, (at, ip) in uses.items():
-            session.execute(
-                update(ApiKey)
-                .where(ApiKey.id == key_id)
-                .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < at))
-                .values(last_used_at=at, last_used_ip=ip)
+        connection = session.connection()
+        for start in range(0, len(items), LAST_USED_BATCH):
+            chunk = items[start : start + LAST_USED_BATCH]
+            params: list[object] = []
+            for key_id, (at, ip) in chunk:
+                params += (key_id, bulk.bind_time(connection, at), ip)
+            values = bulk.rows_sql(connection, len(chunk), ("integer", "timestamptz", "text"))
+            connection.exec_driver_sql(
+                f"WITH used (key_id, at, ip) AS (VALUES {values}) "  # noqa: S608 - placeholders
+                "UPDATE api_keys SET last_used_at = used.at, last_used_ip = used.ip FROM used "
+                "WHERE api_keys.id = used.key_id "
+                "AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < used.at)",
+                tuple(params),
             )

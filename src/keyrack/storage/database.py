@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
@@ -116,6 +116,7 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def dialect(self) -> str:
@@ -132,6 +133,13 @@ class Database:
         """A read session (no implicit commit)."""
         with database_errors(), self._sessions() as session:
             yield session
+
+    @contextmanager
+    def single_reads(self) -> Iterator[Connection]:
+        """A connection for single-statement reads in autocommit: no BEGIN, no ROLLBACK
+        around them (one round trip a statement; the hot path's cache misses)."""
+        with database_errors(), self._autocommit.connect() as connection:
+            yield connection
 
     def is_migrated(self) -> bool:
         with database_errors():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
+from pydantic import AwareDatetime
 
+from keyrack.domain.usage import Granularity
 from keyrack.domain.verification import KeyStatus
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
@@ -16,10 +19,11 @@ from keyrack.http.schemas.keys import (
     KeyRevoke,
     KeyRoll,
     KeyUpdate,
+    KeyUsageOut,
     KeyWithSecret,
 )
 from keyrack.routing import Router
-from keyrack.services import keys
+from keyrack.services import key_usage, keys
 
 router = Router(
     prefix="/api/v2/keys", tags=["keys"], dependencies=[Depends(require("keys:manage"))]
@@ -54,6 +58,21 @@ def create_key(ctx: ContextDep, scope: ScopeDep, actor: ActorDep, body: KeyCreat
 @router.get("/{ref}")
 def get_key(ctx: ContextDep, scope: ScopeDep, ref: str) -> KeyOut:
     return KeyOut.of(keys.get_key(ctx, scope, ref))
+
+
+@router.get("/{ref}/usage", response_model_by_alias=True)
+def get_key_usage(
+    ctx: ContextDep,
+    scope: ScopeDep,
+    ref: str,
+    start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    granularity: Granularity = Granularity.MINUTE,
+) -> KeyUsageOut:
+    """The key's usage per minute, hour or day (SPEC §6.3): requests, successes, 429s,
+    4xx by problem code, p50/p99 latency; every instance's requests counted once."""
+    found = key_usage.series(ctx, scope, ref, start=start, end=end, granularity=granularity)
+    return KeyUsageOut.of(found)
 
 
 @router.patch(

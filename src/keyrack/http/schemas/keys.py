@@ -8,8 +8,10 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, Field
 
 from keyrack.domain.keys import Environment
+from keyrack.domain.usage import RATE_LIMITED, REQUESTS, SUCCESSES, Granularity, quantile_ms
 from keyrack.domain.verification import KeyStatus
 from keyrack.http.schemas.common import Strict
+from keyrack.services.key_usage import Point, Series
 from keyrack.services.keys import KeyView
 
 Name = Field(min_length=1, max_length=200)
@@ -110,3 +112,51 @@ class Health(BaseModel):
     status: Literal["ok"]
     organization: str
     key: str
+
+
+class LatencyOut(BaseModel):
+    p50_ms: int | None = Field(description="upper bound of the latency bucket holding the median")
+    p99_ms: int | None
+
+
+class UsagePointOut(BaseModel):
+    start: datetime
+    requests: int
+    successes: int = Field(description="answers below 400")
+    rate_limited: int = Field(description="429 answers")
+    problems: dict[str, int] = Field(description="4xx answers by problem code")
+    latency: LatencyOut
+
+    @classmethod
+    def of(cls, point: Point) -> UsagePointOut:
+        histogram = point.histogram
+        return cls(
+            start=point.start,
+            requests=point.counts[REQUESTS],
+            successes=point.counts[SUCCESSES],
+            rate_limited=point.counts[RATE_LIMITED],
+            problems=dict(sorted(point.problems.items())),
+            latency=LatencyOut(
+                p50_ms=quantile_ms(histogram, 0.5), p99_ms=quantile_ms(histogram, 0.99)
+            ),
+        )
+
+
+class KeyUsageOut(BaseModel):
+    key: str
+    granularity: Granularity
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    total: UsagePointOut
+    series: list[UsagePointOut]
+
+    @classmethod
+    def of(cls, found: Series) -> KeyUsageOut:
+        return cls(
+            key=found.ref,
+            granularity=found.granularity,
+            start=found.start,
+            end=found.end,
+            total=UsagePointOut.of(found.total),
+            series=[UsagePointOut.of(point) for point in found.points],
+        )

@@ -1,0 +1,351 @@
+"""Scale with the number of keys: one server on PostgreSQL + Redis, a paced load of
+400 req/s spread over 20, 2,000 and 20,000 keys.
+
+    .venv/bin/python bench/keys_scale.py [--rate 400] [--seconds 30] [--keys 20,2000,20000]
+
+Starts ``keyrack serve`` (one process, pinned to CPU 0 when ``taskset`` exists) on a
+fresh PostgreSQL database (``KEYRACK_BENCH_DATABASE_URL``'s server, else
+``KEYRACK_TEST_DATABASE_URL``'s, else postgresql://postgres@127.0.0.1:5432; the
+database ``keyrack_bench_scale`` is dropped and created) and a private ``redis-server``
+(so no other process's invalidations reach it). For each key count: a warm-up pass that
+uses every key once, then an open-loop load at ``--rate`` requests per second of
+``GET /api/v2/keys/self``, round robin over the keys (each with limits out of the way),
+latency counted from each request's scheduled time. Prints the achieved rate, p50/p99,
+the server's CPU per request, SQL statements per request (the server's own count,
+``keyrack_db_statements_total`` on ``/metrics``, in total and beyond what the same
+server sends idle: its job worker's polls), key cache misses per request, and
+PostgreSQL's transactions and rows per request (``pg_stat_database`` deltas).
+Target: the largest run within 10 % of the smallest on throughput and CPU per request,
+under 0.01 statements per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy import insert
+
+from keyrack.config import Settings
+from keyrack.domain.keys import Environment, generate
+from keyrack.services import tenancy
+from keyrack.services.context import Actor, Context
+from keyrack.storage.migrate import upgrade
+from keyrack.storage.tables.keys import ApiKey, KeySecret
+
+SECRET_KEY = "bench-secret-key-0123456789abcdefghijklmnop"
+DATABASE = "keyrack_bench_scale"
+CONNECTIONS = 64
+
+
+@dataclass
+class Run:
+    keys: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: float
+    xacts: float
+    statements: float
+    """SQL statements per request, all of the server's (the job worker's polls included)."""
+    net_statements: float
+    """Per request, less what the same server sends idle (its job worker's polls)."""
+    misses: float
+    rows_read: float
+    rows_written: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_base() -> str:
+    url = (
+        os.environ.get("KEYRACK_BENCH_DATABASE_URL")
+        or os.environ.get("KEYRACK_TEST_DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    return url.rsplit("/", 1)[0]
+
+
+def fresh_database(base: str) -> str:
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DATABASE}")
+    return f"{base}/{DATABASE}"
+
+
+def seed(url: str, count: int) -> list[str]:
+    """An organization and ``count`` keys (bulk-inserted, limits out of the way)."""
+    ctx = Context.from_settings(Settings(database_url=url, secret_key=SECRET_KEY))
+    org = tenancy.create_org(ctx, Actor(label="bench", is_staff=True), name="Bench", slug="bench")
+    now = datetime.now(UTC)
+    made = [generate(Environment.PRODUCTION) for _ in range(count)]
+    with ctx.db.transaction() as session:
+        ids = session.scalars(
+            insert(ApiKey).returning(ApiKey.id),
+            [
+                {
+                    "ref": f"key_bench{i:021d}",
+                    "org_id": org.id,
+                    "name": f"integration {i}",
+                    "environment": Environment.PRODUCTION.value,
+                    "prefix": m.secret[:8],
+                    "last4": m.last4,
+                    "permissions": [],
+                    "rate_per_second": 1000,
+                    "concurrency": 100,
+                    "allowed_cidrs": [],
+                    "status": "active",
+                    "created_at": now,
+                    "created_by_label": "bench",
+                }
+                for i, m in enumerate(made)
+            ],
+        ).all()
+        session.execute(
+            insert(KeySecret),
+            [
+                {"key_id": key_id, "digest": m.digest, "last4": m.last4, "created_at": now}
+                for key_id, m in zip(ids, made, strict=True)
+            ],
+        )
+    ctx.db.dispose()
+    return [m.secret for m in made]
+
+
+def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", "from keyrack.cli import main; main()"]
+    command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def pg_counters(base: str) -> tuple[int, int, int]:
+    """(transactions, rows read, rows written) of the bench database so far."""
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback, tup_returned + tup_fetched,"
+            " tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = %s",
+            (DATABASE,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+_LENGTH = re.compile(rb"(?i)content-length: (\d+)")
+_COUNTER = re.compile(r"^(keyrack_db_statements_total|keyrack_key_cache_misses_total) (\S+)$", re.M)
+
+
+def server_counters(port: int) -> dict[str, float]:
+    """The server's own counts: SQL statements sent and key cache misses."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {name: float(value) for name, value in _COUNTER.findall(text)}
+
+
+class Load:
+    """Open-loop paced requests over a pool of keep-alive connections."""
+
+    def __init__(self, port: int, secrets: list[str]) -> None:
+        self.port = port
+        self.requests = [
+            (
+                f"GET /api/v2/keys/self HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {s}\r\n\r\n"
+            ).encode()
+            for s in secrets
+        ]
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.next = 0
+
+    async def run(self, rate: float, seconds: float) -> float:
+        """Send ``rate * seconds`` requests on schedule; returns the elapsed time."""
+        queue: asyncio.Queue[float] = asyncio.Queue()
+        total = int(rate * seconds)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(CONNECTIONS)]
+        started = time.perf_counter()
+        for i in range(total):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            queue.put_nowait(due)
+        await queue.join()
+        elapsed = time.perf_counter() - started
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        return elapsed
+
+    async def _worker(self, queue: asyncio.Queue[float]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            while True:
+                due = await queue.get()
+                request = self.requests[self.next % len(self.requests)]
+                self.next += 1
+                try:
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    found = _LENGTH.search(head)
+                    await reader.readexactly(int(found.group(1)) if found else 0)
+                    if not head.startswith(b"HTTP/1.1 200"):
+                        self.errors += 1
+                    self.latencies.append(time.perf_counter() - due)
+                finally:
+                    queue.task_done()
+        finally:
+            writer.close()
+
+
+def measure(count: int, rate: float, seconds: float, base: str, redis_url: str) -> Run:
+    url = fresh_database(base)
+    upgrade(url)
+    secrets = seed(url, count)
+    env = {
+        **os.environ,
+        "KEYRACK_DATABASE_URL": url,
+        "KEYRACK_SECRET_KEY": SECRET_KEY,
+        "KEYRACK_REDIS_URL": redis_url,
+        "KEYRACK_LOG_LEVEL": "INFO",
+    }
+    port = free_port()
+    server = start_server(env, port)
+    try:
+        load = Load(port, secrets)
+        # warm-up: every key once (misses), then a few seconds at the paced rate
+        asyncio.run(load.run(min(1000.0, max(rate, count / 20)), max(1.0, count / 1000)))
+        asyncio.run(Load(port, secrets).run(rate, 5))
+        idle_before = server_counters(port)
+        time.sleep(10)  # idle: what the server sends without requests
+        idle = server_counters(port)
+        idle_rate = (
+            idle["keyrack_db_statements_total"] - idle_before["keyrack_db_statements_total"]
+        ) / 10
+        time.sleep(0.5)
+        before_pg = pg_counters(base)
+        before = server_counters(port)
+        before_cpu = cpu_seconds(server.pid)
+        load = Load(port, secrets)
+        load.next = count // 2
+        elapsed = asyncio.run(load.run(rate, seconds))
+        cpu = cpu_seconds(server.pid) - before_cpu
+        after = server_counters(port)
+        time.sleep(1.5)
+        after_pg = pg_counters(base)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    done = len(load.latencies)
+    latencies = sorted(load.latencies)
+    xacts, read, written = (a - b for a, b in zip(after_pg, before_pg, strict=True))
+    return Run(
+        keys=count,
+        rate=done / elapsed,
+        p50_ms=latencies[done // 2] * 1000,
+        p99_ms=latencies[int(done * 0.99)] * 1000,
+        errors=load.errors,
+        cpu_us=cpu / done * 1e6,
+        xacts=xacts / done,
+        statements=(
+            statements := after["keyrack_db_statements_total"]
+            - before["keyrack_db_statements_total"]
+        )
+        / done,
+        net_statements=max(0.0, statements - idle_rate * elapsed) / done,
+        misses=(after["keyrack_key_cache_misses_total"] - before["keyrack_key_cache_misses_total"])
+        / done,
+        rows_read=read / done,
+        rows_written=written / done,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=400)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--keys", default="20,2000,20000")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.keys.split(",")]
+    base = server_base()
+    print(
+        f"paced {args.rate:.0f} req/s for {args.seconds:.0f} s per key count, GET /api/v2/keys/self;"
+        f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_proc, redis_url = start_redis(tmp)
+        try:
+            for count in counts:
+                runs.append(measure(count, args.rate, args.seconds, base, redis_url))
+                run = runs[-1]
+                print(
+                    f"{run.keys:>7,} keys: {run.rate:6.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+                    f"p99 {run.p99_ms:7.2f} ms  server CPU {run.cpu_us:6.0f} µs/req  "
+                    f"SQL {run.statements:.4f}/req ({run.net_statements:.4f} beyond idle)  "
+                    f"cache misses {run.misses:.4f}/req  PostgreSQL {run.xacts:.4f} xact, "
+                    f"{run.rows_read:.2f} rows read, {run.rows_written:.3f} written /req  "
+                    f"non-200 {run.errors}",
+                    flush=True,
+                )
+        finally:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+    first, last = runs[0], runs[-1]
+    print(
+        f"\n{last.keys:,} vs {first.keys:,} keys: throughput ratio {last.rate / first.rate:.2f}, "
+        f"CPU per request ratio {last.cpu_us / first.cpu_us:.2f}, "
+        f"{last.net_statements:.4f} statements per request beyond idle (target < 0.01)"
+    )
+    ok = (
+        last.rate >= 0.9 * first.rate
+        and last.cpu_us <= 1.1 * first.cpu_us
+        and last.net_statements < 0.01
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
