@@ -13,6 +13,8 @@ order and turns a refusal into the problem document:
 5. the key against the request → ``check_identity``: the instance host
    (``{slug}.{base_domain}``) of another organization, an ``Origin`` outside the
    organization's allow-list, a client address outside the key's CIDR allow-list;
+   then, where every request needs some (an embedding app's ``require``),
+   ``check_permissions``: ``insufficient-permission``;
 6. the limiter's decision → ``check_admission``: 429 with ``throttled_headers``.
 """
 
@@ -105,6 +107,14 @@ def check_identity(
     if identity.allowed_cidrs and not ip_allowed(client_ip, identity.allowed_cidrs):
         return IP_NOT_ALLOWED
     return None
+
+
+def check_permissions(held: frozenset[str], required: frozenset[str]) -> Refusal | None:
+    """``insufficient-permission`` naming the first of ``required`` the key does not hold."""
+    if required <= held:
+        return None
+    missing = min(required - held)
+    return Refusal("insufficient-permission", f"this key lacks the {missing!r} permission")
 
 
 def check_admission(admission: Admission) -> Refusal | None:
