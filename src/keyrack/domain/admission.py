@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from keyrack.domain.limits import Admission, Decision, throttled_headers
-from keyrack.domain.verification import KeyIdentity, Verdict, VerdictStatus
+from keyrack.domain.verification import KeyIdentity, RemoteCode, Verdict, VerdictStatus
 
 
 class Refusal(NamedTuple):
@@ -126,6 +126,39 @@ def check_admission(admission: Admission) -> Refusal | None:
         _THROTTLED[admission.decision],
         throttled_headers(admission.reset_seconds, admission),
     )
+
+
+_REMOTE_VERDICTS = {
+    RemoteCode.NOT_FOUND: VerdictStatus.NOT_FOUND,
+    RemoteCode.REVOKED: VerdictStatus.REVOKED,
+    RemoteCode.EXPIRED: VerdictStatus.EXPIRED,
+    RemoteCode.DISABLED: VerdictStatus.DISABLED,
+}
+
+
+def check_remote(
+    code: RemoteCode,
+    held: frozenset[str],
+    required: frozenset[str],
+    retry_after: int | None = None,
+    detail: str | None = None,
+) -> Refusal | None:
+    """A Keyrack instance's ``keys/verify`` answer as the refusal the gateway would give
+    (``detail``: the instance's own word on why, when it gave one)."""
+    if code is RemoteCode.VALID:
+        return None
+    if code is RemoteCode.RATE_LIMITED:
+        return Refusal(
+            Decision.RATE_LIMITED.value,
+            _THROTTLED[Decision.RATE_LIMITED],
+            {"Retry-After": str(max(1, retry_after or 1))},
+        )
+    if code is RemoteCode.INSUFFICIENT_PERMISSIONS:
+        return check_permissions(held, required) or Refusal(
+            "insufficient-permission", "this key lacks a required permission"
+        )
+    refusal = _BY_VERDICT[_REMOTE_VERDICTS[code]]
+    return refusal._replace(detail=detail) if detail else refusal
 
 
 @lru_cache(maxsize=4096)

@@ -76,6 +76,19 @@ def client_ip(scope: Scope, headers: Mapping[str, str], *, trust_forwarded_for: 
     return client[0] if client else None
 
 
+def key_in_url(parser: KeyParser, scope: Scope, *, any_credential_name: bool) -> str | None:
+    """A key in the query string or the path, to be revoked as leaked.
+
+    In the query of guarded API paths any value under a credential name counts;
+    elsewhere (console, public API paths, health), and in the path, only a
+    key-shaped value does.
+    """
+    leaked = parser.from_query(scope.get("query_string", b""))
+    if leaked is None or not (any_credential_name or looks_like_key(leaked)):
+        leaked = parser.from_path(scope["path"])
+    return leaked
+
+
 def refusal_response(refused: Refusal, request_id: str) -> Response:
     """The problem document for a refusal (with the Bearer challenge on a 401)."""
     headers = dict(refused.headers or {})
@@ -163,16 +176,8 @@ class Admitter:
         return Admitted(identity, admission, limiter)
 
     def key_in_url(self, scope: Scope, *, any_credential_name: bool) -> str | None:
-        """A key in the query string or the path, to be revoked as leaked.
-
-        In the query of guarded API paths any value under a credential name counts;
-        elsewhere (console, public API paths, health), and in the path, only a
-        key-shaped value does.
-        """
-        leaked = self.parser.from_query(scope.get("query_string", b""))
-        if leaked is None or not (any_credential_name or looks_like_key(leaked)):
-            leaked = self.parser.from_path(scope["path"])
-        return leaked
+        """A key in the URL, to be revoked as leaked (``key_in_url``)."""
+        return key_in_url(self.parser, scope, any_credential_name=any_credential_name)
 
     async def leaked_in_url(self, leaked: str, scope: Scope) -> Refusal:
         """Revoke a key found in the URL; the request is refused (400 key-in-url)."""
