@@ -82,3 +82,18 @@ def test_an_unreachable_keyrack_is_503_not_a_500(
     with serve(app) as crm:
         response = crm.get("/accounts", headers={"X-API-Key": seeded.secret})
     assert response.status_code == 503 and problem_code(response) == "unavailable"
+
+
+def test_an_expired_key_says_when_and_why_through_the_verify_endpoint(
+    live_url: str, seeded: Seeded, verify_key: str, serve: Serve
+) -> None:
+    from datetime import timedelta
+
+    from keyrack.services import jobs
+
+    view, secret = seeded.new_key(expires_at=seeded.key.created_at + timedelta(days=3))
+    assert jobs.sweep(seeded.ctx, view.created_at + timedelta(days=3)).expired == 1
+    with serve(starlette_crm(verify_url=live_url, verify_key=verify_key)) as crm:
+        response = crm.get("/accounts", headers={"X-API-Key": secret})
+    assert response.status_code == 401 and problem_code(response) == "expired-key"
+    assert response.json()["detail"].startswith("the API key expired on 2026-01-08")

@@ -26,7 +26,14 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from keyrack.domain.limits import Admission, Decision, throttled_headers
-from keyrack.domain.verification import KeyIdentity, RemoteCode, Verdict, VerdictStatus
+from keyrack.domain.verification import (
+    KeyIdentity,
+    KeyStatus,
+    RemoteCode,
+    RetiredReason,
+    Verdict,
+    VerdictStatus,
+)
 
 
 class Refusal(NamedTuple):
@@ -84,10 +91,47 @@ def check_transport(scheme: str | None, forwarded_proto: str | None) -> Refusal 
 
 
 def check_verdict(verdict: Verdict) -> KeyIdentity | Refusal:
-    """The key a valid verdict stands for; otherwise its refusal."""
+    """The key a valid verdict stands for; otherwise its refusal, saying when and why
+    the key stopped working where that is known."""
     if verdict.status is VerdictStatus.VALID and verdict.key is not None:
         return verdict.key
-    return _BY_VERDICT[verdict.status]
+    refusal = _BY_VERDICT[verdict.status]
+    if verdict.key is not None and (why := why_refused(verdict.status, verdict.key)) is not None:
+        return refusal._replace(detail=why)
+    return refusal
+
+
+_CREATE_NEW = "create a new key in Settings → API"
+
+
+def why_refused(status: VerdictStatus, key: KeyIdentity) -> str | None:
+    """When and why a key that once worked no longer does, for its caller's developer:
+    deleted for inactivity, past its ``expires_at``, or replaced by a newer secret."""
+    retired = key.retired
+    if retired is not None:
+        on = f"{retired.at:%Y-%m-%d}"
+        if retired.reason is RetiredReason.INACTIVITY:
+            days = retired.idle_days
+            return f"the API key was deleted on {on} after {days} days unused; {_CREATE_NEW}"
+        if retired.reason is RetiredReason.EXPIRY:
+            return f"the API key expired on {on}, the expiry date set on it; {_CREATE_NEW}"
+        return f"this secret was replaced by a newer secret on {on}; use the new secret"
+    if (
+        status is VerdictStatus.REVOKED
+        and key.status is not KeyStatus.REVOKED
+        and key.secret_valid_until is not None
+    ):
+        until = f"{key.secret_valid_until:%Y-%m-%d %H:%M} UTC"
+        return (
+            f"this secret was replaced by a newer secret; its grace period ended on {until};"
+            " use the new secret"
+        )
+    if status is VerdictStatus.EXPIRED and key.expires_at is not None:
+        return (
+            f"the API key expired on {key.expires_at:%Y-%m-%d}, the expiry date set on it;"
+            f" {_CREATE_NEW}"
+        )
+    return None
 
 
 def check_identity(

@@ -18,13 +18,14 @@ from keyrack.domain.events import KeyChanged
 from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Scope, validate_name
-from keyrack.domain.verification import KeyIdentity, KeyStatus
+from keyrack.domain.verification import KeyIdentity, KeyStatus, RetiredReason, Retirement
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
-from keyrack.services import audit
+from keyrack.services import audit, retired
 from keyrack.services.context import Actor, Context
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.scoping import location_in_scope, user_in_org, within_scope
 from keyrack.storage.tables.keys import ApiKey, KeySecret
+from keyrack.storage.tables.retired import RetiredDigest
 from keyrack.storage.tables.tenancy import Organization, User
 
 MAX_GRACE = timedelta(days=7)
@@ -394,10 +395,10 @@ def roll_key(
         old = list(session.scalars(select(KeySecret).where(KeySecret.key_id == row.id)))
         old_digests = tuple(secret.digest for secret in old)
         generated = keyformat.generate(Environment(row.environment))
-        for secret in old:
-            if not grace:
-                session.delete(secret)
-            elif secret.valid_until is None or secret.valid_until > now + grace:
+        if not grace:
+            retired.retire(session, old, RetiredReason.ROLLED, now)
+        for secret in old if grace else ():
+            if secret.valid_until is None or secret.valid_until > now + grace:
                 secret.valid_until = now + grace
         session.add(
             KeySecret(key_id=row.id, digest=generated.digest, last4=generated.last4, created_at=now)
@@ -450,7 +451,9 @@ def revoke_key(ctx: Context, actor: Actor, scope: Scope, ref: str, *, reason: st
 
 
 def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
-    """The identity a secret's digest stands for, with effective limits; None if unknown."""
+    """The identity a secret's digest stands for, with effective limits; None if unknown.
+
+    A digest no secret has is looked up among retired ones (``find_retired``)."""
     stmt = (
         select(KeySecret, ApiKey, Organization, User.is_staff)
         .join(ApiKey, KeySecret.key_id == ApiKey.id)
@@ -460,11 +463,38 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
     )
     with ctx.db.session() as session:
         found = session.execute(stmt).first()
+        if found is None:
+            return find_retired(session, digest)
+    secret, key, org, owner_is_staff = found
+    return _identity(secret.digest, key, org, owner_is_staff, secret.valid_until)
+
+
+def find_retired(session: Session, digest: str) -> KeyIdentity | None:
+    """The identity of a retired secret (``Retirement`` says when and why), or None."""
+    found = session.execute(
+        select(RetiredDigest, ApiKey, Organization, User.is_staff)
+        .join(ApiKey, RetiredDigest.key_id == ApiKey.id)
+        .join(Organization, ApiKey.org_id == Organization.id)
+        .outerjoin(User, ApiKey.owner_id == User.id)
+        .where(RetiredDigest.digest == digest)
+    ).first()
     if found is None:
         return None
-    secret, key, org, owner_is_staff = found
+    gone, key, org, owner_is_staff = found
+    retirement = Retirement(RetiredReason(gone.reason), gone.at, gone.idle_days)
+    return _identity(gone.digest, key, org, owner_is_staff, None, retirement)
+
+
+def _identity(
+    digest: str,
+    key: ApiKey,
+    org: Organization,
+    owner_is_staff: bool | None,
+    valid_until: datetime | None,
+    retirement: Retirement | None = None,
+) -> KeyIdentity:
     return KeyIdentity(
-        digest=secret.digest,
+        digest=digest,
         key_id=key.id,
         ref=key.ref,
         name=key.name,
@@ -479,10 +509,11 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
         concurrency=key.concurrency or org.plan_concurrency,
         status=KeyStatus(key.status),
         expires_at=key.expires_at,
-        secret_valid_until=secret.valid_until,
+        secret_valid_until=valid_until,
         allowed_cidrs=tuple(key.allowed_cidrs),
         allowed_origins=tuple(org.allowed_origins),
         owner_is_staff=bool(owner_is_staff),
+        retired=retirement,
     )
 
 

@@ -8,6 +8,7 @@ from keyrack.storage.tables import (
     keys,
     notices,
     requests,
+    retired,
     tenancy,
     webhooks,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "keys",
     "notices",
     "requests",
+    "retired",
     "tenancy",
     "webhooks",
 ]
