@@ -15,7 +15,7 @@
 
 Each request runs ``keyrack.http.admitter.Admitter``, the code of Keyrack's own
 gateway: the key from ``X-API-Key`` / ``Authorization``, a key in the URL refused and
-revoked, the key cache (a miss read from Keyrack's database), the organization's host,
+revoked, the key cache (a miss read from Keyrack's database; imported keys known in memory), the organization's host,
 origin and the key's IP allow-list, the permissions in ``require``, the limiter (through
 Redis when configured, per process otherwise), and the last use written behind. A
 refusal is the same RFC 9457 problem document; an admitted response carries
@@ -45,6 +45,7 @@ import httpx
 from redis.asyncio import Redis as AsyncRedis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyrack.cache.imported import ImportedDigests
 from keyrack.cache.keycache import CachedVerifier, KeyCache
 from keyrack.cache.relay import RedisListener, RedisPublisher
 from keyrack.config import Settings
@@ -61,6 +62,7 @@ from keyrack.ratelimit.failover import FailoverLimiter
 from keyrack.ratelimit.memory import MemoryLimiter
 from keyrack.ratelimit.redis import RedisLimiter
 from keyrack.services.context import Context
+from keyrack.services.key_import import imported_since
 from keyrack.services.keys import find_identity
 from keyrack.services.last_used import LastUsedBuffer
 
@@ -240,9 +242,11 @@ class _Local:
         ctx.bus.subscribe(self.cache.invalidate)
         self.last_used = LastUsedBuffer(ctx)
         self.limiter: Limiter = MemoryLimiter(lease_seconds=settings.concurrency_lease_seconds)
+        self.imported = ImportedDigests(lambda after: imported_since(ctx, after))
+        ctx.bus.subscribe(self.imported.poke)
         self.admitter = Admitter(
             ctx,
-            CachedVerifier(self.cache, ctx.clock),
+            CachedVerifier(self.cache, ctx.clock, imported=self.imported),
             self.last_used,
             lambda scope: self.limiter,
             trust_forwarded_for=trust_forwarded_for,
@@ -252,6 +256,8 @@ class _Local:
 
     async def start(self) -> None:
         settings = self.ctx.settings
+        await self.imported.start()
+        self._tasks.append(asyncio.create_task(self.imported.run(), name="keyrack-imported"))
         self._tasks.append(asyncio.create_task(self.last_used.run(), name="keyrack-last-used"))
         if settings.redis_url:
             redis = AsyncRedis.from_url(settings.redis_url, socket_timeout=None)
@@ -261,7 +267,9 @@ class _Local:
             )
             publisher = RedisPublisher(settings.redis_url)
             self.ctx.bus.subscribe(publisher)  # a leaked key this app revokes reaches all
-            listener = RedisListener(redis, self.cache, origin=publisher.origin)
+            listener = RedisListener(
+                redis, self.cache, origin=publisher.origin, also=self.imported.poke
+            )
             self._tasks.append(asyncio.create_task(listener.run(), name="keyrack-invalidation"))
             self._closers += [publisher.close, redis.aclose]
             try:

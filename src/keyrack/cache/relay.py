@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -73,10 +74,18 @@ class RedisListener:
     """Applies events published by other instances to ``cache`` until cancelled."""
 
     def __init__(
-        self, client: AsyncRedis, cache: KeyCache[Any], *, origin: str, channel: str = CHANNEL
+        self,
+        client: AsyncRedis,
+        cache: KeyCache[Any],
+        *,
+        origin: str,
+        channel: str = CHANNEL,
+        also: Callable[[Event | None], None] | None = None,
     ) -> None:
         self._client = client
         self._cache = cache
+        self._also = also
+        """Told of each event applied (None: on (re)subscribing), e.g. the imported digests."""
         self._origin = origin
         self._channel = channel
         self.subscribed = asyncio.Event()
@@ -101,9 +110,13 @@ class RedisListener:
         kind = message.get("type")
         if kind == "subscribe":
             self._cache.clear()  # whatever happened while we were not listening
+            if self._also is not None:
+                self._also(None)
             self.subscribed.set()
         elif kind == "message":
             data = message.get("data")
             decoded = decode(data) if isinstance(data, bytes | str) else None
             if decoded is not None and decoded[0] != self._origin:
                 self._cache.invalidate(decoded[1])
+                if self._also is not None:
+                    self._also(decoded[1])

@@ -22,6 +22,7 @@ from keyrack.http.routes import (
     handoffs,
     health,
     introspection,
+    key_import,
     keys,
     leaks,
     notifications,
@@ -47,6 +48,7 @@ ROUTERS = (
     health.router,
     metrics.router,
     verify.router,  # before keys: POST /keys/verify is not a key ref
+    key_import.router,
     keys.router,
     apps.router,
     requests.router,
