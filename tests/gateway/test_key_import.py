@@ -213,3 +213,22 @@ def test_the_expiry_sweep_treats_an_imported_key_like_any_other(
     gone = api.get("/api/v2/health", headers={"X-API-Key": secret})
     assert gone.status_code == 401 and problem_code(gone) == "expired-key"
     assert "after 90 days unused" in gone.json()["detail"]
+
+
+def test_an_imported_key_found_in_a_url_or_reported_as_leaked_is_revoked(
+    api: httpx.Client, seeded: Seeded, importer: dict[str, str]
+) -> None:
+    in_url, reported = legacy_secret(), legacy_secret()
+    body = {"keys": [item(in_url), item(reported)]}
+    refs = [
+        r["ref"]
+        for r in api.post("/api/v2/keys/import", json=body, headers=importer).json()["results"]
+    ]
+    leaked = api.get("/api/v2/health", params={"api_key": in_url})
+    assert leaked.status_code == 400 and problem_code(leaked) == "key-in-url"
+    report = api.post("/api/v2/leaks", json={"tokens": [{"token": reported, "url": "x"}]})
+    assert report.status_code == 202
+    for ref, secret in zip(refs, (in_url, reported), strict=True):
+        assert keys.get_key(seeded.ctx, seeded.scope, ref).status.value == "revoked"
+        gone = api.get("/api/v2/health", headers={"X-API-Key": secret})
+        assert gone.status_code == 401 and problem_code(gone) == "revoked-key"

@@ -226,12 +226,12 @@ class CachedVerifier:
         self._known = cache.peek
         self._clock = clock
         self._on_miss = on_miss
-        self._imported = imported
+        self.imported = imported
         """Digests of imported secrets (``keyrack.cache.imported``): they may cost a read."""
 
     async def verify(self, presented: str) -> Verdict:
         """The verdict for ``presented``; raises only if the database cannot be read."""
-        found = verify(presented, self._known, self._clock, self._imported)
+        found = verify(presented, self._known, self._clock, self.imported)
         if isinstance(found, Verdict):
             return found
         if self._on_miss is not None:

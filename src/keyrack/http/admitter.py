@@ -10,6 +10,7 @@ It answers the admitted key with its limiter slot, or the ``Refusal``;
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping
@@ -186,7 +187,11 @@ class Admitter:
 
     async def _revoke_leaked(self, secret: str, where: str) -> None:
         try:
-            await to_thread.run_sync(revoke_leaked, self.ctx, secret, where)
+            await to_thread.run_sync(
+                functools.partial(
+                    revoke_leaked, self.ctx, secret, where, imported=self.verifier.imported
+                )
+            )
         except KeyrackError as exc:
             log.error("could not revoke a leaked key: %s", exc.for_operator)
         except Exception:
