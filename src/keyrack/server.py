@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,9 +24,11 @@ from sqlalchemy import event
 
 from keyrack import console
 from keyrack import logging as keyrack_logging
+from keyrack.cache.imported import ImportedDigests
 from keyrack.cache.keycache import CachedVerifier, KeyCache
 from keyrack.cache.relay import RedisListener, RedisPublisher
 from keyrack.config import Settings
+from keyrack.domain.events import Event
 from keyrack.http import api
 from keyrack.http.gateway import Gateway
 from keyrack.http.metrics import Metrics
@@ -38,6 +40,7 @@ from keyrack.ratelimit.redis import RedisLimiter
 from keyrack.services import jobs
 from keyrack.services.context import Context
 from keyrack.services.introspection import load_self
+from keyrack.services.key_import import imported_since
 from keyrack.services.keys import find_identity
 from keyrack.services.last_used import LastUsedBuffer
 
@@ -69,10 +72,22 @@ def create_app(
     )
     ctx.bus.subscribe(key_cache.invalidate)
     last_used = LastUsedBuffer(ctx)
+    imported = ImportedDigests(lambda after: imported_since(ctx, after))
+    ctx.bus.subscribe(imported.poke)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with _runtime(app, ctx, key_cache, last_used, jobs.worker(ctx) if worker else None):
+        async with (
+            _imported_digests(imported),
+            _runtime(
+                app,
+                ctx,
+                key_cache,
+                last_used,
+                jobs.worker(ctx) if worker else None,
+                also=imported.poke,
+            ),
+        ):
             yield
 
     app = api.create_api(lifespan)
@@ -85,8 +100,9 @@ def create_app(
     event.listen(ctx.db.engine, "before_cursor_execute", lambda *_: count_statement())
     # the active limiter; replaced by a RedisLimiter at startup when Redis is configured
     app.state.limiter = MemoryLimiter(lease_seconds=ctx.settings.concurrency_lease_seconds)
+    app.state.imported = imported
     app.state.verifier = CachedVerifier(
-        key_cache, ctx.clock, on_miss=app.state.metrics.cache_misses.inc
+        key_cache, ctx.clock, on_miss=app.state.metrics.cache_misses.inc, imported=imported
     )
     app.add_middleware(
         Gateway,
@@ -106,12 +122,26 @@ def create_app(
 
 
 @asynccontextmanager
+async def _imported_digests(imported: ImportedDigests) -> AsyncIterator[None]:
+    """Read the imported keys' digests before serving, then keep them in step."""
+    await imported.start()
+    task = asyncio.create_task(imported.run(), name="keyrack-imported-digests")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@asynccontextmanager
 async def _runtime(
     app: FastAPI,
     ctx: Context,
     key_cache: KeyCache[Any],
     last_used: LastUsedBuffer,
     worker: Worker | None,
+    *,
+    also: Callable[[Event | None], None] | None = None,
 ) -> AsyncIterator[None]:
     """Start the limiter, the last-used flusher, the invalidation listener and the job
     worker; stop them, flushing what is pending, at shutdown."""
@@ -148,6 +178,7 @@ async def _runtime(
             origin=publisher.origin,
             live_ttl=settings.key_cache_safety_ttl_minutes * 60,
             fallback_ttl=settings.key_cache_ttl_seconds,
+            also=also,
         )
         app.state.relay = listener
         tasks.append(asyncio.create_task(listener.run(), name="keyrack-invalidation"))

@@ -93,7 +93,8 @@ def test_a_roll_voids_the_cached_old_secret_at_once(api: httpx.Client, seeded: S
     assert api.get("/api/v2/health", headers=seeded.headers()).status_code == 200
     _, new_secret = keys.roll_key(seeded.ctx, OPERATOR, seeded.scope, seeded.key.ref)
     old = api.get("/api/v2/health", headers=seeded.headers())
-    assert old.status_code == 401 and problem_code(old) == "invalid-key"
+    assert old.status_code == 401 and problem_code(old) == "revoked-key"
+    assert "replaced by a newer secret" in old.json()["detail"]
     assert api.get("/api/v2/health", headers=seeded.headers(new_secret)).status_code == 200
 
 

@@ -23,6 +23,7 @@ OPERATION_IDS = {
     "GET /api/v2/health": "getHealth",
     "GET /api/v2/keys/self": "getKeySelf",
     "POST /api/v2/keys/verify": "verifyKey",
+    "POST /api/v2/keys/import": "importKeys",
     "GET /api/v2/keys": "listKeys",
     "POST /api/v2/keys": "createKey",
     "GET /api/v2/keys/{ref}": "getKey",

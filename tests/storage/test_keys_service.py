@@ -72,7 +72,7 @@ def test_unknown_well_formed_key_is_not_found(seeded: Seeded) -> None:
 def test_roll_without_grace_voids_the_old_secret_at_once(seeded: Seeded) -> None:
     rolled, new_secret = keys.roll_key(seeded.ctx, OPERATOR, seeded.scope, seeded.key.ref)
     check = verifier(seeded.ctx)
-    assert check.verify(seeded.secret).status is VerdictStatus.NOT_FOUND
+    assert check.verify(seeded.secret).status is VerdictStatus.REVOKED  # told apart from garbage
     assert check.verify(new_secret).valid
     assert rolled.ref == seeded.key.ref and rolled.last4 == new_secret[-4:]
 
@@ -88,7 +88,7 @@ def test_roll_with_grace_keeps_both_secrets_until_the_grace_ends(
     assert check.verify(seeded.secret).valid
     assert check.verify(new_secret).valid
     clock.advance(timedelta(minutes=1))
-    assert check.verify(seeded.secret).status is VerdictStatus.NOT_FOUND
+    assert check.verify(seeded.secret).status is VerdictStatus.REVOKED
     assert check.verify(new_secret).valid
     actions = [e.action for e in audit.list_events(seeded.ctx, seeded.org_id).data]
     assert actions[:2] == ["key.rolled", "key.created"]

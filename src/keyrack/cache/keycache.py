@@ -27,14 +27,14 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
 
 from keyrack.domain.events import Event, KeyChanged, OrgChanged
-from keyrack.domain.verification import Clock, KeyIdentity, Verdict, check, verify
+from keyrack.domain.verification import NO_IMPORTS, Clock, KeyIdentity, Verdict, check, verify
 
 DEFAULT_MAX_ENTRIES = 1_000_000
 _ABSENT: Any = object()
@@ -296,16 +296,23 @@ class CachedVerifier:
     """
 
     def __init__(
-        self, cache: KeyCache[Any], clock: Clock, *, on_miss: Callable[[], None] | None = None
+        self,
+        cache: KeyCache[Any],
+        clock: Clock,
+        *,
+        on_miss: Callable[[], None] | None = None,
+        imported: Container[str] = NO_IMPORTS,
     ) -> None:
         self.cache = cache
         self._known = cache.peek
         self._clock = clock
         self._on_miss = on_miss
+        self.imported = imported
+        """Digests of imported secrets (``keyrack.cache.imported``): they may cost a read."""
 
     async def verify(self, presented: str) -> Verdict:
         """The verdict for ``presented``; raises only if the database cannot be read."""
-        found = verify(presented, self._known, self._clock)
+        found = verify(presented, self._known, self._clock, self.imported)
         if isinstance(found, Verdict):
             return found
         if self._on_miss is not None:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -88,9 +89,12 @@ class RedisListener:
         live_ttl: float,
         fallback_ttl: float,
         channel: str = CHANNEL,
+        also: Callable[[Event | None], None] | None = None,
     ) -> None:
         self._client = client
         self._cache = cache
+        self._also = also
+        """Told of each event applied (None: on (re)subscribing), e.g. the imported digests."""
         self._origin = origin
         self._live_ttl = live_ttl
         self._fallback_ttl = fallback_ttl
@@ -145,9 +149,13 @@ class RedisListener:
         if kind == "subscribe":
             # whatever happened while we were not listening is flushed with the short TTL
             self._cache.set_ttl(self._live_ttl)
+            if self._also is not None:
+                self._also(None)
             self.subscribed.set()
         elif kind == "message":
             data = message.get("data")
             decoded = decode(data) if isinstance(data, bytes | str) else None
             if decoded is not None and decoded[0] != self._origin:
                 self._cache.invalidate(decoded[1])
+                if self._also is not None:
+                    self._also(decoded[1])

@@ -1,10 +1,12 @@
-"""``keyrack keys``: create, list, roll, revoke."""
+"""``keyrack keys``: create, list, roll, revoke, import."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from keyrack.cli.common import (
     OPERATOR,
@@ -18,7 +20,9 @@ from keyrack.cli.common import (
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Scope
 from keyrack.errors import NotFound
-from keyrack.services import keys, tenancy
+from keyrack.http.schemas.key_import import KeyImportItem
+from keyrack.services import key_import, keys, tenancy
+from keyrack.services.key_import import KeyToImport, Outcome
 from keyrack.services.keys import KeyView
 from keyrack.storage.tables.keys import ApiKey
 
@@ -148,3 +152,56 @@ def revoke(ref: str, reason: str = typer.Option(..., help="Why, for the audit tr
     """Stop a key at once, on every instance."""
     view = keys.revoke_key(context(), OPERATOR, _scope_of(ref), ref, reason=reason)
     console.print(f"revoked key [bold]{view.ref}[/bold]")
+
+
+@app.command("import")
+def import_file(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON lines file."),
+    org: str = typer.Option(..., help="Organization slug."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import keys of another system by the SHA-256 of their secret, one JSON object a line
+    (the fields of POST /api/v2/keys/import); idempotent, so a re-run changes nothing."""
+    ctx = context()
+    scope = Scope(tenancy.get_org(ctx, org).id)
+    rows: list[dict[str, Any]] = []
+    batch: list[tuple[int, KeyToImport]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        results = key_import.import_keys(ctx, OPERATOR, scope, [item for _, item in batch])
+        for (line, _), result in zip(batch, results, strict=True):
+            rows.append(
+                {"line": line, "outcome": result.outcome.value, "ref": result.ref}
+                | ({"error": result.error} if result.error else {})
+            )
+        batch.clear()
+
+    with file.open(encoding="utf-8") as lines:
+        for number, text in enumerate(lines, start=1):
+            if not text.strip():
+                continue
+            try:
+                parsed = KeyImportItem.model_validate_json(text)
+            except ValidationError as exc:
+                error = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                rows.append({"line": number, "outcome": Outcome.REFUSED.value, "error": error})
+                continue
+            batch.append((number, KeyToImport(**parsed.model_dump())))
+            if len(batch) == key_import.MAX_IMPORT:
+                flush()
+    flush()
+    rows.sort(key=lambda row: int(row["line"]))
+    counts = {o.value: sum(1 for row in rows if row["outcome"] == o.value) for o in Outcome}
+    if as_json:
+        emit_json({**counts, "results": rows})
+    else:
+        console.print(", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
+        for row in rows:
+            if row["outcome"] == Outcome.REFUSED.value:
+                console.print(f"line {row['line']}: {row['error']}", markup=False)
+    if counts[Outcome.REFUSED.value]:
+        raise typer.Exit(1)

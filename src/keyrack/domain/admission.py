@@ -13,6 +13,8 @@ order and turns a refusal into the problem document:
 5. the key against the request → ``check_identity``: the instance host
    (``{slug}.{base_domain}``) of another organization, an ``Origin`` outside the
    organization's allow-list, a client address outside the key's CIDR allow-list;
+   then, where every request needs some (an embedding app's ``require``),
+   ``check_permissions``: ``insufficient-permission``;
 6. the limiter's decision → ``check_admission``: 429 with ``throttled_headers``.
 """
 
@@ -24,7 +26,14 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from keyrack.domain.limits import Admission, Decision, throttled_headers
-from keyrack.domain.verification import KeyIdentity, Verdict, VerdictStatus
+from keyrack.domain.verification import (
+    KeyIdentity,
+    KeyStatus,
+    RemoteCode,
+    RetiredReason,
+    Verdict,
+    VerdictStatus,
+)
 
 
 class Refusal(NamedTuple):
@@ -82,10 +91,47 @@ def check_transport(scheme: str | None, forwarded_proto: str | None) -> Refusal 
 
 
 def check_verdict(verdict: Verdict) -> KeyIdentity | Refusal:
-    """The key a valid verdict stands for; otherwise its refusal."""
+    """The key a valid verdict stands for; otherwise its refusal, saying when and why
+    the key stopped working where that is known."""
     if verdict.status is VerdictStatus.VALID and verdict.key is not None:
         return verdict.key
-    return _BY_VERDICT[verdict.status]
+    refusal = _BY_VERDICT[verdict.status]
+    if verdict.key is not None and (why := why_refused(verdict.status, verdict.key)) is not None:
+        return refusal._replace(detail=why)
+    return refusal
+
+
+_CREATE_NEW = "create a new key in Settings → API"
+
+
+def why_refused(status: VerdictStatus, key: KeyIdentity) -> str | None:
+    """When and why a key that once worked no longer does, for its caller's developer:
+    deleted for inactivity, past its ``expires_at``, or replaced by a newer secret."""
+    retired = key.retired
+    if retired is not None:
+        on = f"{retired.at:%Y-%m-%d}"
+        if retired.reason is RetiredReason.INACTIVITY:
+            days = retired.idle_days
+            return f"the API key was deleted on {on} after {days} days unused; {_CREATE_NEW}"
+        if retired.reason is RetiredReason.EXPIRY:
+            return f"the API key expired on {on}, the expiry date set on it; {_CREATE_NEW}"
+        return f"this secret was replaced by a newer secret on {on}; use the new secret"
+    if (
+        status is VerdictStatus.REVOKED
+        and key.status is not KeyStatus.REVOKED
+        and key.secret_valid_until is not None
+    ):
+        until = f"{key.secret_valid_until:%Y-%m-%d %H:%M} UTC"
+        return (
+            f"this secret was replaced by a newer secret; its grace period ended on {until};"
+            " use the new secret"
+        )
+    if status is VerdictStatus.EXPIRED and key.expires_at is not None:
+        return (
+            f"the API key expired on {key.expires_at:%Y-%m-%d}, the expiry date set on it;"
+            f" {_CREATE_NEW}"
+        )
+    return None
 
 
 def check_identity(
@@ -107,6 +153,14 @@ def check_identity(
     return None
 
 
+def check_permissions(held: frozenset[str], required: frozenset[str]) -> Refusal | None:
+    """``insufficient-permission`` naming the first of ``required`` the key does not hold."""
+    if required <= held:
+        return None
+    missing = min(required - held)
+    return Refusal("insufficient-permission", f"this key lacks the {missing!r} permission")
+
+
 def check_admission(admission: Admission) -> Refusal | None:
     """A limiter's refusal as a 429: ``rate-limited`` or ``concurrency-limited``."""
     if admission.allowed:
@@ -116,6 +170,39 @@ def check_admission(admission: Admission) -> Refusal | None:
         _THROTTLED[admission.decision],
         throttled_headers(admission.reset_seconds, admission),
     )
+
+
+_REMOTE_VERDICTS = {
+    RemoteCode.NOT_FOUND: VerdictStatus.NOT_FOUND,
+    RemoteCode.REVOKED: VerdictStatus.REVOKED,
+    RemoteCode.EXPIRED: VerdictStatus.EXPIRED,
+    RemoteCode.DISABLED: VerdictStatus.DISABLED,
+}
+
+
+def check_remote(
+    code: RemoteCode,
+    held: frozenset[str],
+    required: frozenset[str],
+    retry_after: int | None = None,
+    detail: str | None = None,
+) -> Refusal | None:
+    """A Keyrack instance's ``keys/verify`` answer as the refusal the gateway would give
+    (``detail``: the instance's own word on why, when it gave one)."""
+    if code is RemoteCode.VALID:
+        return None
+    if code is RemoteCode.RATE_LIMITED:
+        return Refusal(
+            Decision.RATE_LIMITED.value,
+            _THROTTLED[Decision.RATE_LIMITED],
+            {"Retry-After": str(max(1, retry_after or 1))},
+        )
+    if code is RemoteCode.INSUFFICIENT_PERMISSIONS:
+        return check_permissions(held, required) or Refusal(
+            "insufficient-permission", "this key lacks a required permission"
+        )
+    refusal = _BY_VERDICT[_REMOTE_VERDICTS[code]]
+    return refusal._replace(detail=detail) if detail else refusal
 
 
 @lru_cache(maxsize=4096)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -48,6 +48,29 @@ _PROBLEM_CODES = {
 }
 
 
+class RetiredReason(enum.StrEnum):
+    """Why a secret stopped working for good (its digest is kept to say so)."""
+
+    INACTIVITY = "inactivity"
+    """the key was deleted after ``inactivity_days`` unused"""
+    EXPIRY = "expiry"
+    """the key reached its ``expires_at``"""
+    ROLLED = "rolled"
+    """a newer secret replaced it"""
+
+    @property
+    def status(self) -> VerdictStatus:
+        return VerdictStatus.REVOKED if self is RetiredReason.ROLLED else VerdictStatus.EXPIRED
+
+
+class Retirement(NamedTuple):
+    """A retired secret: why, since when, and (inactivity) after how many idle days."""
+
+    reason: RetiredReason
+    at: datetime
+    idle_days: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class KeyIdentity:
     """What a verified secret stands for: a cacheable snapshot, no secret inside."""
@@ -72,6 +95,9 @@ class KeyIdentity:
     allowed_origins: tuple[str, ...] = ()
     owner_is_staff: bool = False
     """The key acts as a platform staff user: it may call the staff API."""
+    retired: Retirement | None = None
+    """Set when ``digest`` is a secret that stopped working for good (the key's own
+    state may have moved on since)."""
 
 
 class Verdict(NamedTuple):
@@ -100,20 +126,28 @@ class Miss(NamedTuple):
     digest: str
 
 
-def verify(presented: str, known: Known, clock: Clock) -> Verdict | Miss:
+NO_IMPORTS: frozenset[str] = frozenset()
+
+
+def verify(
+    presented: str, known: Known, clock: Clock, imported: Container[str] = NO_IMPORTS
+) -> Verdict | Miss:
     """The verdict for the ``presented`` string from what is ``known`` (a cache), or the
     ``Miss`` to read first.
 
     A digest known to be a key's needs no shape check: it is the digest of a real key.
-    Anything else is shape- and checksum-checked before it may cost a read.
+    Anything else is shape- and checksum-checked before it may cost a read, unless its
+    digest is one of the ``imported`` secrets' (brought over from another system, they
+    lack the ``kr_`` shape); with none imported, a string of the wrong length is not
+    even digested.
     """
-    if len(presented) != KEY_LENGTH:
+    if len(presented) != KEY_LENGTH and not imported:
         return MALFORMED
     wanted = digest(presented)
     boxed = known(wanted)
     if boxed is not None and boxed[0] is not None:
         return check(boxed[0], wanted, clock)
-    if not is_well_formed(presented):
+    if not (wanted in imported or (len(presented) == KEY_LENGTH and is_well_formed(presented))):
         return MALFORMED
     if boxed is not None:
         return NOT_FOUND
@@ -129,12 +163,16 @@ def is_current(digest: str, valid_until: datetime | None, wanted: str, clock: Cl
 def check(identity: KeyIdentity | None, wanted: str, clock: Clock) -> Verdict:
     """The verdict for the identity found under the digest ``wanted`` (or None).
 
-    ``clock`` is read only for a key with a deadline (most have none).
+    A retired secret, and a rolled-away one past its grace, is told apart from garbage
+    (``EXPIRED`` / ``REVOKED``, so the refusal can say when and why). ``clock`` is read
+    only for a key with a deadline (most have none).
     """
-    if identity is None or not is_current(
-        identity.digest, identity.secret_valid_until, wanted, clock
-    ):
+    if identity is None or not hmac.compare_digest(identity.digest, wanted):
         return NOT_FOUND
+    if identity.retired is not None:
+        return Verdict(identity.retired.reason.status, identity)
+    if identity.secret_valid_until is not None and clock() >= identity.secret_valid_until:
+        return Verdict(VerdictStatus.REVOKED, identity)
     if identity.status is KeyStatus.REVOKED:
         return Verdict(VerdictStatus.REVOKED, identity)
     if identity.status is KeyStatus.EXPIRED or (

@@ -23,6 +23,7 @@ from keyrack.http.routes import (
     health,
     integrations,
     introspection,
+    key_import,
     keys,
     leaks,
     notifications,
@@ -48,6 +49,7 @@ ROUTERS = (
     health.router,
     metrics.router,
     verify.router,  # before keys: POST /keys/verify is not a key ref
+    key_import.router,
     keys.router,
     apps.router,
     requests.router,

@@ -13,15 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyrack.domain import expiry
 from keyrack.domain.events import KeyChanged
 from keyrack.domain.expiry import DeadlineKind, Due
-from keyrack.domain.verification import KeyStatus
-from keyrack.services import audit
+from keyrack.domain.verification import KeyStatus, RetiredReason
+from keyrack.services import audit, retired
 from keyrack.services.context import Actor, Context
 from keyrack.services.keys import KeyView
 from keyrack.storage.tables.keys import ApiKey, KeySecret
@@ -141,10 +141,7 @@ def _take(ctx: Context, key_id: int, now: datetime) -> tuple[Due, tuple[str, ...
             }
             digests: tuple[str, ...] = ()
             if step.expires:
-                digests = tuple(
-                    session.scalars(select(KeySecret.digest).where(KeySecret.key_id == key_id))
-                )
-                session.execute(delete(KeySecret).where(KeySecret.key_id == key_id))
+                digests = _retire_secrets(session, row, step)
                 row.status = KeyStatus.EXPIRED.value
                 action, after = "key.expired", {**KeyView.of(row).audit_snapshot(), **facts}
             else:
@@ -164,6 +161,18 @@ def _take(ctx: Context, key_id: int, now: datetime) -> tuple[Due, tuple[str, ...
     except IntegrityError:
         return None
     return step, digests
+
+
+def _retire_secrets(session: Session, row: ApiKey, step: Due) -> tuple[str, ...]:
+    """Retire the expiring key's secrets, keeping their digests to say when and why."""
+    inactive = step.deadline.kind is DeadlineKind.INACTIVITY
+    return retired.retire(
+        session,
+        list(session.scalars(select(KeySecret).where(KeySecret.key_id == row.id))),
+        RetiredReason.INACTIVITY if inactive else RetiredReason.EXPIRY,
+        step.deadline.at,
+        idle_days=row.inactivity_days if inactive else None,
+    )
 
 
 def run(ctx: Context) -> ExpiryReport:

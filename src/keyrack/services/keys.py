@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Required, TypedDict, Unpack
+from typing import Any, Required, TypedDict, Unpack
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Integer, String, cast, null, select, union_all
 from sqlalchemy.orm import Session
 
 from keyrack.domain import expiry
@@ -18,14 +18,16 @@ from keyrack.domain.events import KeyChanged
 from keyrack.domain.ids import new_ref
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import Scope, validate_name
-from keyrack.domain.verification import KeyIdentity, KeyStatus
+from keyrack.domain.verification import KeyIdentity, KeyStatus, RetiredReason, Retirement
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, NotFound
-from keyrack.services import audit
+from keyrack.services import audit, retired
 from keyrack.services.context import Actor, Context
 from keyrack.storage import bulk
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.scoping import location_in_scope, user_in_org, within_scope
+from keyrack.storage.tables.base import UTCDateTime
 from keyrack.storage.tables.keys import ApiKey, KeySecret
+from keyrack.storage.tables.retired import RetiredDigest
 from keyrack.storage.tables.tenancy import Organization, User
 
 MAX_GRACE = timedelta(days=7)
@@ -395,10 +397,10 @@ def roll_key(
         old = list(session.scalars(select(KeySecret).where(KeySecret.key_id == row.id)))
         old_digests = tuple(secret.digest for secret in old)
         generated = keyformat.generate(Environment(row.environment))
-        for secret in old:
-            if not grace:
-                session.delete(secret)
-            elif secret.valid_until is None or secret.valid_until > now + grace:
+        if not grace:
+            retired.retire(session, old, RetiredReason.ROLLED, now)
+        for secret in old if grace else ():
+            if secret.valid_until is None or secret.valid_until > now + grace:
                 secret.valid_until = now + grace
         session.add(
             KeySecret(key_id=row.id, digest=generated.digest, last4=generated.last4, created_at=now)
@@ -450,43 +452,69 @@ def revoke_key(ctx: Context, actor: Actor, scope: Scope, ref: str, *, reason: st
     return after
 
 
-_IDENTITY_COLUMNS = (
-    KeySecret.digest,
-    KeySecret.valid_until,
-    ApiKey.id,
-    ApiKey.ref,
-    ApiKey.name,
-    ApiKey.location_id,
-    ApiKey.owner_id,
-    ApiKey.environment,
-    ApiKey.permissions,
-    ApiKey.rate_per_second,
-    ApiKey.concurrency,
-    ApiKey.status,
-    ApiKey.expires_at,
-    ApiKey.allowed_cidrs,
-    Organization.id,
-    Organization.slug,
-    Organization.api_enabled,
-    Organization.plan_rate_per_second,
-    Organization.plan_concurrency,
-    Organization.allowed_origins,
-    User.is_staff,
-)
+def _secrets_by_digest(digest: str) -> Any:
+    """Live and retired secrets under ``digest`` as one row source (at most one row: a
+    digest is retired only once its secret is gone); a live secret has no retirement."""
+    no_text = cast(null(), String)
+    live = select(
+        KeySecret.digest,
+        KeySecret.valid_until,
+        KeySecret.key_id,
+        no_text.label("reason"),
+        cast(null(), UTCDateTime()).label("retired_at"),
+        cast(null(), Integer).label("idle_days"),
+    ).where(KeySecret.digest == digest)
+    gone = select(
+        RetiredDigest.digest,
+        cast(null(), UTCDateTime()),
+        RetiredDigest.key_id,
+        RetiredDigest.reason,
+        RetiredDigest.at,
+        RetiredDigest.idle_days,
+    ).where(RetiredDigest.digest == digest)
+    return union_all(live, gone).subquery("found")
 
 
 def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
     """The identity a secret's digest stands for, with effective limits; None if unknown.
 
-    The verification cache's miss: one indexed read (by the unique digest) of everything
-    the gateway needs, in autocommit (no transaction around it).
+    The verification cache's miss: one indexed read (by the unique digest, among live and
+    retired secrets) of everything the gateway needs, in autocommit (no transaction
+    around it). A retired digest's identity says when and why it stopped (``retired``).
     """
+    found = _secrets_by_digest(digest)
     stmt = (
-        select(*_IDENTITY_COLUMNS)
-        .join(ApiKey, KeySecret.key_id == ApiKey.id)
+        select(
+            found.c.digest,
+            found.c.valid_until,
+            ApiKey.id,
+            ApiKey.ref,
+            ApiKey.name,
+            ApiKey.location_id,
+            ApiKey.owner_id,
+            ApiKey.environment,
+            ApiKey.permissions,
+            ApiKey.rate_per_second,
+            ApiKey.concurrency,
+            ApiKey.status,
+            ApiKey.expires_at,
+            ApiKey.allowed_cidrs,
+            Organization.id,
+            Organization.slug,
+            Organization.api_enabled,
+            Organization.plan_rate_per_second,
+            Organization.plan_concurrency,
+            Organization.allowed_origins,
+            User.is_staff,
+            found.c.reason,
+            found.c.retired_at,
+            found.c.idle_days,
+        )
+        .select_from(found)
+        .join(ApiKey, found.c.key_id == ApiKey.id)
         .join(Organization, ApiKey.org_id == Organization.id)
         .outerjoin(User, ApiKey.owner_id == User.id)
-        .where(KeySecret.digest == digest)
+        .limit(1)
     )
     with ctx.db.single_reads() as connection:
         row = connection.execute(stmt).first()
@@ -514,6 +542,9 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
         plan_concurrency,
         allowed_origins,
         owner_is_staff,
+        reason,
+        retired_at,
+        idle_days,
     ) = row
     return KeyIdentity(
         digest=found_digest,
@@ -535,6 +566,9 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
         allowed_cidrs=tuple(allowed_cidrs),
         allowed_origins=tuple(allowed_origins),
         owner_is_staff=bool(owner_is_staff),
+        retired=None
+        if reason is None
+        else Retirement(RetiredReason(reason), retired_at, idle_days),
     )
 
 

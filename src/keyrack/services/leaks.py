@@ -6,11 +6,13 @@ are told); this module only revokes and records.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from sqlalchemy import select
 
 from keyrack.domain import keys as keyformat
 from keyrack.domain.events import KeyChanged
-from keyrack.domain.verification import KeyStatus
+from keyrack.domain.verification import NO_IMPORTS, KeyStatus
 from keyrack.logging import redact
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
@@ -20,14 +22,25 @@ from keyrack.storage.tables.keys import ApiKey, KeySecret
 LEAK_ACTOR = Actor.system("leak-detector")
 
 
-def revoke_leaked(ctx: Context, secret: str, where: str, *, actor: Actor = LEAK_ACTOR) -> bool:
+def revoke_leaked(
+    ctx: Context,
+    secret: str,
+    where: str,
+    *,
+    actor: Actor = LEAK_ACTOR,
+    imported: Container[str] = NO_IMPORTS,
+) -> bool:
     """Revoke the active key ``secret`` belongs to, as leaked ``where``.
 
     Returns whether a key was revoked (for internal use: callers must not tell a
     reporter whether a token was valid). Secrets past their roll grace period, and
-    keys already revoked or expired, are left alone.
+    keys already revoked or expired, are left alone. Only a ``kr_``-shaped secret, or
+    one whose digest is among the ``imported`` (``keyrack.cache.imported``), costs a
+    lookup.
     """
-    if not keyformat.is_well_formed(secret):
+    if not (
+        keyformat.is_well_formed(secret) or (imported and keyformat.digest(secret) in imported)
+    ):
         return False
     where = redact(where)[:480]
     reason = f"leaked: {where}"

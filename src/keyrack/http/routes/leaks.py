@@ -12,13 +12,15 @@ keys are configured.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Container
 from typing import Annotated
 
 from anyio import to_thread
 from fastapi import Body, Request
 from pydantic import Field
 
-from keyrack.domain.keys import is_well_formed
+from keyrack.domain.keys import digest, is_well_formed
 from keyrack.domain.limits import RateLimitPolicy
 from keyrack.errors import Throttled
 from keyrack.http.deps import ContextDep
@@ -56,10 +58,15 @@ async def report_leaks(
             code=admission.decision.value,
             retry_after=admission.retry_after,
         )
+    imported: Container[str] = request.app.state.imported
     try:
         for item in found:
-            if is_well_formed(item.token):
-                await to_thread.run_sync(leaks.revoke_leaked, ctx, item.token, item.where)
+            if is_well_formed(item.token) or (imported and digest(item.token) in imported):
+                await to_thread.run_sync(
+                    functools.partial(
+                        leaks.revoke_leaked, ctx, item.token, item.where, imported=imported
+                    )
+                )
     finally:
         if admission.lease is not None:
             limiter.release(bucket, admission.lease)

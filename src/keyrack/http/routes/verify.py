@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from keyrack.cache.keycache import CachedVerifier
 from keyrack.domain import permissions as perms
+from keyrack.domain.admission import why_refused
 from keyrack.domain.limits import policy_for
 from keyrack.domain.verification import KeyIdentity, RemoteCode, remote_code
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
@@ -41,7 +42,8 @@ async def verify_key(
     code = remote_code(verdict, required)
     shown = VerifiedKey.of(found) if found is not None else None
     if code is not RemoteCode.VALID or found is None:
-        return VerifyOut(valid=False, code=code, key=shown)
+        why = why_refused(verdict.status, found) if found is not None else None
+        return VerifyOut(valid=False, code=code, key=shown, detail=why)
     limiter: Limiter = request.app.state.limiter
     policy = policy_for(found.rate_per_second, found.concurrency)
     admission = await limiter.acquire(found.ref, policy)

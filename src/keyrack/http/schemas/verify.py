@@ -58,3 +58,7 @@ class VerifyOut(BaseModel):
     retry_after: int | None = Field(
         default=None, description="Seconds to wait when the code is RATE_LIMITED"
     )
+    detail: str | None = Field(
+        default=None,
+        description="When and why a key that once worked stopped (EXPIRED, REVOKED), if known",
+    )

@@ -10,6 +10,7 @@ from keyrack.storage.tables import (
     keys,
     notices,
     requests,
+    retired,
     tenancy,
     webhooks,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "keys",
     "notices",
     "requests",
+    "retired",
     "tenancy",
     "webhooks",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keyrack.storage.tables.base import Base
@@ -44,6 +44,7 @@ class KeySecret(Base):
     """One verifiable secret of a key, by digest. A roll with grace leaves two."""
 
     __tablename__ = "key_secrets"
+    __table_args__ = (Index("ix_key_secrets_imported_id", "imported", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
@@ -51,3 +52,5 @@ class KeySecret(Base):
     last4: Mapped[str] = mapped_column(String(4))
     created_at: Mapped[datetime]
     valid_until: Mapped[datetime | None]
+    imported: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Brought over by digest from another system: not of the ``kr_`` shape."""
