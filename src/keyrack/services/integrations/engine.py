@@ -546,7 +546,10 @@ class Engine:
                 row.last_success_at = now
             elif error:
                 row.last_error_at, row.last_error_message = now, error[:MAX_MESSAGE]
-        issues.evaluate(self.ctx, self.connection.id)
+        try:  # the run has ended either way; an issue not opened now is opened next time
+            issues.evaluate(self.ctx, self.connection.id)
+        except Exception:
+            log.exception("issues of integration %s not evaluated", self.connection.ref)
 
 
 def _row(run_id: int, found: Outcome, now: datetime) -> dict[str, Any]:
