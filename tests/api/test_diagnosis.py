@@ -390,3 +390,32 @@ def test_bad_diagnostics_requests_are_problems(api_: Api, hub: HubSpotPeer) -> N
         response = api_.client.request(method, path, headers=api_.org.headers(), json=payload)
         assert response.status_code == status, (path, payload, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_an_oauth_connection_refused_on_refresh_leaks_no_token_into_any_bundle(
+    ctx: Context, api_: Api, hub: HubSpotPeer
+) -> None:
+    credential = hub.oauth_credential()
+    body = {"provider": "hubspot", "name": "OAuth HubSpot", "base_url": hub.base_url}
+    ref = api_.call("POST", BASE, 201, json={**body, "credential": credential})["id"]
+    client = clients.create_client(ctx, DANA, api_.org.scope, name="Acme")
+    api_.call("PUT", f"{BASE}/{ref}/syncs/clients/outbound", json={"enabled": True})
+    assert api_.run(ref)["status"] == "succeeded"
+    message, _ = hub.revoke_refresh(credential)
+    clients.update_client(ctx, DANA, api_.org.scope, client.ref, name="Acme Inc")
+    assert api_.run(ref)["status"] == "failed"
+    found = api_.diagnose(ref)
+    assert check(found, "credentials")["verdict"] == "problem"
+    assert found["bundle"]["integration"]["status"] == "revoked"
+    assert message in found["markdown"]
+    [issue] = api_.issues(ref)
+    tested = api_.call(
+        "POST",
+        f"{BASE}/{ref}/test-record",
+        json={"record_type": "clients", "direction": "outbound", "record_id": client.ref},
+    )
+    assert tested["steps"][1]["name"] == "credential" and tested["outcome"] == "failed"
+    secrets = [credential[k] for k in ("access_token", "refresh_token", "client_secret")]
+    secrets += [token for token in hub.fake._tokens if isinstance(token, str)]
+    texts = [json.dumps(found), json.dumps(issue), json.dumps(tested), *api_.answers]
+    assert_no_secret(texts, *secrets, api_.org.secret)

@@ -55,6 +55,9 @@ RECENT_RUNS = 5
 CHANGE_WINDOW = timedelta(days=1)
 """Changes this long before the last success (and any since) are 'around when it stopped'."""
 MAX_CHANGES = 20
+MAX_SKIPS_READ = 50_000
+"""Skipped records read to tell which filter skipped how many (the counts are exact up to
+there; past it they are those of the first ``MAX_SKIPS_READ``)."""
 MAX_EXAMPLES = 3
 
 
@@ -583,10 +586,12 @@ def _count(
                     state.failed += int(tally.get("failed", 0))
     if runs:
         for skip, rt, way in session.execute(
-            select(SyncRunRecord.skip, SyncRunRecord.record_type, SyncRunRecord.direction).where(
+            select(SyncRunRecord.skip, SyncRunRecord.record_type, SyncRunRecord.direction)
+            .where(
                 SyncRunRecord.run_id.in_([r.id for r in runs]),
                 SyncRunRecord.outcome == "skipped",
             )
+            .limit(MAX_SKIPS_READ)
         ):
             state = by_key.get(syncs.key(rt, way))
             if state is not None and skip:
@@ -947,7 +952,9 @@ def _bundle(
         "last_worked_at": max(worked).isoformat() if worked else None,
         "examples": examples[:MAX_EXAMPLES],
         "error": error,
-        "recent_changes": [_change_dict(c) for c in changes],
+        "recent_changes": [
+            {k: v for k, v in _change_dict(c).items() if k != "id"} for c in changes
+        ],
         "checks": [{"name": c.name, "verdict": c.verdict, "summary": c.summary} for c in checks],
         "generated_at": ctx.clock().isoformat(),
     }

@@ -35,6 +35,8 @@ from keyrack.storage.tables.integrations import (
 )
 
 RUNS_LOOKED_AT = 20
+SKIPS_READ = 10_000
+"""Skipped records of a run read to tell whether one filter skipped them all."""
 EVENT = "integration.issue_opened"
 
 
@@ -100,18 +102,22 @@ def _facts(session: Session, row: Integration) -> list[SyncFacts]:
             )
             by_filter: Counter[str] = Counter()
             if index < rules.PERSIST_RUNS and skipped and not synced and not failed:
+                read = 0
                 for (skip,) in session.execute(
-                    select(SyncRunRecord.skip).where(
+                    select(SyncRunRecord.skip)
+                    .where(
                         SyncRunRecord.run_id == run.id,
                         SyncRunRecord.record_type == sync.record_type,
                         SyncRunRecord.direction == sync.direction,
                         SyncRunRecord.outcome == "skipped",
                     )
+                    .limit(SKIPS_READ)
                 ):
+                    read += 1
                     if skip and "filter" in skip:
                         by_filter[f"{skip.get('index')}:{skip.get('field')}"] += 1
-                if sum(by_filter.values()) != skipped:  # some skipped by no filter
-                    by_filter = Counter({k: v for k, v in by_filter.items() if v == skipped})
+                # one filter skipped them all when it skipped every one read
+                by_filter = Counter({k: skipped for k, v in by_filter.items() if v == read})
             facts.append(SyncRunFacts(synced, skipped, failed, dict(by_filter)))
         last_success = next(
             (run.finished_at for run, tally in touched if int(tally.get("synced", 0)) > 0), None
