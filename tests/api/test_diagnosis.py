@@ -360,7 +360,9 @@ def test_a_field_renamed_on_the_far_side_fails_every_record_with_the_exact_error
     assert bundle["error"]["message"].startswith(exact) and bundle["error"]["code"]
     assert len(bundle["examples"]) == 3 and all(e["remote_id"] for e in bundle["examples"])
     single = check(found, "single-record")
-    assert single["verdict"] == "ok" and single["test"]["outcome"] == "would-sync"
+    assert single["verdict"] == "problem" and single["test"]["outcome"] == "would-sync"
+    assert "the provider refused it in the last run" in single["summary"]
+    assert exact in single["summary"]
     body = {"record_type": "clients", "direction": "outbound", "record_id": made[0].ref}
     written = api_.call("POST", f"{BASE}/{ref}/test-record", json={**body, "dry_run": False})
     assert written["outcome"] == "failed"

@@ -513,10 +513,10 @@ def diagnose(
         _check_changes(affected, changes, row),
     ]
     _examples(ctx, row, scope, affected)
-    test: TestRecordView | None = None
+    tested = None
     if live and checks[0].verdict == "ok":
-        test = _pick_and_test(ctx, actor, scope, row, affected)
-    checks.append(_check_single(test, checks[0]))
+        tested = _pick_and_test(ctx, actor, scope, row, affected)
+    checks.append(_check_single(tested, checks[0]))
     bundle = _bundle(ctx, row, affected, checks, changes, runs)
     secrets = _secrets(ctx, row)
     bundle = rules.scrub_value(bundle, secrets)
@@ -865,12 +865,13 @@ def _since(session: Session, side: local.Side, scope: Scope, since: datetime) ->
 
 def _pick_and_test(
     ctx: Context, actor: Actor, scope: Scope, row: Integration, affected: list[_SyncState]
-) -> TestRecordView | None:
+) -> tuple[TestRecordView, dict[str, Any]] | None:
+    """A dry-run test of the first example record, and that example."""
     for s in affected:
         for ex in s.examples:
             record_id = ex["local_id"] if s.direction == OUTBOUND else ex["remote_id"]
             if record_id:
-                return test_record(
+                test = test_record(
                     ctx,
                     actor,
                     scope,
@@ -880,22 +881,32 @@ def _pick_and_test(
                     record_id=record_id,
                     dry_run=True,
                 )
+                return test, ex
     return None
 
 
-def _check_single(test: TestRecordView | None, credentials: Check) -> Check:
-    if test is None:
+def _check_single(
+    tested: tuple[TestRecordView, dict[str, Any]] | None, credentials: Check
+) -> Check:
+    if tested is None:
         why = (
             "not run: the credential is not active"
             if credentials.verdict != "ok"
             else "not run: no record that should have synced was found"
         )
         return Check("single-record", "not-run", why)
+    test, example = tested
     last = next((s for s in test.steps if s.outcome in ("failed", "skipped")), None)
     verdict = {"failed": "problem", "skipped": "problem"}.get(test.outcome, "ok")
     summary = f"{test.record_type} {test.direction} {test.record_id}: {test.outcome}"
     if last is not None:
         summary += f" at {last.name} — {last.detail}"
+    elif str(example.get("why", "")).startswith("failed: "):
+        verdict = "problem"  # a dry run stops before the provider, which refused it last time
+        summary += (
+            " here, but the provider refused it in the last run: "
+            + example["why"][len("failed: ") :]
+        )
     elif test.steps and test.steps[0].data.get("enabled") is False:
         summary += " (the pipeline works; the direction is off)"
     return Check("single-record", verdict, summary, {"test": test.as_dict()})
