@@ -831,14 +831,10 @@ def _examples(ctx: Context, row: Integration, scope: Scope, affected: list[_Sync
             side = local.side(RecordType(s.record_type))
         except InvalidInput:
             continue
-        since = s.last_worked_at
-        with ctx.db.session() as session:
-            batch = (
-                side.changed(session, scope, None, 10_000)
-                if since is None
-                else _since(session, side, scope, since)
-            )
-        for record in batch[-MAX_EXAMPLES:][::-1]:
+        after = None if s.last_worked_at is None else (s.last_worked_at, 2**62)
+        with ctx.db.session() as session:  # the first records changed after it last worked
+            batch = side.changed(session, scope, after, MAX_EXAMPLES)
+        for record in batch:
             s.examples.append(
                 {
                     "record_type": s.record_type,
@@ -850,17 +846,6 @@ def _examples(ctx: Context, row: Integration, scope: Scope, affected: list[_Sync
                     + ("" if s.enabled else f"; {s.record_type} {s.direction} is off"),
                 }
             )
-
-
-def _since(session: Session, side: local.Side, scope: Scope, since: datetime) -> list[LocalRecord]:
-    found: list[LocalRecord] = []
-    position: local.Position | None = (since, 2**62)
-    while True:
-        batch = side.changed(session, scope, position, 500)
-        if not batch:
-            return found
-        found = (found + batch)[-MAX_EXAMPLES:]
-        position = batch[-1].position
 
 
 def _pick_and_test(
