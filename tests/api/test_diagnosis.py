@@ -421,3 +421,19 @@ def test_an_oauth_connection_refused_on_refresh_leaks_no_token_into_any_bundle(
     secrets += [token for token in hub.fake._tokens if isinstance(token, str)]
     texts = [json.dumps(found), json.dumps(issue), json.dumps(tested), *api_.answers]
     assert_no_secret(texts, *secrets, api_.org.secret)
+
+
+def test_the_diagnostics_need_integrations_manage(
+    ctx: Context, api_: Api, hub: HubSpotPeer
+) -> None:
+    ref = api_.connect(hub)
+    _, reader = api_.org.new_key(permissions=("clients:read",), rate_per_second=10_000)
+    body = {"record_type": "clients", "direction": "outbound", "record_id": "cli_x"}
+    for method, path, payload in [
+        ("POST", f"{BASE}/{ref}/test-record", body),
+        ("POST", f"{BASE}/{ref}/diagnose", {}),
+        ("GET", f"{BASE}/{ref}/issues", None),
+    ]:
+        response = api_.client.request(method, path, headers=api_.org.headers(reader), json=payload)
+        assert response.status_code == 403, response.text
+        assert response.json()["type"].endswith("/insufficient-permission")
