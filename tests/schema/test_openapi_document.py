@@ -100,6 +100,9 @@ OPERATION_IDS = {
         "listIntegrationRunRecords"
     ),
     "POST /api/v2/integrations/{integration_id}/runs/{run_id}/retry": "retryIntegrationRun",
+    "POST /api/v2/integrations/{integration_id}/test-record": "testIntegrationRecord",
+    "POST /api/v2/integrations/{integration_id}/diagnose": "diagnoseIntegration",
+    "GET /api/v2/integrations/{integration_id}/issues": "listIntegrationIssues",
 }
 PUBLIC = {
     "GET /healthz",

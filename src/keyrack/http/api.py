@@ -18,6 +18,7 @@ from keyrack.http.routes import (
     clients,
     contacts,
     contracts,
+    diagnosis,
     engagements,
     handoffs,
     health,
@@ -65,6 +66,7 @@ ROUTERS = (
     notifications.router,
     webhooks.router,
     integrations.router,
+    diagnosis.router,
 )
 """Every router of the API; a new resource adds its router here."""
 

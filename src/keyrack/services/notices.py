@@ -33,6 +33,7 @@ from keyrack.storage.tables.webhooks import WebhookDelivery, WebhookEndpoint
 
 EVENT_TYPES: tuple[str, ...] = (
     "integration.expired",
+    "integration.issue_opened",
     "integration.recovered",
     "integration.revoked",
     "integration.unauthorized",
@@ -51,6 +52,7 @@ EVENT_TYPES: tuple[str, ...] = (
 EMAILED: frozenset[str] = frozenset(
     {
         "integration.expired",
+        "integration.issue_opened",
         "integration.recovered",
         "integration.revoked",
         "integration.unauthorized",
@@ -211,6 +213,11 @@ def describe(action: str, data: dict[str, Any]) -> Message:
             "Integration {name}: the credential was revoked",
             "The provider revoked the credential of the integration {ref}: its syncs stop "
             "until it is reauthorized.",
+        ),
+        "integration.issue_opened": (
+            "Integration {name} has a new issue",
+            "A problem of the integration {ref} persists; diagnose it from Settings → "
+            "Integrations (its support bundle is ready).",
         ),
         "integration.recovered": (
             "Integration {name} is connected again",

@@ -463,7 +463,12 @@ def apply_probe(
         status = verdict.status.value
         if status != "active":
             row.last_error_at, row.last_error_message = now, failure_text(verdict)
+        changed = row.status != status
         set_status(session, actor or Actor.system("probe"), row, status, verdict.reason, now=now)
+    if changed:
+        from keyrack.services.integrations import issues
+
+        issues.evaluate(ctx, integration_id)
 
 
 def set_status(

@@ -55,7 +55,7 @@ from keyrack.integrations.connector import (
 from keyrack.jobs import RunningJob, Snooze
 from keyrack.services.context import Context
 from keyrack.services.crm import external_ids, records
-from keyrack.services.integrations import connections, local, runs, syncs
+from keyrack.services.integrations import connections, issues, local, runs, syncs
 from keyrack.services.integrations.local import LocalRecord
 from keyrack.services.integrations.runs import ACTIVE, ENDED
 from keyrack.storage.tables.integrations import Integration, IntegrationSync, SyncRun, SyncRunRecord
@@ -546,6 +546,10 @@ class Engine:
                 row.last_success_at = now
             elif error:
                 row.last_error_at, row.last_error_message = now, error[:MAX_MESSAGE]
+        try:  # the run has ended either way; an issue not opened now is opened next time
+            issues.evaluate(self.ctx, self.connection.id)
+        except Exception:
+            log.exception("issues of integration %s not evaluated", self.connection.ref)
 
 
 def _row(run_id: int, found: Outcome, now: datetime) -> dict[str, Any]:
