@@ -27,6 +27,7 @@ from tests.fakes.base import SlidingWindow, loopback_certificate, serve
 from tests.fakes.hubspot import INVALID_AUTHENTICATION, HubSpotFake
 from tests.fakes.salesforce import SalesforceFake
 from tests.fakes.stripe import StripeAuthGate, masked, reset, shared_localstripe, stripe_auth_gate
+from tests.integrations.far_keyrack import FarKeyrack
 from tests.integrations.stripe_order import StripeOrder, stripe_order
 
 START = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
@@ -92,7 +93,16 @@ SECRET_KEYS = ("api_key", "access_token", "refresh_token", "client_secret")
 
 @dataclass
 class WritablePeer(Peer):
-    """A provider Keyrack also writes to."""
+    """A provider Keyrack also writes to.
+
+    ``oauth``: it takes OAuth2 credentials (the refresh tests run on it).
+    ``per_record``: it has no batch write, so each record costs its own read-back and write.
+    ``fixed_fields``: its fields cannot be deleted or renamed (``remove_field`` is moot).
+    """
+
+    oauth: bool = True
+    per_record: bool = False
+    fixed_fields: bool = False
 
     def oauth_credential(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -279,6 +289,52 @@ class SalesforcePeer(WritablePeer):
 
 
 @dataclass
+class KeyrackPeer(WritablePeer):
+    """Another real Keyrack (``far_keyrack``): its own database, app and socket."""
+
+    far: FarKeyrack = field(default=None)  # type: ignore[assignment]
+    oauth: bool = False
+    per_record: bool = True
+    fixed_fields: bool = True
+
+    def seed_clients(self, count: int) -> list[str]:
+        return self.far.seed_clients(count, per_transaction=30)  # stamps shared, across pages
+
+    def change(self, remote_id: str) -> str:
+        self.far.rename(remote_id, "Changed")
+        return remote_id
+
+    def refuse(self) -> Refusal:
+        self.far.revoke()
+        return Refusal({ProbeStatus.REVOKED}, "Revoked API key: the API key has been revoked", 401)
+
+    def rate_limit(self) -> None:
+        """The key down to 1 request/s, and its budget spent by another user of the key."""
+        self.far.limit(self.far.seeded.key.ref, 1)
+        self.far.spend(self.far.secret)
+
+    def fail_next(self, status: int) -> None:
+        self.far.faults.pending.append(status)
+
+    def clients(self, keys: list[str], suffix: str = "") -> list[OutboundRecord]:
+        return [
+            OutboundRecord(key, {"name": f"Client {key}{suffix}", "arr_cents": 1200})
+            for key in keys
+        ]
+
+    def bad_client(self, key: str) -> tuple[OutboundRecord, str, str]:
+        record = OutboundRecord(key, {"name": "Bad", "arr_cents": -5})
+        message = "Invalid request: body.arr_cents: Input should be greater than or equal to 0"
+        return record, message, "validation-error"
+
+    def stamp(self, remote_id: str) -> Any:
+        return self.far.client(remote_id).updated_at
+
+    def count(self) -> int:
+        return len(self.far.all_clients())
+
+
+@dataclass
 class StripePeer(Peer):
     gate: StripeAuthGate = field(default=None)  # type: ignore[assignment]
     order: StripeOrder = field(default=None)  # type: ignore[assignment]
@@ -397,5 +453,12 @@ def stripe_peer(servers: tuple[StripeOrder, StripeAuthGate]) -> Iterator[StripeP
         )
 
 
-PROVIDERS = ("hubspot", "salesforce", "stripe")
-WRITABLE = ("hubspot", "salesforce")
+@contextmanager
+def keyrack_peer(far: FarKeyrack) -> Iterator[KeyrackPeer]:
+    with httpx.Client(timeout=10) as http:
+        yield KeyrackPeer("keyrack", http, far.url, {"api_key": far.secret}, far=far)
+
+
+PROVIDERS = ("hubspot", "salesforce", "stripe", "keyrack")
+WRITABLE = ("hubspot", "salesforce", "keyrack")
+OAUTH = ("hubspot", "salesforce")

@@ -20,12 +20,14 @@ def test_headers_naming_a_secret_are_redacted_whatever_their_case() -> None:
         "Authorization": f"Bearer {TOKEN}",
         "x-api-key": "k",
         "Cookie": "session=abc",
+        "Keyrack-Signature": "t=1767603600,v1=4c2da3b5",
         "Content-Type": "application/json",
     }
     assert redact(headers) == {
         "Authorization": REDACTED,
         "x-api-key": REDACTED,
         "Cookie": REDACTED,
+        "Keyrack-Signature": REDACTED,
         "Content-Type": "application/json",
     }
 

@@ -23,6 +23,12 @@ CREDENTIALS = {
         "instance_url": "https://keyrack.my.salesforce.com",
     },
     "stripe": {"api_key": "sk_test_registry"},
+    "keyrack": {"api_key": "kr_live_registry0000000000000000"},
+    "webhook": {"signing_secret": "whsec_registry000000000000"},
+}
+BASE_URLS = {  # no default: another Keyrack, a receiver, is wherever it is
+    "keyrack": "https://keyrack.example.com",
+    "webhook": "https://hooks.example.com/keyrack",
 }
 LOCAL_FIELDS = {
     RecordType.CLIENTS: {"name", "status", "owner_email", "arr_cents", "health"},
@@ -41,7 +47,7 @@ LOCAL_FIELDS = {
 
 
 def test_the_registry_names_every_provider() -> None:
-    assert sorted(CONNECTORS) == ["hubspot", "salesforce", "stripe"]
+    assert sorted(CONNECTORS) == ["hubspot", "keyrack", "salesforce", "stripe", "webhook"]
     with pytest.raises(ValueError, match="no connector for provider 'pipedrive'"):
         connector_for("pipedrive")
 
@@ -51,7 +57,9 @@ def test_each_connector_keeps_the_contract_and_defaults_to_the_real_service(
     provider: str,
 ) -> None:
     with httpx.Client() as http:
-        connector = connector_for(provider)(credential=CREDENTIALS[provider], http=http)
+        connector = connector_for(provider)(
+            credential=CREDENTIALS[provider], http=http, base_url=BASE_URLS.get(provider)
+        )
     assert isinstance(connector, Connector)
     assert connector.provider == provider
     assert connector.stats.api_calls == 0
@@ -61,6 +69,8 @@ def test_each_connector_keeps_the_contract_and_defaults_to_the_real_service(
         "hubspot": "api.hubapi.com",
         "salesforce": "my.salesforce.com",
         "stripe": "api.stripe.com",
+        "keyrack": "keyrack.example.com",
+        "webhook": "hooks.example.com",
     }[provider] in shown
     assert not any(str(v) in shown for v in CREDENTIALS[provider].values() if "registry" in str(v))
 
@@ -96,14 +106,23 @@ def test_money_converts_one_way_out_and_back_the_other() -> None:
         ("hubspot", {"access_token": "CJb7x0secret", "expires_at": "soon"}, "expires_at"),
         ("salesforce", {"access_token": "00D!secret42"}, "base_url"),
         ("stripe", {"access_token": "sk_live_secret"}, "api_key"),
+        ("keyrack", {"access_token": "kr_live_secret0000"}, "api_key"),
+        ("webhook", {"api_key": "whsec_secret000000"}, "signing_secret"),
     ],
 )
 def test_a_credential_that_cannot_work_is_refused_without_quoting_it(
     provider: str, credential: dict, message: str
 ) -> None:
+    base_url = BASE_URLS.get(provider)
     with httpx.Client() as http, pytest.raises(ValueError, match=message) as raised:
-        connector_for(provider)(credential=credential, http=http)
+        connector_for(provider)(credential=credential, http=http, base_url=base_url)
     assert all(str(v) not in str(raised.value) for v in credential.values())
+
+
+@pytest.mark.parametrize("provider", sorted(BASE_URLS))
+def test_a_connection_without_a_real_service_needs_its_address(provider: str) -> None:
+    with httpx.Client() as http, pytest.raises(ValueError, match="base_url"):
+        connector_for(provider)(credential=CREDENTIALS[provider], http=http)
 
 
 def test_importing_the_connectors_loads_no_server_dependency() -> None:

@@ -5,7 +5,8 @@ through it with the secrets it knows (its credential's values, tokens it was iss
 It removes, at any depth of strings, mappings and lists:
 
 * mapping entries whose key names a secret (``Authorization``, ``access_token``,
-  ``client_secret``, ``api_key``…; case, ``-`` and ``_`` ignored);
+  ``client_secret``, ``api_key``…, and any ``…Signature`` header such as
+  ``Keyrack-Signature``: a replayable credential; case, ``-`` and ``_`` ignored);
 * in text: the value of ``name=value`` and ``"name": "value"`` pairs with such a name
   (query strings, form bodies, JSON), and a credential (8 characters or more) after ``Bearer``/``Basic``/``OAuth``;
 * every occurrence of a known secret, as is or URL-encoded, wherever it stands.
@@ -58,7 +59,8 @@ _SCHEME = re.compile(r"(?i)\b(bearer|basic|oauth)\s+[A-Za-z0-9._~+/=!%$:-]{8,}")
 
 
 def _is_secret_name(name: str) -> bool:
-    return name.replace("-", "").replace("_", "").lower() in SECRET_NAMES
+    plain = name.replace("-", "").replace("_", "").lower()
+    return plain in SECRET_NAMES or plain.endswith("signature")
 
 
 def _text(text: str, secrets: list[str]) -> str:

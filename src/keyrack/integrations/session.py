@@ -8,7 +8,10 @@ was given, and owns what is the same for every provider:
   waited out and sent again, the wait added to ``stats.rate_limit_wait_seconds``, up to
   ``max_wait`` seconds a call; a longer wait, or a spent quota, raises
   ``ProviderRateLimited`` so the run can be taken up later;
-* the credential (``oauth.Keeper``) authorizes the request; an OAuth2 access token is
+* a ``Pacing`` (when the connector gives one) spaces the sends to the provider's limits
+  before they are hit, and reads every answer (its rate-limit headers);
+* the credential (``oauth.Keeper``) authorizes the request (``Authorization``, or the API
+  key in ``api_key_header`` for a provider that takes it there); an OAuth2 access token is
   refreshed when due and, once per call, on a 401 (HubSpot's ``EXPIRED_AUTHENTICATION``,
   Salesforce's ``INVALID_SESSION_ID``); a refused refresh raises ``CredentialRejected``
   (``revoked`` for ``invalid_grant``);
@@ -28,6 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import httpx
@@ -75,6 +79,16 @@ class Dialect(Protocol):
 
     def rejected(self, failure: ProviderFailure, http_status: int) -> tuple[ProbeStatus, str]:
         """For a 401/403: what it says of the credential, and the reason slug."""
+
+
+class Pacing(Protocol):
+    """Client-side pacing of one connector's sends (see ``connectors.keyrack``)."""
+
+    def slot(self) -> AbstractContextManager[None]:
+        """Held while one request is sent: waits for its turn first."""
+
+    def answered(self, response: httpx.Response) -> None:
+        """Learn from an answer (its rate-limit headers)."""
 
 
 def probe_by(call: Callable[[], object]) -> Probe:
@@ -135,8 +149,12 @@ class ProviderSession:
         credential: Mapping[str, Any],
         on_token: TokenCallback | None = None,
         max_wait: float = 60.0,
+        pacing: Pacing | None = None,
+        api_key_header: str | None = None,
     ) -> None:
         self.stats = Stats()
+        self.pacing = pacing
+        self._api_key_header = api_key_header
         self.dialect = dialect
         self.keeper = Keeper(credential, post=self._token_post, on_token=on_token)
         self._http = http
@@ -171,7 +189,7 @@ class ProviderSession:
                 method, url, params=params, json=json, content=content, headers=headers
             )
             if authorized:
-                request.headers["Authorization"] = self.keeper.authorization()
+                self._authorize(request)
             response = self._send(request)
             wait = self.dialect.rate_wait(response, attempt)
             attempt += 1
@@ -204,12 +222,22 @@ class ProviderSession:
                 continue
             return response
 
+    def _authorize(self, request: httpx.Request) -> None:
+        header = self.keeper.authorization()
+        if self._api_key_header and self.keeper.kind == "api_key":
+            request.headers[self._api_key_header] = header.removeprefix("Bearer ")
+        else:
+            request.headers["Authorization"] = header
+
     def _send(self, request: httpx.Request, auth: httpx.Auth | None = None) -> httpx.Response:
         self.stats.api_calls += 1
         try:
-            if auth is None:
-                return self._http.send(request)
-            return self._http.send(request, auth=auth)
+            if self.pacing is None:
+                return self._http_send(request, auth)
+            with self.pacing.slot():
+                response = self._http_send(request, auth)
+            self.pacing.answered(response)
+            return response
         except httpx.TimeoutException as error:
             reason, code = "timeout", "timeout"
             cause: Exception = error
@@ -224,6 +252,11 @@ class ProviderSession:
             exchange=self._exchange(request, None),
             reason=reason,
         ) from None
+
+    def _http_send(self, request: httpx.Request, auth: httpx.Auth | None) -> httpx.Response:
+        if auth is None:
+            return self._http.send(request)
+        return self._http.send(request, auth=auth)
 
     def _token_post(
         self,

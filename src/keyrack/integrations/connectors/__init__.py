@@ -12,14 +12,18 @@ from types import MappingProxyType
 
 from keyrack.integrations.connector import ConnectorFactory
 from keyrack.integrations.connectors.hubspot import HubSpotConnector
+from keyrack.integrations.connectors.keyrack import KeyrackConnector
 from keyrack.integrations.connectors.salesforce import SalesforceConnector
 from keyrack.integrations.connectors.stripe import StripeConnector
+from keyrack.integrations.connectors.webhook import WebhookConnector
 
 CONNECTORS: Mapping[str, ConnectorFactory] = MappingProxyType(
     {
         "hubspot": HubSpotConnector,
+        "keyrack": KeyrackConnector,
         "salesforce": SalesforceConnector,
         "stripe": StripeConnector,
+        "webhook": WebhookConnector,
     }
 )
 
