@@ -69,10 +69,11 @@ def runs_chart(bars: Sequence[RunBar], *, title: str) -> Markup:
                 f'<rect class="series-{name}" x="{x:.1f}" y="{y:.1f}" '
                 f'width="{bar_w:.1f}" height="{h:.1f}"/>'
             )
-        if bar.synced + bar.skipped + bar.failed == 0:
+        if bar.synced + bar.skipped + bar.failed == 0:  # a run that touched no record
+            mark = "run-failed" if bar.status == "failed" else "series-none"
             parts.append(
-                f'<rect class="series-none" x="{x:.1f}" y="{TOP + plot_h - 2}" '
-                f'width="{bar_w:.1f}" height="2"/>'
+                f'<rect class="{mark}" x="{x:.1f}" y="{TOP + plot_h - 4}" '
+                f'width="{bar_w:.1f}" height="4"/>'
             )
         parts.append("</g>")
     if bars:

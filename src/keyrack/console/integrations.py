@@ -436,6 +436,8 @@ def run_page(
     """A run's facts and counts, and its records (50 a page) by outcome, type or search."""
     scope = _scope(current)
     run = runs.get_run(ctx, scope, ref, run_ref)
+    if notice in ("queued", "retried") and run.status not in runs.ACTIVE:
+        notice = None  # it has run since: its status says the rest
     records = runs.list_records(
         ctx,
         scope,

@@ -1,0 +1,121 @@
+"""Settings → Integrations end to end in headless Chromium against the HubSpot fake: a
+connection whose far side revoked the key shows it at a glance; reauthorizing with a new
+key makes it active again; the next run succeeds. Each step ends with a screenshot in
+docs/screenshots/integrations-*.png (written by this test, so they stay true).
+
+SQLite only, like the other browser tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+from keyrack.services.context import Context
+from tests.fakes.hubspot import INVALID_AUTHENTICATION
+from tests.integrations.peers import HubSpotPeer
+
+from .conftest import People
+from .integrations_setup import drain, hub, hubspot_stage
+from .test_browser import chromium, context, database_url, nav, page, pytestmark, sign_in
+
+__all__ = ["chromium", "context", "database_url", "hub", "hubspot_stage", "page", "pytestmark"]
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def shoot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"integrations-{name}.png"), full_page=True)
+
+
+def run_now(page: Page, ctx: Context) -> None:
+    """Press "Run now", perform the queued run here, and open the run's page afresh."""
+    page.get_by_role("button", name="Run now").click()
+    expect(page.get_by_text("Run queued")).to_be_visible()
+    drain(ctx)
+    page.reload()
+
+
+def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
+    page: Page, ctx: Context, people: People, hub: HubSpotPeer
+) -> None:
+    page.set_viewport_size({"width": 1280, "height": 900})
+    hub.fake.seed("companies", [{"name": "Acme Dental"}, {"name": "Globex Clinics"}])
+    sign_in(page, people.admin)
+    nav(page, "Settings → Integrations").click()
+    expect(page.get_by_role("heading", name="Settings → Integrations")).to_be_visible()
+    expect(page.get_by_text("No connections yet")).to_be_visible()
+    page.get_by_label("Provider", exact=True).select_option("hubspot")
+    page.get_by_label("Name").fill("Our HubSpot")
+    page.get_by_label("Base URL").fill(hub.base_url)
+    page.get_by_label("API key or private-app token").fill(hub.credential["api_key"])
+    page.get_by_role("button", name="Add connection").click()
+    expect(page.get_by_role("heading", name="Our HubSpot")).to_contain_text("active")
+    expect(page.locator("body")).not_to_contain_text(hub.credential["api_key"])
+
+    page.get_by_role("button", name="Turn on clients inbound").click()
+    expect(page.get_by_text("Sync turned on")).to_be_visible()
+    run_now(page, ctx)
+    expect(page.get_by_role("heading", name="Run")).to_contain_text("succeeded")
+    expect(page.get_by_text("2 synced, 0 skipped, 0 failed")).to_be_visible()
+
+    hub.refuse()  # the far side revokes the private-app token
+    page.get_by_role("link", name="Our HubSpot").click()
+    run_now(page, ctx)
+    expect(page.get_by_role("heading", name="Run")).to_contain_text("failed")
+    nav(page, "Settings → Integrations").click()
+    row = page.get_by_role("row", name="Our HubSpot")
+    expect(row.locator(".status")).to_have_text("unauthorized")
+    expect(row).to_contain_text(f"unauthorized: {INVALID_AUTHENTICATION}")
+    shoot(page, "revoked-at-a-glance")
+
+    row.get_by_role("link", name="Our HubSpot").click()
+    expect(page.get_by_role("alert")).to_contain_text("unauthorized: Authentication credentials")
+    page.get_by_role("button", name="Reauthorize").click()  # nothing typed: refused, said why
+    expect(page.get_by_role("alert").filter(has_text="type the new API key")).to_be_visible()
+    fresh = hub.fake.private_app_token()
+    page.get_by_label("API key or private-app token").fill(fresh)
+    page.get_by_role("button", name="Reauthorize").click()
+    expect(page.get_by_text("New credential stored and checked just now")).to_be_visible()
+    expect(page.get_by_role("heading", name="Our HubSpot")).to_contain_text("active")
+    expect(page.locator(".flash.problem")).to_have_count(0)
+    expect(page.locator(".changes")).to_contain_text("credential")
+    expect(page.locator("body")).not_to_contain_text(fresh)
+    shoot(page, "reauthorized")
+
+    hub.fake.seed("companies", [{"name": "Initech Ortho"}])
+    run_now(page, ctx)
+    expect(page.get_by_role("heading", name="Run")).to_contain_text("succeeded")
+    expect(page.get_by_role("row", name="Initech Ortho")).to_contain_text("synced")
+    shoot(page, "run-succeeded")
+
+    page.get_by_role("link", name="Our HubSpot").click()
+    expect(page.locator("svg.chart g.bar")).to_have_count(3)
+    expect(page.locator("svg.chart .series-synced")).to_have_count(2)
+    shoot(page, "connection")
+    nav(page, "Settings → Integrations").click()
+    expect(page.get_by_role("row", name="Our HubSpot").locator(".status")).to_have_text("active")
+    expect(page.get_by_role("row", name="Our HubSpot")).to_contain_text("nothing")
+    shoot(page, "list")
+
+
+def test_a_sync_page_saves_filters_beside_its_history(
+    page: Page, ctx: Context, people: People, hub: HubSpotPeer
+) -> None:
+    page.set_viewport_size({"width": 1280, "height": 900})
+    sign_in(page, people.admin)
+    nav(page, "Settings → Integrations").click()
+    page.get_by_label("Name").fill("Our HubSpot")
+    page.get_by_label("Base URL").fill(hub.base_url)
+    page.get_by_label("API key or private-app token").fill(hub.credential["api_key"])
+    page.get_by_role("button", name="Add connection").click()
+    page.get_by_role("link", name="Edit clients inbound").click()
+    page.get_by_label("Enabled").check()
+    page.get_by_label("Filters").fill('[{"field": "annualrevenue", "op": "gte", "value": 10}]')
+    page.get_by_role("button", name="Save sync").click()
+    expect(page.get_by_text("Saved. The change is in the history beside.")).to_be_visible()
+    expect(page.locator(".changes li.this").first).to_contain_text("annualrevenue")
+    expect(page.get_by_role("heading", name="Clients inbound")).to_contain_text("on")
+    shoot(page, "sync")
