@@ -12,7 +12,10 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from keyrack.services.context import Context
+from keyrack.domain.tenancy import Scope
+from keyrack.services.context import Actor, Context
+from keyrack.services.crm import clients
+from keyrack.services.integrations import connections, syncs
 from tests.fakes.hubspot import INVALID_AUTHENTICATION
 from tests.integrations.peers import HubSpotPeer
 
@@ -30,6 +33,18 @@ def shoot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"integrations-{name}.png"), full_page=True)
 
 
+def watch_csp(page: Page) -> list[str]:
+    """Console messages that say the page broke its Content-Security-Policy."""
+    broken: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            broken.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return broken
+
+
 def run_now(page: Page, ctx: Context) -> None:
     """Press "Run now", perform the queued run here, and open the run's page afresh."""
     page.get_by_role("button", name="Run now").click()
@@ -42,6 +57,7 @@ def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
     page: Page, ctx: Context, people: People, hub: HubSpotPeer
 ) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
+    broken = watch_csp(page)
     hub.fake.seed("companies", [{"name": "Acme Dental"}, {"name": "Globex Clinics"}])
     sign_in(page, people.admin)
     nav(page, "Settings → Integrations").click()
@@ -73,6 +89,7 @@ def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
 
     row.get_by_role("link", name="Our HubSpot").click()
     expect(page.get_by_role("alert")).to_contain_text("unauthorized: Authentication credentials")
+    shoot(page, "connection-unauthorized")
     page.get_by_role("button", name="Reauthorize").click()  # nothing typed: refused, said why
     expect(page.get_by_role("alert").filter(has_text="type the new API key")).to_be_visible()
     fresh = hub.fake.private_app_token()
@@ -99,6 +116,7 @@ def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
     expect(page.get_by_role("row", name="Our HubSpot").locator(".status")).to_have_text("active")
     expect(page.get_by_role("row", name="Our HubSpot")).to_contain_text("nothing")
     shoot(page, "list")
+    assert broken == []
 
 
 def test_a_sync_page_saves_filters_beside_its_history(
@@ -119,3 +137,42 @@ def test_a_sync_page_saves_filters_beside_its_history(
     expect(page.locator(".changes li.this").first).to_contain_text("annualrevenue")
     expect(page.get_by_role("heading", name="Clients inbound")).to_contain_text("on")
     shoot(page, "sync")
+
+
+def test_a_field_renamed_on_the_far_side_shows_the_providers_exact_error_per_record(
+    page: Page, ctx: Context, people: People, hub: HubSpotPeer
+) -> None:
+    page.set_viewport_size({"width": 1280, "height": 900})
+    admin = Actor(label=f"user:{people.admin}")
+    scope = Scope(people.org_id)
+    ref = connections.create(
+        ctx,
+        admin,
+        scope,
+        provider="hubspot",
+        name="Our HubSpot",
+        base_url=hub.base_url,
+        credential=hub.credential,
+    ).id
+    for name, cents in (("Acme Dental", 120_000), ("Globex Clinics", 56_000), ("Initech", 9_900)):
+        clients.create_client(ctx, admin, scope, name=name, arr_cents=cents)
+    syncs.put_sync(ctx, admin, scope, ref, "clients", "outbound", enabled=True)
+    hub.fake.rename_property("companies", "annualrevenue", "annual_revenue")
+    sign_in(page, people.admin)
+    page.goto(f"/console/settings/integrations/{ref}")
+    run_now(page, ctx)
+    expect(page.get_by_role("heading", name="Run")).to_contain_text("partial")
+    expect(page.get_by_text("0 synced, 0 skipped, 3 failed")).to_be_visible()
+    page.get_by_label("Outcome").select_option("failed")
+    page.get_by_label("Local id, remote id or name").fill("Globex")
+    page.get_by_role("button", name="Show").click()
+    row = page.get_by_role("row", name="Globex Clinics")
+    expect(row).to_contain_text('Property \\"annualrevenue\\" does not exist')
+    expect(row).to_contain_text("VALIDATION_ERROR")
+    expect(page.get_by_role("row", name="Initech")).to_have_count(0)
+    row.get_by_text("Request and response").click()
+    expect(row.locator("pre")).to_contain_text("annualrevenue")
+    expect(row.locator("pre")).not_to_contain_text(hub.credential["api_key"])
+    shoot(page, "run-failed-records")
+    page.get_by_role("link", name="Our HubSpot").click()
+    expect(page.locator(".flash.problem")).to_have_text("last run: 3 of 3 records failed")

@@ -354,3 +354,69 @@ def test_another_organizations_connection_is_not_found(
     browser.sign_in("admin@globex.test")
     listing = browser.get(PAGE)
     assert "Theirs" in listing.text and "no credential yet: reauthorize to connect" in listing.text
+
+
+def test_a_run_whose_records_failed_is_what_is_wrong_until_a_clean_one(
+    browser: Browser, people: People, hub: HubSpotPeer, ctx: Context, clock: MutableClock
+) -> None:
+    browser.sign_in(people.admin)
+    ref = add(browser, hub)
+    with ctx.db.transaction() as session:
+        integration = session.scalars(select(Integration)).one()
+        for n, (status, failed) in enumerate((("succeeded", 0), ("partial", 30))):
+            session.add(
+                SyncRun(
+                    ref=f"run_1000000000000{n}",
+                    integration_id=integration.id,
+                    status=status,
+                    trigger="schedule",
+                    requested_by="schedule",
+                    counts={"clients": {"outbound": {"synced": 30 - failed, "failed": failed}}},
+                    watermark_before={},
+                    watermark_after={},
+                    done={},
+                    created_at=clock(),
+                    finished_at=clock(),
+                )
+            )
+    line = "last run: 30 of 30 records failed"
+    assert line in browser.get(PAGE).text
+    assert f'role="alert">{line}</p>' in browser.get(f"{PAGE}/{ref}").text
+    clock.advance(timedelta(minutes=5))
+    with ctx.db.transaction() as session:
+        session.add(
+            SyncRun(
+                ref="run_10000000000009",
+                integration_id=integration.id,
+                status="failed",
+                trigger="schedule",
+                requested_by="schedule",
+                counts={},
+                watermark_before={},
+                watermark_after={},
+                done={},
+                error="HubSpot answered 502 Bad Gateway",
+                created_at=clock(),
+                finished_at=clock(),
+            )
+        )
+    assert "last run failed: HubSpot answered 502 Bad Gateway" in browser.get(PAGE).text
+    chart = browser.get(f"{PAGE}/{ref}").text
+    assert chart.count('<g class="bar">') == 3 and chart.count('class="run-failed"') == 1
+    with ctx.db.transaction() as session:
+        session.add(
+            SyncRun(
+                ref="run_1000000000000A",
+                integration_id=integration.id,
+                status="succeeded",
+                trigger="manual",
+                requested_by="schedule",
+                counts={"clients": {"outbound": {"synced": 30}}},
+                watermark_before={},
+                watermark_after={},
+                done={},
+                created_at=clock(),
+                finished_at=clock(),
+            )
+        )
+    assert "<small>nothing</small>" in browser.get(PAGE).text

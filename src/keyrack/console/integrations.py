@@ -36,6 +36,7 @@ from keyrack.routing import Router
 from keyrack.services.context import Context
 from keyrack.services.integrations import connections, runs, syncs
 from keyrack.services.integrations.connections import OAUTH_KEYS, ConnectionView
+from keyrack.services.integrations.runs import RunView
 from keyrack.services.integrations.syncs import SyncView
 from keyrack.services.sessions import SignedIn
 
@@ -59,8 +60,11 @@ NOTICES = {
 PENDING = "no credential yet: reauthorize to connect"
 
 
-def problem_of(view: ConnectionView) -> str:
-    """What is wrong with a connection, in one line ("" when nothing is)."""
+def problem_of(view: ConnectionView, latest: RunView | None) -> str:
+    """What is wrong with a connection, in one line ("" when nothing is): its credential,
+    else its last error since it last worked, else its newest run's failures (a failed
+    run only if it ended after the credential was last checked: a reauthorization since
+    answers for it until the next run)."""
     if view.status_reason == connections.PENDING_REASON:
         return PENDING
     if view.status != "active":
@@ -70,6 +74,17 @@ def problem_of(view: ConnectionView) -> str:
         view.last_success_at is None or view.last_error_at > view.last_success_at
     ):
         return f"last error {format_time(view.last_error_at)}: {view.last_error_message}"
+    if (
+        latest is not None
+        and latest.status == "failed"
+        and latest.finished_at is not None
+        and (view.last_probed_at is None or latest.finished_at > view.last_probed_at)
+    ):
+        return f"last run failed: {latest.error or 'see the run'}"
+    if latest is not None and latest.status == "partial":
+        total = RunBar.of(latest.id, "", latest.status, latest.counts)
+        touched = total.synced + total.skipped + total.failed
+        return f"last run: {total.failed} of {touched} records failed"
     return ""
 
 
@@ -106,12 +121,13 @@ def _list_page(
     typed: dict[str, str] | None = None,
 ) -> HTMLResponse:
     page = connections.list_connections(ctx, scope, limit=PAGE_SIZE, cursor=cursor)
+    latest = runs.latest_runs(ctx, scope, [v.id for v in page.data])
     return render(
         request,
         "integrations.html",
         status_code=status,
         page=page,
-        problems={v.id: problem_of(v) for v in page.data},
+        problems={v.id: problem_of(v, latest.get(v.id)) for v in page.data},
         providers=sorted(CONNECTORS),
         oauth_keys=OAUTH_KEYS,
         error=error,
@@ -203,7 +219,7 @@ def _connection_page(
         "integration.html",
         status_code=status,
         connection=view,
-        problem=problem_of(view),
+        problem=problem_of(view, recent[0] if recent else None),
         syncs=served_syncs(ctx, scope, view),
         chart=runs_chart(bars, title=f"The last {len(bars)} runs of {view.name}"),
         runs=runs.list_runs(ctx, scope, ref, limit=PAGE_SIZE, cursor=runs_cursor),
