@@ -1,15 +1,18 @@
 """Settings → Integrations end to end in headless Chromium against the HubSpot fake: a
 connection whose far side revoked the key shows it at a glance; reauthorizing with a new
-key makes it active again; the next run succeeds. Each step ends with a screenshot in
-docs/screenshots/integrations-*.png (written by this test, so they stay true).
+key makes it active again; the next run succeeds. Each step ends with a screenshot,
+written to docs/screenshots/integrations-*.png when ``KEYRACK_WRITE_SCREENSHOTS=1`` (so
+they stay true without every run rewriting tracked files), else to a temporary folder.
 
 SQLite only, like the other browser tests.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from keyrack.domain.tenancy import Scope
@@ -25,12 +28,21 @@ from .test_browser import chromium, context, database_url, nav, page, pytestmark
 
 __all__ = ["chromium", "context", "database_url", "hub", "hubspot_stage", "page", "pytestmark"]
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def shots(tmp_path: Path) -> None:
+    SHOTS[:] = [DOCS if os.environ.get("KEYRACK_WRITE_SCREENSHOTS") == "1" else tmp_path]
 
 
 def shoot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"integrations-{name}.png"), full_page=True)
+    folder = SHOTS[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"integrations-{name}.png"
+    page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 10_000
 
 
 def watch_csp(page: Page) -> list[str]:
