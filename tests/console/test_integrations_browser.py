@@ -25,6 +25,7 @@ from tests.integrations.peers import HubSpotPeer
 from .conftest import People
 from .integrations_setup import drain, hub, hubspot_stage
 from .test_browser import chromium, context, database_url, nav, page, pytestmark, sign_in
+from .test_layout import WIDER_THAN_THE_WINDOW
 
 __all__ = ["chromium", "context", "database_url", "hub", "hubspot_stage", "page", "pytestmark"]
 
@@ -129,6 +130,15 @@ def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
     expect(page.get_by_role("row", name="Our HubSpot")).to_contain_text("nothing")
     shoot(page, "list")
     assert broken == []
+
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing scrolls sideways
+    page.get_by_role("link", name="Our HubSpot").click()
+    pages = [page.url, page.locator("table a[href*='/runs/']").first.get_attribute("href")]
+    pages.append(page.get_by_role("link", name="Edit clients inbound").get_attribute("href"))
+    for href in pages:
+        page.goto(str(href))
+        assert page.evaluate(WIDER_THAN_THE_WINDOW) == [], href
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, href
 
 
 def test_a_sync_page_saves_filters_beside_its_history(
