@@ -420,3 +420,41 @@ def test_a_run_whose_records_failed_is_what_is_wrong_until_a_clean_one(
             )
         )
     assert "<small>nothing</small>" in browser.get(PAGE).text
+
+
+def test_runs_are_paged_50_and_the_chart_holds_the_newest_50(
+    browser: Browser, people: People, hub: HubSpotPeer, ctx: Context, clock: MutableClock
+) -> None:
+    browser.sign_in(people.admin)
+    ref = add(browser, hub)
+    with ctx.db.transaction() as session:
+        integration = session.scalars(select(Integration)).one()
+        session.execute(
+            insert(SyncRun),
+            [
+                {
+                    "ref": f"run_2000000000{n:04}",
+                    "integration_id": integration.id,
+                    "status": "succeeded",
+                    "trigger": "schedule",
+                    "requested_by": "schedule",
+                    "counts": {"clients": {"inbound": {"synced": n}}},
+                    "api_calls": 1,
+                    "rate_limit_wait_seconds": 0.0,
+                    "watermark_before": {},
+                    "watermark_after": {},
+                    "done": {},
+                    "created_at": clock(),
+                }
+                for n in range(55)
+            ],
+        )
+    page = browser.get(f"{PAGE}/{ref}")
+    assert page.text.count('<g class="bar">') == 50
+    assert page.text.count(f'href="{PAGE}/{ref}/runs/run_2000000000') == 50
+    assert "run_20000000000054" in page.text and "run_20000000000004<" not in page.text
+    older = re.search(r'rel="next" href="([^"]+)">Older runs', page.text)
+    assert older is not None
+    second = browser.get(older.group(1).replace("&amp;", "&"))
+    assert second.text.count(f'href="{PAGE}/{ref}/runs/run_2000000000') == 5
+    assert "run_20000000000000<" in second.text and "<td>4</td>" in second.text

@@ -43,7 +43,6 @@ from keyrack.services.sessions import SignedIn
 PAGE = f"{PREFIX}/settings/integrations"
 router = Router(prefix=PAGE, route_class=ConsoleRoute, include_in_schema=False)
 PAGE_SIZE = 50
-CHART_RUNS = 60
 Ref = Annotated[str, Path(min_length=1, max_length=40)]
 RecordTypePath = Annotated[str, Path(pattern="^(clients|contacts|contracts|engagements)$")]
 DirectionPath = Annotated[str, Path(pattern="^(inbound|outbound)$")]
@@ -210,7 +209,13 @@ def _connection_page(
     status: int = 200,
 ) -> HTMLResponse:
     view = connections.get(ctx, scope, ref)
-    recent = runs.list_runs(ctx, scope, ref, limit=CHART_RUNS).data
+    newest = runs.list_runs(ctx, scope, ref, limit=PAGE_SIZE)  # the chart's, and page 1
+    recent = newest.data
+    shown = (
+        runs.list_runs(ctx, scope, ref, limit=PAGE_SIZE, cursor=runs_cursor)
+        if runs_cursor
+        else newest
+    )
     bars = [
         RunBar.of(r.id, format_time(r.created_at), r.status, r.counts) for r in reversed(recent)
     ]
@@ -222,9 +227,9 @@ def _connection_page(
         problem=problem_of(view, recent[0] if recent else None),
         syncs=served_syncs(ctx, scope, view),
         chart=runs_chart(bars, title=f"The last {len(bars)} runs of {view.name}"),
-        runs=runs.list_runs(ctx, scope, ref, limit=PAGE_SIZE, cursor=runs_cursor),
+        runs=shown,
         changes=connections.list_changes(ctx, scope, ref, limit=PAGE_SIZE, cursor=changes_cursor),
-        totals={r.id: RunBar.of(r.id, "", r.status, r.counts) for r in recent},
+        totals={r.id: RunBar.of(r.id, "", r.status, r.counts) for r in shown.data},
         oauth_keys=OAUTH_KEYS,
         notice=NOTICES.get(notice or ""),
         reauth_error=reauth_error,
