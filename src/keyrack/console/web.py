@@ -92,6 +92,7 @@ def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
         links += [
             ("Settings → API", f"{PREFIX}/settings/api"),
             ("Settings → Team", f"{PREFIX}/settings/team"),
+            ("Settings → Integrations", f"{PREFIX}/settings/integrations"),
             ("Audit log", f"{PREFIX}/audit"),
         ]
     if current.user.is_staff:

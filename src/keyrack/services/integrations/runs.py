@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from keyrack.domain.ids import new_ref
@@ -19,6 +19,7 @@ from keyrack.jobs import enqueue
 from keyrack.services.context import Actor, Context
 from keyrack.services.integrations import connections
 from keyrack.storage.paging import Page, paginate
+from keyrack.storage.scoping import within_scope
 from keyrack.storage.tables.integrations import Integration, SyncRun, SyncRunRecord
 from keyrack.storage.tables.jobs import Job
 
@@ -283,3 +284,25 @@ def cancel_active(session: Session, row: Integration, now: datetime) -> None:
         .where(SyncRun.integration_id == row.id, SyncRun.status.in_(ACTIVE))
         .values(status="canceled", finished_at=now, error="integration deleted")
     )
+
+
+def latest_runs(ctx: Context, scope: Scope, refs: list[str]) -> dict[str, RunView]:
+    """The newest run of each of these connections (those that have one), in one query."""
+    if not refs:
+        return {}
+    with ctx.db.session() as session:
+        newest = (
+            select(func.max(SyncRun.id))
+            .join(Integration, Integration.id == SyncRun.integration_id)
+            .where(
+                Integration.ref.in_(refs),
+                within_scope(scope, Integration.org_id, Integration.location_id),
+            )
+            .group_by(SyncRun.integration_id)
+        )
+        found = session.execute(
+            select(SyncRun, Integration.ref)
+            .join(Integration, Integration.id == SyncRun.integration_id)
+            .where(SyncRun.id.in_(newest))
+        ).all()
+        return {ref: view_of(session, run, ref) for run, ref in found}
