@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Form, Request, Response
 from fastapi.responses import HTMLResponse
 
-from keyrack.console import usage_chart
+from keyrack.console.charts import usage_chart
 from keyrack.console.web import (
     PREFIX,
     ActorDep,
@@ -211,7 +211,7 @@ def _key_page(
         revoke_error=revoke_error,
         reason=reason,
         grace_choices=GRACE_CHOICES,
-        usage=usage_chart.chart(
+        usage=usage_chart(
             key_usage.series(
                 ctx,
                 scope,
