@@ -42,6 +42,8 @@ from keyrack.integrations.connector import (
     Connector,
     ConnectorError,
     CredentialRejected,
+    Direction,
+    EngagementKind,
     Exchange,
     OutboundRecord,
     Probe,
@@ -271,7 +273,7 @@ class Engine:
                 outcomes.append(found)
                 continue
             try:
-                mapped = sync_rules.apply(settings.mappings, record.fields, OUTBOUND)
+                mapped = self.mapped(settings, record.fields, OUTBOUND, record.kind)
             except MappingFailed as exc:
                 found.outcome, found.local_error = "failed", exc.detail
                 outcomes.append(found)
@@ -284,7 +286,8 @@ class Engine:
                 continue
             slots.append(len(outcomes))
             outcomes.append(None)
-            items.append(OutboundRecord(record.ref, mapped, links))
+            kind = EngagementKind(record.kind) if record.kind else None
+            items.append(OutboundRecord(record.ref, mapped, links, kind))
         answers = self.connector.upsert(settings.record_type, items) if items else []
         by_ref = {record.ref: record for record in batch}
         for slot, answer in zip(slots, answers, strict=True):
@@ -295,6 +298,24 @@ class Engine:
             self.write_back(session, settings.record_type, batch, final)
             self.commit(final, settings=settings, watermark=watermark, session=session)
         self.report()
+
+    def mapped(
+        self, settings: Settings, values: dict[str, Any], way: str, kind: str | None
+    ) -> dict[str, Any]:
+        """The sync's mappings applied; for an engagement, then the connector's mappings
+        for its kind (a HubSpot call's subject is not a note's) of the Keyrack fields the
+        sync does not map itself."""
+        mapped = sync_rules.apply(settings.mappings, values, way)
+        if kind is None:
+            return mapped
+        own = {m.local for m in settings.mappings}
+        table = getattr(self.connector, "mappings", None) or {}
+        extra = tuple(
+            FieldRule(m.local, m.remote, m.transform)
+            for m in table.get((settings.record_type, Direction(way)), ())
+            if m.kind is not None and m.kind == kind and m.local not in own
+        )
+        return {**mapped, **sync_rules.apply(extra, values, way)} if extra else mapped
 
     def answered(self, rt: str, record: LocalRecord, answer: WriteOutcome) -> Outcome:
         found = Outcome(rt, OUTBOUND, "synced", local_id=record.ref, name=record.name)
@@ -377,7 +398,7 @@ class Engine:
                     outcomes.append(found)
                     continue
                 try:
-                    mapped = sync_rules.apply(settings.mappings, remote.fields, INBOUND)
+                    mapped = self.mapped(settings, remote.fields, INBOUND, remote.kind)
                     result, ref = side.upsert(
                         session, self.connection.scope, provider, remote, mapped, at
                     )
