@@ -63,6 +63,7 @@ ROUTERS = (
     notifications.router,
     webhooks.router,
     integrations.router,
+    integrations.inbound_router,
 )
 """Every router of the API; a new resource adds its router here."""
 
