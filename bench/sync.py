@@ -16,6 +16,15 @@ For each size, a fresh SQLite database gets that many clients; then
 and prints records per second for each, their ratio, and the engine's peak Python
 memory (``tracemalloc``, in a second run of the same size) — flat across sizes when it
 streams.
+
+Then a Keyrack → Keyrack row (``--keyrack-records``, 1000 by default; 0 leaves it out):
+two far Keyracks on their own SQLite databases and loopback sockets (threads of this
+process), keys at 10,000 requests/s, and
+
+* baseline: the SDK (``keyrack.Client``) POSTs each near client to the first, with its
+  external id (what a hand-written sync does);
+* engine: one outbound run of a ``keyrack`` connection to the second (the connector
+  reads each record back by external id before it writes, so a rerun writes nothing).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from keyrack.storage.tables.crm import Client  # noqa: E402
 SECRET_KEY = "bench-secret-key-0123456789abcdefghijklmnop"
 BATCH = 100
 SEED_CHUNK = 5_000
+KEYRACK_RATE = 10_000
 ACTOR = Actor(label="bench")
 
 
@@ -172,9 +182,73 @@ def engine_run(ctx: Context, org_id: int, url: str, token: str) -> tuple[float, 
     return synced / elapsed, done
 
 
+def keyrack_row(folder: Path, count: int) -> None:
+    """The Keyrack → Keyrack row: the SDK loop against the engine, in the same run."""
+    from bench.sync_connectors import keyrack
+
+    from keyrack.client import Client as Sdk
+
+    ctx, org_id = seeded_context(folder, count)
+    with (
+        keyrack(folder, "plain", KEYRACK_RATE) as (_, _, plain_url, plain_key),
+        keyrack(folder, "target", KEYRACK_RATE) as (far, far_org, far_url, far_key),
+    ):
+        sent, last = 0, 0
+        start = time.perf_counter()
+        with Sdk(plain_key, plain_url, rate_per_second=KEYRACK_RATE) as writer:
+            while True:
+                with ctx.db.session() as session:
+                    rows = session.execute(
+                        select(Client.id, Client.ref, Client.name, Client.arr_cents)
+                        .where(Client.org_id == org_id, Client.id > last)
+                        .order_by(Client.id)
+                        .limit(BATCH)
+                    ).all()
+                if not rows:
+                    break
+                last = rows[-1].id
+                for row in rows:
+                    writer.clients.create(
+                        name=row.name, arr_cents=row.arr_cents, external_ids={"keyrack": row.ref}
+                    )
+                    sent += 1
+        plain = sent / (time.perf_counter() - start)
+
+        scope = Scope(org_id)
+        ref = connections.create(
+            ctx,
+            ACTOR,
+            scope,
+            provider="keyrack",
+            name="bench keyrack",
+            base_url=far_url,
+            credential={"api_key": far_key},
+        ).id
+        syncs.put_sync(ctx, ACTOR, scope, ref, "clients", "outbound", enabled=True)
+        run = runs.request_run(ctx, ACTOR, scope, ref)
+        start = time.perf_counter()
+        jobs.worker(ctx).drain()
+        elapsed = time.perf_counter() - start
+        done = runs.get_run(ctx, scope, ref, run.id)
+        if done.status != "succeeded":
+            raise RuntimeError(f"the run ended {done.status}: {done.error}")
+        rate = done.counts["clients"]["outbound"]["synced"] / elapsed
+        with far.db.session() as session:
+            held = len(session.scalars(select(Client.id).where(Client.org_id == far_org)).all())
+    ctx.db.dispose()
+    print(f"Keyrack → Keyrack (threads, SQLite each side, keys at {KEYRACK_RATE} req/s)")
+    print(
+        f"  {count:>7} records: SDK loop {plain:,.0f} rec/s, engine {rate:,.0f} rec/s"
+        f" ({rate / plain:.2f} x the SDK loop; {done.api_calls} API calls;"
+        f" far side holds {held})"
+    )
+    print(f"           run counts {json.dumps(done.counts)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--keyrack-records", type=int, default=1000)
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve_fake:
@@ -200,6 +274,8 @@ def main() -> None:
                 f" engine peak Python memory {peak / 2**20:.1f} MiB"
             )
             print(f"           run counts {json.dumps(run.counts)}")
+        if options.keyrack_records:
+            keyrack_row(Path(tmp), options.keyrack_records)
 
 
 if __name__ == "__main__":

@@ -48,21 +48,42 @@ def public(endpoint: Endpoint) -> Endpoint:
 
 
 def public_paths(routers: Iterable[APIRouter]) -> frozenset[str]:
-    """The paths of the routers' routes declared ``public``; each must be one exact path."""
+    """The paths of the routers' routes declared ``public``; a path parameter must be a
+    whole segment (``/api/v2/integrations/{integration_id}/inbound``)."""
     paths = {
         route.path
         for router in routers
         for route in router.routes
         if isinstance(route, Route) and getattr(route.endpoint, _PUBLIC, False)
     }
-    if any("{" in path for path in paths):
-        raise ValueError(f"a public route must have a fixed path: {sorted(paths)}")
+    for path in paths:
+        for part in path.split("/"):
+            if ("{" in part or "}" in part) and not _parameter(part):
+                raise ValueError(f"a public route's parameters must be whole segments: {path}")
     return frozenset(paths)
+
+
+def _parameter(part: str) -> bool:
+    return part.startswith("{") and part.endswith("}") and part.count("{") == 1
+
+
+def _matches(path: str, template: str) -> bool:
+    """Whether ``path`` is ``template``, a parameter segment matching any one non-empty
+    segment."""
+    if "{" not in template:
+        return path == template
+    parts, wanted = path.split("/"), template.split("/")
+    return len(parts) == len(wanted) and all(
+        (bool(part) if _parameter(want) else part == want)
+        for part, want in zip(parts, wanted, strict=True)
+    )
 
 
 def takes_key(path: str, public_paths: frozenset[str]) -> bool:
     """Whether a request to ``path`` must present an API key to reach its route."""
-    return path.startswith(API_PREFIX) and path not in public_paths
+    if not path.startswith(API_PREFIX) or path in public_paths:
+        return False
+    return not any(_matches(path, template) for template in public_paths if "{" in template)
 
 
 def client_ip(request: Request) -> str | None:

@@ -294,8 +294,10 @@ def test_sync_settings_are_checked(ctx: Context, seeded: Seeded, hub: HubSpotPee
     for changes, says in refused:
         with pytest.raises(InvalidInput, match=says):
             syncs.put_sync(ctx, ADMIN, seeded.scope, ref, "clients", "inbound", **changes)
-    with pytest.raises(InvalidInput, match="not available yet"):
-        syncs.get_sync(ctx, seeded.scope, ref, "engagements", "inbound")
+    with pytest.raises(InvalidInput, match="record_type must be one of"):
+        syncs.get_sync(ctx, seeded.scope, ref, "invoices", "inbound")
+    unset = syncs.get_sync(ctx, seeded.scope, ref, "engagements", "inbound")
+    assert not unset.enabled and "occurred_at" in {m.local for m in unset.field_mappings}
     assert connections.list_changes(ctx, seeded.scope, ref).data[0].what == "status"
 
 

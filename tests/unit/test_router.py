@@ -10,7 +10,7 @@ from starlette.routing import Match
 
 from keyrack.console import web
 from keyrack.http import deps
-from keyrack.routing import Router, public, public_paths
+from keyrack.routing import Router, public, public_paths, takes_key
 
 
 def scope(path: str, root_path: str = "") -> dict[str, object]:
@@ -59,9 +59,20 @@ def test_the_routes_declared_public_are_the_public_paths() -> None:
 
     assert public_paths([router]) == {"/api/v2/reports"}
 
-    @router.get("/things/{thing_id}")
+    @router.get("/things/{thing_id}/look")
     @public
     async def thing(thing_id: int) -> None: ...
 
-    with pytest.raises(ValueError, match="fixed path"):
+    found = public_paths([router])
+    assert found == {"/api/v2/reports", "/api/v2/things/{thing_id}/look"}
+    assert not takes_key("/api/v2/things/th_1/look", found)
+    assert not takes_key("/api/v2/reports", found)
+    for keyed in ("/api/v2/things", "/api/v2/things//look", "/api/v2/things/a/b/look"):
+        assert takes_key(keyed, found), keyed
+
+    @router.get("/parts/x{part_id}")
+    @public
+    async def part(part_id: int) -> None: ...
+
+    with pytest.raises(ValueError, match="whole segments"):
         public_paths([router])

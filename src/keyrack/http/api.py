@@ -67,6 +67,7 @@ ROUTERS = (
     webhooks.router,
     integrations.router,
     diagnosis.router,
+    integrations.inbound_router,
 )
 """Every router of the API; a new resource adds its router here."""
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request, Response
+from fastapi import Depends, Header, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from keyrack.http.deps import ActorDep, ContextDep, ScopeDep, require
 from keyrack.http.paging import Cursor, Limit, link_header
@@ -13,6 +14,7 @@ from keyrack.http.schemas.common import ListPage
 from keyrack.http.schemas.integrations import (
     ChangeOut,
     CredentialPut,
+    InboundOut,
     IntegrationCreate,
     IntegrationOut,
     IntegrationUpdate,
@@ -21,14 +23,16 @@ from keyrack.http.schemas.integrations import (
     SyncOut,
     SyncPut,
 )
-from keyrack.routing import Router
-from keyrack.services.integrations import connections, runs, syncs
+from keyrack.routing import Router, public
+from keyrack.services.integrations import connections, inbound, runs, syncs
 
 router = Router(
     prefix="/api/v2/integrations",
     tags=["integrations"],
     dependencies=[Depends(require("integrations:manage"))],
 )
+inbound_router = Router(prefix="/api/v2/integrations", tags=["integrations"])
+"""The one public route: a webhook connection's inbound POSTs carry a signature, no key."""
 Ref = Annotated[str, Path(min_length=1, max_length=40)]
 RecordTypePath = Annotated[str, Path(pattern="^(clients|contacts|contracts|engagements)$")]
 DirectionPath = Annotated[str, Path(pattern="^(inbound|outbound)$")]
@@ -205,3 +209,53 @@ def retry_integration_run(
 ) -> RunOut:
     """A new run that retries the failed records of this one, and only them."""
     return RunOut.of(runs.retry_run(ctx, actor, scope, integration_id, run_id))
+
+
+INBOUND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Every record synced or skipped"},
+    202: {"description": "Taken, but some records failed: each says why"},
+    400: {"description": "The body is not one record or a list of records"},
+    401: {"description": "No Keyrack-Signature, or one that does not sign the body"},
+    404: {"description": "No webhook connection with this id takes inbound records"},
+    413: {"description": "The body is too large"},
+}
+INBOUND_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "description": "One record {record_type, id, fields, links, external_ids, "
+                    "kind, name} or a list of at most 1000",
+                    "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
+                }
+            }
+        },
+    }
+}
+
+
+@inbound_router.post(
+    "/{integration_id}/inbound",
+    operation_id="receiveIntegrationInbound",
+    responses=INBOUND_RESPONSES,
+    openapi_extra=INBOUND_BODY,
+)
+@public
+async def receive_integration_inbound(
+    ctx: ContextDep,
+    request: Request,
+    response: Response,
+    integration_id: Ref,
+    keyrack_signature: Annotated[str | None, Header(max_length=2000)] = None,
+) -> InboundOut:
+    """Records POSTed to a ``webhook`` connection, signed with its signing secret (no API
+    key): each goes through the record type's inbound sync and is recorded in a run with
+    trigger ``inbound``; the answer is that run and every record's outcome."""
+    body = await request.body()
+    run, records = await run_in_threadpool(
+        inbound.receive, ctx, integration_id, body, keyrack_signature
+    )
+    if run.status != "succeeded":
+        response.status_code = 202
+    return InboundOut(run=RunOut.of(run), records=[RunRecordOut.of(r) for r in records])

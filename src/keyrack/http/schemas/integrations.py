@@ -198,3 +198,11 @@ class RunRecordOut(BaseModel):
     @classmethod
     def of(cls, view: RecordView) -> RunRecordOut:
         return cls(**{name: getattr(view, name) for name in cls.model_fields})
+
+
+class InboundOut(BaseModel):
+    """What an inbound POST did: its run (trigger ``inbound``) and each record's outcome,
+    in the order they were taken (clients first)."""
+
+    run: RunOut
+    records: list[RunRecordOut]

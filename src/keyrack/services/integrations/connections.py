@@ -31,6 +31,7 @@ from keyrack.storage.tables.integrations import Integration, IntegrationChange
 SEALING_PURPOSE = "integration-credential"
 STATUSES = ("active", "expired", "revoked", "unauthorized")
 PENDING_REASON = "no-credential"
+MIN_SIGNING_SECRET = 24
 OAUTH_KEYS = (
     "access_token",
     "refresh_token",
@@ -146,12 +147,23 @@ def validate_base_url(ctx: Context, base_url: str | None) -> str | None:
 
 
 def validate_credential(credential: Any) -> dict[str, Any]:
-    """``{"api_key"}`` or the OAuth2 members; the refusal never repeats a value."""
+    """``{"api_key"}``, ``{"signing_secret"}`` (webhook) or the OAuth2 members; the refusal
+    never repeats a value."""
     if not isinstance(credential, Mapping) or not credential:
         raise InvalidInput("credential must be an object: {api_key} or the OAuth2 members")
-    unknown = sorted(set(credential) - {"api_key", *OAUTH_KEYS})
+    unknown = sorted(set(credential) - {"api_key", "signing_secret", *OAUTH_KEYS})
     if unknown:
         raise InvalidInput(f"credential has unknown member(s): {', '.join(unknown)}")
+    if "signing_secret" in credential:  # a webhook connection's, both ways
+        secret = credential["signing_secret"]
+        if set(credential) != {"signing_secret"}:
+            raise InvalidInput("credential: signing_secret goes alone")
+        if not isinstance(secret, str) or len(secret.strip()) < MIN_SIGNING_SECRET:
+            raise InvalidInput(
+                f"credential.signing_secret must be a string of at least {MIN_SIGNING_SECRET} "
+                "characters (a webhook connection's whsec_… secret)"
+            )
+        return {"signing_secret": secret.strip()}
     if "api_key" in credential:
         if set(credential) != {"api_key"}:
             raise InvalidInput("credential: api_key goes alone, without OAuth2 members")

@@ -42,6 +42,8 @@ from keyrack.integrations.connector import (
     Connector,
     ConnectorError,
     CredentialRejected,
+    Direction,
+    EngagementKind,
     Exchange,
     OutboundRecord,
     Probe,
@@ -142,7 +144,9 @@ def run_job(ctx: Context, job: RunningJob) -> None:
 
 
 class Engine:
-    def __init__(self, ctx: Context, job: RunningJob, run_id: int, connection: Connection) -> None:
+    def __init__(
+        self, ctx: Context, job: RunningJob | None, run_id: int, connection: Connection
+    ) -> None:
         self.ctx = ctx
         self.job = job
         self.run_id = run_id
@@ -271,7 +275,7 @@ class Engine:
                 outcomes.append(found)
                 continue
             try:
-                mapped = sync_rules.apply(settings.mappings, record.fields, OUTBOUND)
+                mapped = self.mapped(settings, record.fields, OUTBOUND, record.kind)
             except MappingFailed as exc:
                 found.outcome, found.local_error = "failed", exc.detail
                 outcomes.append(found)
@@ -284,7 +288,8 @@ class Engine:
                 continue
             slots.append(len(outcomes))
             outcomes.append(None)
-            items.append(OutboundRecord(record.ref, mapped, links))
+            kind = EngagementKind(record.kind) if record.kind else None
+            items.append(OutboundRecord(record.ref, mapped, links, kind))
         answers = self.connector.upsert(settings.record_type, items) if items else []
         by_ref = {record.ref: record for record in batch}
         for slot, answer in zip(slots, answers, strict=True):
@@ -295,6 +300,24 @@ class Engine:
             self.write_back(session, settings.record_type, batch, final)
             self.commit(final, settings=settings, watermark=watermark, session=session)
         self.report()
+
+    def mapped(
+        self, settings: Settings, values: dict[str, Any], way: str, kind: str | None
+    ) -> dict[str, Any]:
+        """The sync's mappings applied; for an engagement, then the connector's mappings
+        for its kind (a HubSpot call's subject is not a note's) of the Keyrack fields the
+        sync does not map itself."""
+        mapped = sync_rules.apply(settings.mappings, values, way)
+        if kind is None:
+            return mapped
+        own = {m.local for m in settings.mappings}
+        table = getattr(self.connector, "mappings", None) or {}
+        extra = tuple(
+            FieldRule(m.local, m.remote, m.transform)
+            for m in table.get((settings.record_type, Direction(way)), ())
+            if m.kind is not None and m.kind == kind and m.local not in own
+        )
+        return {**mapped, **sync_rules.apply(extra, values, way)} if extra else mapped
 
     def answered(self, rt: str, record: LocalRecord, answer: WriteOutcome) -> Outcome:
         found = Outcome(rt, OUTBOUND, "synced", local_id=record.ref, name=record.name)
@@ -362,34 +385,42 @@ class Engine:
     def commit_inbound(
         self, settings: Settings, chunk: Sequence[RemoteRecord], *, watermark: str | None
     ) -> None:
+        with self.ctx.db.transaction() as session:
+            at = records.stamp(session, self.connection.scope.org_id, self.ctx.clock())
+            outcomes = self.upsert_in(session, settings, chunk, at)
+            self.commit(outcomes, settings=settings, watermark=watermark, session=session)
+        self.report()
+
+    def upsert_in(
+        self, session: Session, settings: Settings, chunk: Sequence[RemoteRecord], at: datetime
+    ) -> list[Outcome]:
+        """Each provider record through the filters and mappings into Keyrack, in the
+        caller's transaction: its outcome."""
         side = local.side(settings.record_type)
         rt, way = settings.record_type.value, INBOUND
         provider = self.connection.provider
-        with self.ctx.db.transaction() as session:
-            at = records.stamp(session, self.connection.scope.org_id, self.ctx.clock())
-            outcomes = []
-            for remote in chunk:
-                found = Outcome(rt, way, "skipped", remote_id=remote.remote_id, name=remote.name)
-                found.local_id = remote.external_ids.get(KEYRACK)
-                skip = sync_rules.first_skip(settings.filters, remote.fields)
-                if skip is not None:
-                    found.skip = skip.as_dict()
-                    outcomes.append(found)
-                    continue
-                try:
-                    mapped = sync_rules.apply(settings.mappings, remote.fields, INBOUND)
-                    result, ref = side.upsert(
-                        session, self.connection.scope, provider, remote, mapped, at
-                    )
-                except (InvalidInput, Conflict) as exc:
-                    found.outcome, found.local_error = "failed", exc.detail
-                    outcomes.append(found)
-                    continue
-                found.outcome, found.result, found.local_id = "synced", result, ref
-                found.keyed = int(remote.external_ids.get(KEYRACK) == ref)
+        outcomes = []
+        for remote in chunk:
+            found = Outcome(rt, way, "skipped", remote_id=remote.remote_id, name=remote.name)
+            found.local_id = remote.external_ids.get(KEYRACK)
+            skip = sync_rules.first_skip(settings.filters, remote.fields)
+            if skip is not None:
+                found.skip = skip.as_dict()
                 outcomes.append(found)
-            self.commit(outcomes, settings=settings, watermark=watermark, session=session)
-        self.report()
+                continue
+            try:
+                mapped = self.mapped(settings, remote.fields, INBOUND, remote.kind)
+                result, ref = side.upsert(
+                    session, self.connection.scope, provider, remote, mapped, at
+                )
+            except (InvalidInput, Conflict) as exc:
+                found.outcome, found.local_error = "failed", exc.detail
+                outcomes.append(found)
+                continue
+            found.outcome, found.result, found.local_id = "synced", result, ref
+            found.keyed = int(remote.external_ids.get(KEYRACK) == ref)
+            outcomes.append(found)
+        return outcomes
 
     # retry
 
@@ -453,12 +484,12 @@ class Engine:
     # checkpoints
 
     def stop_if_asked(self) -> None:
-        if self.job.should_stop():
+        if self.job is not None and self.job.should_stop():
             raise Snooze(1, "the worker stops: the run goes on from its checkpoint")
 
     def report(self) -> None:
         """The counts as the job's progress (after the commit: SQLite has one writer)."""
-        if self.counts is not None:
+        if self.counts is not None and self.job is not None:
             self.job.progress(counts=self.counts)
             self.counts = None
 

@@ -4,6 +4,7 @@ mappings see them, and the upsert of a provider's record keyed by ``external_ids
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +14,14 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from keyrack.domain import crm
-from keyrack.domain.crm import UNSET, ClientStatus
+from keyrack.domain.crm import (
+    MAX_ENGAGEMENT_BODY,
+    MAX_SUBJECT,
+    UNSET,
+    ClientStatus,
+    EngagementKind,
+    Interval,
+)
 from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import Scope, validate_email, validate_name
 from keyrack.errors import InvalidInput
@@ -21,7 +29,7 @@ from keyrack.integrations.connector import KEYRACK, RecordType, RemoteRecord
 from keyrack.services.crm import external_ids, records
 from keyrack.services.crm.scoping import clients_of, in_scope
 from keyrack.storage.tables.base import from_epoch_us, to_epoch_us
-from keyrack.storage.tables.crm import Client, Contact, ExternalId
+from keyrack.storage.tables.crm import Client, Contact, Contract, Engagement, ExternalId
 
 Position = tuple[datetime, int]
 
@@ -36,6 +44,8 @@ class LocalRecord:
     position: Position
     links: dict[RecordType, dict[str, str]] = field(default_factory=dict)
     """The external ids of the records it belongs to (a contact's client)."""
+    kind: str | None = None
+    """An engagement's kind (it picks the provider's object)."""
 
 
 def parse_position(watermark: str | None) -> Position | None:
@@ -145,6 +155,69 @@ def _find(
         ).first()
         return found
     return None
+
+
+def _client_of(session: Session, scope: Scope, provider: str, remote: RemoteRecord) -> Client:
+    """The Keyrack client a provider's record belongs to, by the client's remote id."""
+    company = remote.links.get(RecordType.CLIENTS)
+    client_id = held_by(session, scope, RecordType.CLIENTS, provider, company) if company else None
+    client = session.get(Client, client_id) if client_id is not None else None
+    if client is None or not scope.covers(client.org_id, client.location_id):
+        raise InvalidInput(
+            f"its client ({provider} {company or 'none'}) is not in Keyrack: "
+            "sync clients inbound first"
+        )
+    return client
+
+
+def _contact_of(
+    session: Session, scope: Scope, provider: str, remote: RemoteRecord, client: Client
+) -> Contact | None:
+    """The Keyrack contact a provider's record names (None when it names none)."""
+    person = remote.links.get(RecordType.CONTACTS)
+    if not person:
+        return None
+    contact_id = held_by(session, scope, RecordType.CONTACTS, provider, person)
+    contact = session.get(Contact, contact_id) if contact_id is not None else None
+    if contact is None or contact.client_id != client.id:
+        raise InvalidInput(
+            f"its contact ({provider} {person}) is not in Keyrack as a contact of its client: "
+            "sync contacts inbound first"
+        )
+    return contact
+
+
+def _iso(value: dt.date | dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _date(value: Any, what: str) -> dt.date | None:
+    if value is None or value == "":
+        return None
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise InvalidInput(f"{what} must be a date (YYYY-MM-DD), not {value!r}") from None
+
+
+def _moment(value: Any, what: str) -> dt.datetime | None:
+    """A provider's datetime: ISO 8601 or epoch milliseconds, as UTC."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    try:
+        if text.lstrip("-").isdigit():
+            return dt.datetime.fromtimestamp(int(text) / 1000, dt.UTC)
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"{what} must be a datetime, not {value!r}") from None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _owners(
+    session: Session, rows: Sequence[Contract] | Sequence[Engagement]
+) -> dict[int, dict[str, str]]:
+    return external_ids.ids_of_records(session, crm.RecordType.CLIENTS, {r.client_id for r in rows})
 
 
 class Clients:
@@ -308,16 +381,7 @@ class Contacts:
             values["title"] = crm.validate_text(
                 None if mapped["title"] is None else str(mapped["title"]), "title", 200
             )
-        company = remote.links.get(RecordType.CLIENTS)
-        client_id = (
-            held_by(session, scope, RecordType.CLIENTS, provider, company) if company else None
-        )
-        client = session.get(Client, client_id) if client_id is not None else None
-        if client is None or not scope.covers(client.org_id, client.location_id):
-            raise InvalidInput(
-                f"its client ({provider} {company or 'none'}) is not in Keyrack: "
-                "sync clients inbound first"
-            )
+        client = _client_of(session, scope, provider, remote)
         row = _find(session, scope, Contact, self.record_type, provider, remote)
         ids = {provider: remote.remote_id}
         if row is None:
@@ -346,7 +410,265 @@ class Contacts:
         return ("updated" if records.state(row) != before else "unchanged"), row.ref
 
 
-_SIDES: dict[RecordType, Side] = {RecordType.CLIENTS: Clients(), RecordType.CONTACTS: Contacts()}
+class Contracts:
+    """Contracts belong to a client, linked by the client's remote id both ways (as
+    contacts are). Coming in, a new contract without a currency is in USD and without a
+    start date starts the day it arrives."""
+
+    record_type: RecordType = RecordType.CONTRACTS
+    fields: tuple[str, ...] = (
+        "name",
+        "amount_cents",
+        "currency",
+        "start_date",
+        "end_date",
+        "recurring_amount_cents",
+        "recurring_interval",
+    )
+
+    def _records(self, session: Session, rows: list[Contract]) -> list[LocalRecord]:
+        ids = external_ids.ids_of_records(session, crm.RecordType.CONTRACTS, (r.id for r in rows))
+        owners = _owners(session, rows)
+        return [
+            LocalRecord(
+                row.id,
+                row.ref,
+                row.name,
+                {
+                    "name": row.name,
+                    "amount_cents": row.amount_cents,
+                    "currency": row.currency,
+                    "start_date": _iso(row.start_date),
+                    "end_date": _iso(row.end_date),
+                    "recurring_amount_cents": row.recurring_amount_cents,
+                    "recurring_interval": row.recurring_interval,
+                },
+                ids.get(row.id, {}),
+                (row.updated_at, row.id),
+                {RecordType.CLIENTS: owners.get(row.client_id, {})},
+            )
+            for row in rows
+        ]
+
+    def changed(
+        self, session: Session, scope: Scope, after: Position | None, limit: int
+    ) -> list[LocalRecord]:
+        stmt = in_scope(select(Contract), Contract, scope)
+        rows = list(session.scalars(_after(stmt, Contract, after).limit(limit)))
+        return self._records(session, rows)
+
+    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
+        stmt = in_scope(select(Contract), Contract, scope).where(Contract.ref.in_(refs))
+        return self._records(session, list(session.scalars(stmt.order_by(Contract.id))))
+
+    def _values(self, mapped: Mapping[str, Any], remote: RemoteRecord) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if "name" in mapped or remote.name:
+            values["name"] = _text(mapped.get("name") or remote.name, "name")
+        for cents in ("amount_cents", "recurring_amount_cents"):
+            if cents in mapped:
+                raw = mapped[cents]
+                if raw in (None, ""):
+                    values[cents] = 0 if cents == "amount_cents" else None
+                else:
+                    values[cents] = crm.validate_cents(_int(raw, cents), cents)
+        if mapped.get("currency"):
+            values["currency"] = crm.validate_currency(str(mapped["currency"]).upper())
+        if "start_date" in mapped and mapped["start_date"] not in (None, ""):
+            values["start_date"] = _date(mapped["start_date"], "start_date")
+        if "end_date" in mapped:
+            values["end_date"] = _date(mapped["end_date"], "end_date")
+        if "recurring_interval" in mapped:
+            raw = mapped["recurring_interval"]
+            try:
+                values["recurring_interval"] = (
+                    None if raw in (None, "") else Interval(str(raw).lower()).value
+                )
+            except ValueError:
+                raise InvalidInput(
+                    f"recurring_interval must be one of {', '.join(Interval)}, not {raw!r}"
+                ) from None
+        return values
+
+    def upsert(
+        self,
+        session: Session,
+        scope: Scope,
+        provider: str,
+        remote: RemoteRecord,
+        mapped: Mapping[str, Any],
+        at: datetime,
+    ) -> tuple[str, str]:
+        values = self._values(mapped, remote)
+        client = _client_of(session, scope, provider, remote)
+        row = _find(session, scope, Contract, self.record_type, provider, remote)
+        ids = {provider: remote.remote_id}
+        if row is None:
+            if "name" not in values:
+                raise InvalidInput("name is required to create a contract")
+            row = Contract(
+                ref=new_ref("ctr"),
+                org_id=scope.org_id,
+                client_id=client.id,
+                amount_cents=values.pop("amount_cents", 0),
+                currency=values.pop("currency", "USD"),
+                start_date=values.pop("start_date", None) or at.date(),
+                **values,
+            )
+            _check_contract(row)
+            records.created(
+                session, scope, crm.RecordType.CONTRACTS, row, at=at, external_id_changes=ids
+            )
+            return "created", row.ref
+        before = records.state(row)
+        held = external_ids.ids_of_record(session, crm.RecordType.CONTRACTS, row.id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.client_id = client.id
+        _check_contract(row)
+        changes = ids if held.get(provider) != remote.remote_id else UNSET
+        records.updated(
+            session,
+            scope,
+            crm.RecordType.CONTRACTS,
+            row,
+            before=before,
+            at=at,
+            external_id_changes=changes,
+        )
+        return ("updated" if records.state(row) != before else "unchanged"), row.ref
+
+
+def _check_contract(row: Contract) -> None:
+    crm.check_contract_dates(row.start_date, row.end_date)
+    interval = Interval(row.recurring_interval) if row.recurring_interval else None
+    crm.check_recurring(row.recurring_amount_cents, interval)
+
+
+class Engagements:
+    """Engagements belong to a client and maybe one of its contacts, both linked by their
+    remote ids; each carries its kind (the provider's object for it: a HubSpot call, note…).
+    Coming in, the record's kind is the provider's object; a new engagement without a time
+    happened when it arrived."""
+
+    record_type: RecordType = RecordType.ENGAGEMENTS
+    fields: tuple[str, ...] = ("kind", "occurred_at", "subject", "body")
+
+    def _records(self, session: Session, rows: list[Engagement]) -> list[LocalRecord]:
+        ids = external_ids.ids_of_records(session, crm.RecordType.ENGAGEMENTS, (r.id for r in rows))
+        owners = _owners(session, rows)
+        people = external_ids.ids_of_records(
+            session, crm.RecordType.CONTACTS, {r.contact_id for r in rows if r.contact_id}
+        )
+        found = []
+        for row in rows:
+            links = {RecordType.CLIENTS: owners.get(row.client_id, {})}
+            if row.contact_id is not None:
+                links[RecordType.CONTACTS] = people.get(row.contact_id, {})
+            found.append(
+                LocalRecord(
+                    row.id,
+                    row.ref,
+                    row.subject or f"{row.kind} {row.ref}",
+                    {
+                        "kind": row.kind,
+                        "occurred_at": _iso(row.occurred_at),
+                        "subject": row.subject,
+                        "body": row.body,
+                    },
+                    ids.get(row.id, {}),
+                    (row.updated_at, row.id),
+                    links,
+                    kind=row.kind,
+                )
+            )
+        return found
+
+    def changed(
+        self, session: Session, scope: Scope, after: Position | None, limit: int
+    ) -> list[LocalRecord]:
+        stmt = in_scope(select(Engagement), Engagement, scope)
+        rows = list(session.scalars(_after(stmt, Engagement, after).limit(limit)))
+        return self._records(session, rows)
+
+    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
+        stmt = in_scope(select(Engagement), Engagement, scope).where(Engagement.ref.in_(refs))
+        return self._records(session, list(session.scalars(stmt.order_by(Engagement.id))))
+
+    def upsert(
+        self,
+        session: Session,
+        scope: Scope,
+        provider: str,
+        remote: RemoteRecord,
+        mapped: Mapping[str, Any],
+        at: datetime,
+    ) -> tuple[str, str]:
+        raw_kind = remote.kind or mapped.get("kind")
+        try:
+            kind = EngagementKind(str(raw_kind).lower()).value
+        except ValueError:
+            raise InvalidInput(
+                f"kind must be one of {', '.join(EngagementKind)}, not {raw_kind!r}"
+            ) from None
+        values: dict[str, Any] = {"kind": kind}
+        if "occurred_at" in mapped and mapped["occurred_at"] not in (None, ""):
+            values["occurred_at"] = _moment(mapped["occurred_at"], "occurred_at")
+        if "subject" in mapped:
+            values["subject"] = crm.validate_text(
+                None if mapped["subject"] in (None, "") else str(mapped["subject"]),
+                "subject",
+                MAX_SUBJECT,
+            )
+        if "body" in mapped:
+            values["body"] = crm.validate_text(
+                None if mapped["body"] in (None, "") else str(mapped["body"]),
+                "body",
+                MAX_ENGAGEMENT_BODY,
+                paragraph=True,
+            )
+        client = _client_of(session, scope, provider, remote)
+        contact = _contact_of(session, scope, provider, remote, client)
+        row = _find(session, scope, Engagement, self.record_type, provider, remote)
+        ids = {provider: remote.remote_id}
+        if row is None:
+            row = Engagement(
+                ref=new_ref("eng"),
+                org_id=scope.org_id,
+                client_id=client.id,
+                contact_id=contact.id if contact is not None else None,
+                occurred_at=values.pop("occurred_at", None) or at,
+                **values,
+            )
+            records.created(
+                session, scope, crm.RecordType.ENGAGEMENTS, row, at=at, external_id_changes=ids
+            )
+            return "created", row.ref
+        before = records.state(row)
+        held = external_ids.ids_of_record(session, crm.RecordType.ENGAGEMENTS, row.id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.client_id = client.id
+        row.contact_id = contact.id if contact is not None else None
+        changes = ids if held.get(provider) != remote.remote_id else UNSET
+        records.updated(
+            session,
+            scope,
+            crm.RecordType.ENGAGEMENTS,
+            row,
+            before=before,
+            at=at,
+            external_id_changes=changes,
+        )
+        return ("updated" if records.state(row) != before else "unchanged"), row.ref
+
+
+_SIDES: dict[RecordType, Side] = {
+    RecordType.CLIENTS: Clients(),
+    RecordType.CONTACTS: Contacts(),
+    RecordType.CONTRACTS: Contracts(),
+    RecordType.ENGAGEMENTS: Engagements(),
+}
 
 
 def side(record_type: RecordType) -> Side:

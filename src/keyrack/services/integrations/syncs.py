@@ -24,7 +24,7 @@ from keyrack.storage.tables.integrations import Integration, IntegrationSync
 
 DEFAULT_SCHEDULE_SECONDS = 900
 MAX_SCHEDULE_SECONDS = 7 * 24 * 3600
-SYNCED_TYPES = frozenset({RecordType.CLIENTS, RecordType.CONTACTS})
+SYNCED_TYPES = frozenset(RecordType)
 """Record types the engine reads and writes on Keyrack's side."""
 
 
