@@ -19,6 +19,7 @@ from keyrack.http.routes import (
     contacts,
     contracts,
     engagements,
+    exports,
     handoffs,
     health,
     introspection,
@@ -59,6 +60,7 @@ ROUTERS = (
     engagements.router,
     usage.router,
     pulse.router,
+    exports.router,
     notifications.router,
     webhooks.router,
 )

@@ -59,7 +59,10 @@ def install(app: FastAPI) -> None:
     async def keyrack_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, KeyrackError)
         headers = throttled_headers(exc.retry_after) if isinstance(exc, Throttled) else None
-        return problem(exc.code, exc.detail, request_id=request_id_of(request), headers=headers)
+        extra = getattr(exc, "extra", None)
+        return problem(
+            exc.code, exc.detail, request_id=request_id_of(request), headers=headers, extra=extra
+        )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -22,7 +22,7 @@ from typing import Any
 from keyrack.domain.jobs import WAITING, Every, State
 from keyrack.domain.webhooks import RETRY
 from keyrack.jobs import Handler, Outcome, RunningJob, Schedule, Worker
-from keyrack.services import email, expiry, handoffs, sessions, webhooks
+from keyrack.services import email, expiry, exports, handoffs, sessions, webhooks
 from keyrack.services.context import Context
 from keyrack.services.notices import DELIVER_WEBHOOK, SEND_EMAIL
 
@@ -35,6 +35,7 @@ SCHEDULES = (
     Schedule("expiry", SWEEP_EXPIRY, MINUTE, max_attempts=1),
     Schedule("handoffs", PURGE_HANDOFFS, MINUTE, max_attempts=1),
     Schedule("reveals", PURGE_REVEALS, MINUTE, max_attempts=1),
+    Schedule("exports", exports.PURGE_EXPORTS, MINUTE, max_attempts=1),
 )
 """The periodic jobs (the next period is their retry: one attempt each)."""
 
@@ -52,8 +53,13 @@ def handlers(ctx: Context) -> list[Handler]:
     def purge_reveals(job: RunningJob) -> None:
         job.progress(erased=sessions.purge_expired(ctx))
 
+    def purge_exports(job: RunningJob) -> None:
+        job.progress(expired=exports.purge_expired(ctx))
+
     registry = [
         Handler(DELIVER_WEBHOOK, lambda job: webhooks.deliver(ctx, job), RETRY),
+        Handler(exports.RUN_EXPORT, lambda job: exports.run(ctx, job)),
+        Handler(exports.PURGE_EXPORTS, purge_exports),
         Handler(SWEEP_EXPIRY, sweep_expiry),
         Handler(PURGE_HANDOFFS, purge_handoffs),
         Handler(PURGE_REVEALS, purge_reveals),
