@@ -220,14 +220,14 @@ def byte_range(header: str | None, size: int) -> ByteRange | None:
                 raise RangeNotSatisfiable(f"the file has {size} bytes; {header!r} asks none")
             return ByteRange(max(size - suffix, 0), size - 1) if size else _none(header, size)
         start = int(first)
-        end = int(last) if last else size - 1
+        end = int(last) if last else None
     except ValueError:
         return None
-    if start < 0 or end < start:
+    if start < 0 or (end is not None and end < start):
         return None
     if start >= size:
         return _none(header, size)
-    return ByteRange(start, min(end, size - 1))
+    return ByteRange(start, size - 1 if end is None else min(end, size - 1))
 
 
 def _none(header: str, size: int) -> ByteRange:

@@ -16,7 +16,9 @@ rows stamped from ``updated_since`` up to it, and hands back the clock plus 1 µ
 ``next_updated_since``: a later change gets a later stamp and falls in the next export,
 and a record changed while the job runs is left to the next one (with its new
 values), never written twice in one chain. Pulse responses and usage events are never
-changed; they are taken by their arrival time up to the moment the job starts.
+changed; they are taken by their arrival time up to the moment the job starts
+(a row written by a transaction still open then, stamped earlier, is not: their times
+come from the wall clock, not the change clock).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from keyrack.services.crm import external_ids
 from keyrack.services.crm.scoping import client_in_scope
 from keyrack.storage.paging import Page, paginate
 from keyrack.storage.scoping import within_scope
-from keyrack.storage.tables.base import from_epoch_us
+from keyrack.storage.tables.base import MICROSECOND, from_epoch_us
 from keyrack.storage.tables.crm import (
     ChangeClock,
     Client,
@@ -580,7 +582,7 @@ def plan(session: Session, row: Export, now: datetime) -> Plan:
         last = session.scalar(select(ChangeClock.last_us).where(ChangeClock.org_id == row.org_id))
         watermark = row.updated_since if last is None else from_epoch_us(last + 1)
     else:
-        watermark = now
+        watermark = now + MICROSECOND
     if row.updated_since is not None:
         stmt = stmt.where(source.changed >= row.updated_since)
     if watermark is not None:
