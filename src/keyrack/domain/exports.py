@@ -111,6 +111,8 @@ def columns(fields: Sequence[str], custom: Iterable[str], systems: Iterable[str]
 def cell(value: Any) -> str:
     """One CSV field: empty for a missing value, ``true``/``false``, ISO-8601 times, JSON
     for anything structured."""
+    if type(value) is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -139,25 +141,29 @@ class Encoder:
         self._zip = zlib.compressobj(6, zlib.DEFLATED, 31) if gzipped else None
         self._ready = bytearray()
         self.size = 0
+        # a header as ``columns`` makes it: the fields, then custom fields, then external ids
+        self._plain = [n for n in self.header if not n.startswith((CUSTOM_PREFIX, EXTERNAL_PREFIX))]
+        self._custom = [n[len(CUSTOM_PREFIX) :] for n in self.header if n.startswith(CUSTOM_PREFIX)]
+        self._systems = [
+            n[len(EXTERNAL_PREFIX) :] for n in self.header if n.startswith(EXTERNAL_PREFIX)
+        ]
         if fmt is Format.CSV:
             self._csv.writerow(self.header)
 
     def write(self, record: Mapping[str, Any]) -> None:
         if self.fmt is Format.CSV:
-            self._csv.writerow([cell(self._flat(record, name)) for name in self.header])
+            custom = record.get("custom_fields") or {}
+            systems = record.get("external_ids") or {}
+            self._csv.writerow(
+                [cell(record.get(name)) for name in self._plain]
+                + [cell(custom.get(name)) for name in self._custom]
+                + [cell(systems.get(name)) for name in self._systems]
+            )
         else:
             line = json.dumps(record, ensure_ascii=False, default=_json_default)
             self._text.write(line + "\n")
         if self._text.tell() >= 64 * 1024:
             self._encode()
-
-    @staticmethod
-    def _flat(record: Mapping[str, Any], name: str) -> Any:
-        if name.startswith(CUSTOM_PREFIX) and name not in record:
-            return record.get("custom_fields", {}).get(name[len(CUSTOM_PREFIX) :])
-        if name.startswith(EXTERNAL_PREFIX) and name not in record:
-            return record.get("external_ids", {}).get(name[len(EXTERNAL_PREFIX) :])
-        return record.get(name)
 
     def _encode(self) -> None:
         data = self._text.getvalue().encode()

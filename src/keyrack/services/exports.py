@@ -663,8 +663,8 @@ def _write(ctx: Context, job: RunningJob, row: Export) -> None:
         total = reader.scalar(select(func.count()).select_from(planned.stmt.subquery()))
         _report(ctx, job, row.id, part=None, rows_done=0, rows_total=total)
         encoder = Encoder(Format(row.format), row.gzip, planned.header)
-        result = reader.execute(
-            planned.stmt, execution_options={"stream_results": True, "yield_per": CHUNK_ROWS}
+        result = reader.connection().execute(  # Core rows: no ORM work per row
+            planned.stmt.execution_options(stream_results=True, yield_per=CHUNK_ROWS)
         )
         for chunk in result.partitions():
             ids: Mapping[int, Mapping[str, str]] = {}
