@@ -29,18 +29,17 @@ from pathlib import Path
 from sqlalchemy import insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jobs import postgres_schema  # noqa: E402  (bench/jobs.py: a throwaway schema)
-
-from keyrack.config import Settings  # noqa: E402
-from keyrack.domain.exports import Resource, Status  # noqa: E402
-from keyrack.domain.ids import ulid  # noqa: E402
-from keyrack.domain.tenancy import Scope  # noqa: E402
-from keyrack.services import exports, jobs, tenancy  # noqa: E402
-from keyrack.services.context import Actor, Context  # noqa: E402
-from keyrack.storage.database import Database  # noqa: E402
-from keyrack.storage.migrate import upgrade  # noqa: E402
-from keyrack.storage.tables.base import to_epoch_us  # noqa: E402
-from keyrack.storage.tables.crm import ChangeClock, Client  # noqa: E402
+from jobs import postgres_schema  # bench/jobs.py: a throwaway schema
+from keyrack.config import Settings
+from keyrack.domain.exports import Resource, Status
+from keyrack.domain.ids import ulid
+from keyrack.domain.tenancy import Scope
+from keyrack.services import exports, jobs, tenancy
+from keyrack.services.context import Actor, Context
+from keyrack.storage.database import Database
+from keyrack.storage.migrate import upgrade
+from keyrack.storage.tables.base import to_epoch_us
+from keyrack.storage.tables.crm import ChangeClock, Client
 
 ROWS = int(os.environ.get("KEYRACK_BENCH_ROWS", "100000"))
 ROUNDS = 3
@@ -118,7 +117,11 @@ def export(ctx: Context, scope: Scope) -> float:
 
 
 def report(name: str, url: str) -> None:
-    settings = Settings(database_url=url, secret_key="bench-0123456789abcdefghijklmnopqrstuvwxyz", environment="test")
+    settings = Settings(
+        database_url=url,
+        secret_key="bench-0123456789abcdefghijklmnopqrstuvwxyz",
+        environment="test",
+    )
     ctx = Context(settings=settings, db=Database(url))
     try:
         scope = seed(ctx)

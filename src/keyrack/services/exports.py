@@ -24,6 +24,7 @@ come from the wall clock, not the change clock).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +78,8 @@ PURGE_EXPORTS = "exports.purge"
 MAX_ATTEMPTS = 3
 CHUNK_ROWS = 1000
 """Rows fetched from the server-side cursor at a time."""
+PROGRESS_EVERY = 0.5
+"""Seconds between progress reports (besides one with each part of the file)."""
 
 
 class ExportUnderWay(Conflict):
@@ -666,9 +669,13 @@ def _write(ctx: Context, job: RunningJob, row: Export) -> None:
         result = reader.connection().execute(  # Core rows: no ORM work per row
             planned.stmt.execution_options(stream_results=True, yield_per=CHUNK_ROWS)
         )
+        with_ids = source.record_type is not None and any(
+            name.startswith(rules.EXTERNAL_PREFIX) for name in planned.header
+        )  # no system named in the header: none of these rows has an external id
+        reported = -PROGRESS_EVERY
         for chunk in result.partitions():
             ids: Mapping[int, Mapping[str, str]] = {}
-            if source.record_type is not None:
+            if with_ids and source.record_type is not None:
                 ids = external_ids.ids_of_records(
                     reader, source.record_type, (r._mapping["_id"] for r in chunk)
                 )
@@ -677,9 +684,13 @@ def _write(ctx: Context, job: RunningJob, row: Export) -> None:
             done += len(chunk)
             while encoder.pending >= PART_SIZE:
                 offset = encoder.size
-                _report(ctx, job, row.id, part=(part, offset, encoder.take(PART_SIZE)))
+                stored = (part, offset, encoder.take(PART_SIZE))
+                _report(ctx, job, row.id, part=stored, rows_done=done, bytes=encoder.size)
                 part += 1
-            _report(ctx, job, row.id, part=None, rows_done=done, bytes=encoder.size)
+                reported = time.monotonic()
+            if time.monotonic() - reported >= PROGRESS_EVERY:
+                _report(ctx, job, row.id, part=None, rows_done=done, bytes=encoder.size)
+                reported = time.monotonic()
             if job.should_stop():
                 raise _Stopped
         result.close()
