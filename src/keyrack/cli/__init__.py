@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from keyrack.cli import jobs, keys, queue, requests, server, tenancy
+from keyrack.cli import exports, jobs, keys, queue, requests, server, tenancy
 from keyrack.cli.common import errors
 from keyrack.errors import KeyrackError
 
@@ -30,6 +30,7 @@ app.add_typer(jobs.outbox, name="outbox")
 app.add_typer(requests.app, name="requests")
 app.add_typer(requests.apps_app, name="apps")
 app.add_typer(queue.app, name="jobs")
+app.command()(exports.export)
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ from keyrack.domain.jobs import FINISHED, Priority
 from keyrack.domain.jobs import State as JobState
 from keyrack.domain.tenancy import Scope
 from keyrack.errors import AccessDenied, Conflict, InvalidInput, KeyrackError, NotFound
-from keyrack.jobs import RunningJob, queue
+from keyrack.jobs import Handler, RunningJob, Worker, queue
 from keyrack.jobs import admin as job_admin
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
@@ -830,3 +830,9 @@ def purge_expired(ctx: Context) -> int:
             update(Export).where(Export.id.in_(expired)).values(status=Status.EXPIRED.value)
         )
     return len(expired)
+
+
+def run_waiting(ctx: Context) -> None:
+    """Run the waiting export jobs here, in the calling thread, until none is due (the CLI,
+    when no worker may be running)."""
+    Worker(ctx, [Handler(RUN_EXPORT, lambda job: run(ctx, job))], bulk_concurrency=1).drain()
