@@ -11,7 +11,7 @@ from keyrack.services import jobs
 from keyrack.services.context import Context
 from tests.crm.conftest import CRM, Crm, seed
 
-EXPORTING = (*CRM, "exports:create")
+EXPORTING = (*CRM, "exports:create", "imports:create")
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from keyrack.http.routes import (
     exports,
     handoffs,
     health,
+    imports,
     introspection,
     keys,
     leaks,
@@ -61,6 +62,7 @@ ROUTERS = (
     usage.router,
     pulse.router,
     exports.router,
+    imports.router,
     notifications.router,
     webhooks.router,
 )

@@ -47,6 +47,7 @@ TAGS: dict[str, str] = {
     "usage": "Product usage events and their totals",
     "pulse": "NPS responses and summaries",
     "exports": "Bulk exports of CRM records as CSV or NDJSON files",
+    "imports": "Bulk uploads of CRM records from CSV or NDJSON files",
     "notifications": "In-app notifications",
     "webhooks": "Webhook endpoints and their deliveries",
 }

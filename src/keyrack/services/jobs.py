@@ -22,7 +22,7 @@ from typing import Any
 from keyrack.domain.jobs import WAITING, Every, State
 from keyrack.domain.webhooks import RETRY
 from keyrack.jobs import Handler, Outcome, RunningJob, Schedule, Worker
-from keyrack.services import email, expiry, exports, handoffs, sessions, webhooks
+from keyrack.services import email, expiry, exports, handoffs, imports, sessions, webhooks
 from keyrack.services.context import Context
 from keyrack.services.notices import DELIVER_WEBHOOK, SEND_EMAIL
 
@@ -60,6 +60,7 @@ def handlers(ctx: Context) -> list[Handler]:
         Handler(DELIVER_WEBHOOK, lambda job: webhooks.deliver(ctx, job), RETRY),
         Handler(exports.RUN_EXPORT, lambda job: exports.run(ctx, job)),
         Handler(exports.PURGE_EXPORTS, purge_exports),
+        Handler(imports.RUN_IMPORT, lambda job: imports.run(ctx, job)),
         Handler(SWEEP_EXPIRY, sweep_expiry),
         Handler(PURGE_HANDOFFS, purge_handoffs),
         Handler(PURGE_REVEALS, purge_reveals),

@@ -1,4 +1,4 @@
-"""Bulk exports: the request and the export job as shown."""
+"""Bulk exports and uploads: the requests and the jobs as shown."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyrack.domain.exports import Format, Resource, Status
+from keyrack.domain.imports import Outcome
+from keyrack.domain.imports import Status as ImportStatus
 from keyrack.http.schemas.common import Strict
 from keyrack.http.schemas.crm import Timestamp
 
@@ -52,3 +54,33 @@ class ExportOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     download_expires_at: datetime | None
+
+
+class ImportOut(BaseModel):
+    """An upload job and its counts; ``view.ref`` is its ``id``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(validation_alias="ref", examples=["imp_01HX3Z8Q9R6T0V2W4Y6A8C0E2G"])
+    resource: Resource
+    format: Format
+    status: ImportStatus
+    bytes: int
+    rows_done: int
+    created: int
+    updated: int
+    unchanged: int
+    failed: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ImportRowOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    line: int = Field(description="the line of the file the row starts on (1: the header)")
+    outcome: Outcome
+    record_id: str | None
+    error: str | None = Field(description="for a failed row: why, exactly")
