@@ -56,3 +56,21 @@ def test_keyrack_export_refuses_an_unknown_org_or_resource(
     unknown = runner.invoke(cli, ["export", "clients", "--org", "nope"])
     assert isinstance(unknown.exception, NotFound) and unknown.exception.exit_code == 1
     assert runner.invoke(cli, ["export", "keys", "--org", "acme"]).exit_code == 2
+
+
+def test_keyrack_import_applies_a_file_and_lists_the_failed_rows(
+    runner: CliRunner, seeded: Seeded, ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("keyrack.cli.imports.context", lambda: seeded.ctx)
+    source = tmp_path / "clients.csv"
+    source.write_text("name,health,external_ids.legacy\r\nA,1,a\r\nB,999,b\r\n", encoding="utf-8")
+    args = ["import", "clients", str(source), "--org", seeded.org_slug]
+    first = runner.invoke(cli, [*args, "--json"])
+    assert first.exit_code == 0, first.output
+    body = json.loads(first.stdout)
+    assert (body["created"], body["failed"]) == (1, 1)
+    assert body["failed_rows"] == [{"line": 3, "error": "health must be a score between 0 and 100"}]
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert "0 created, 0 updated, 1 unchanged, 1 failed" in again.stdout
+    assert "line 3: health must be a score" in again.stdout

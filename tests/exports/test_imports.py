@@ -63,14 +63,14 @@ def test_each_row_is_created_or_updated_and_a_bad_row_says_its_line_and_why(
         headers=crm.agency,
     ).json()
     body = (
-        "name,arr_cents,health,custom.note,external_ids.legacy\r\n"
-        "New name,100,50,,A1\r\n"  # line 2: updates the client holding legacy:A1
-        '"Fresh, Inc.",200,,"two\r\nlines",B2\r\n'  # line 3, spanning two lines
-        "Too healthy,1,500,,C3\r\n"  # line 5
-        "Not money,lots,,,D4\r\n"  # line 6
-        ",5,,,E5\r\n"  # line 7: creates without a name
-        "Taken,1,,,A1\r\n"  # line 8: matches A1 too, so an update
-    ).encode()
+        b"name,arr_cents,health,custom.note,external_ids.legacy\r\n"
+        b"New name,100,50,,A1\r\n"  # line 2: updates the client holding legacy:A1
+        b'"Fresh, Inc.",200,,"two\r\nlines",B2\r\n'  # line 3, spanning two lines
+        b"Too healthy,1,500,,C3\r\n"  # line 5
+        b"Not money,lots,,,D4\r\n"  # line 6
+        b",5,,,E5\r\n"  # line 7: creates without a name
+        b"Taken,1,,,A1\r\n"  # line 8: matches A1 too, so an update
+    )
     job = _upload(api, ctx, crm.agency, body)
     assert job["status"] == "succeeded", job
     assert (job["rows_done"], job["created"], job["updated"], job["failed"]) == (6, 1, 2, 3)
@@ -168,9 +168,7 @@ def test_a_100000_row_file_with_1_percent_bad_rows_imports_the_rest_and_again_ch
     assert _state(ctx, crm.org.org_id) == before
 
 
-def test_uploading_needs_imports_create_and_clients_write(
-    api: httpx.Client, crm: Crm
-) -> None:
+def test_uploading_needs_imports_create_and_clients_write(api: httpx.Client, crm: Crm) -> None:
     writer = crm.key("clients:write")
     importer = crm.key("imports:create", "clients:read")
     body = b"name\r\nA\r\n"

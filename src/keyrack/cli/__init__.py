@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from keyrack.cli import exports, jobs, keys, queue, requests, server, tenancy
+from keyrack.cli import exports, imports, jobs, keys, queue, requests, server, tenancy
 from keyrack.cli.common import errors
 from keyrack.errors import KeyrackError
 
@@ -31,6 +31,7 @@ app.add_typer(requests.app, name="requests")
 app.add_typer(requests.apps_app, name="apps")
 app.add_typer(queue.app, name="jobs")
 app.command()(exports.export)
+app.command(name="import")(imports.import_file)
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -38,7 +38,7 @@ from keyrack.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from keyrack.jobs import Discard, RunningJob, queue
+from keyrack.jobs import Discard, Handler, RunningJob, Worker, queue
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm import external_ids, records
@@ -53,6 +53,10 @@ RUN_IMPORT = "import.run"
 UPLOADING = "uploading"
 """The status of an import whose file is still arriving (no job yet)."""
 MAX_ATTEMPTS = 3
+CLIENTS = cast(Table, Client.__table__)
+EXTERNAL_IDS = cast(Table, ExternalId.__table__)
+IMPORT_ROWS = cast(Table, ImportRow.__table__)
+"""Batches go to the tables, not the ORM entities: no per-row ORM work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +398,7 @@ def _apply(ctx: Context, import_id: int, scope: Scope, fmt: Format, batch: list[
             for number, (outcome, ref, error) in sorted(results.items())
         ]
         if outcomes:
-            session.execute(insert(ImportRow), outcomes)
+            session.execute(insert(IMPORT_ROWS), outcomes)
         tally = {o.value: sum(1 for x in outcomes if x["outcome"] == o.value) for o in Outcome}
         session.execute(
             update(Import)
@@ -520,7 +524,7 @@ def _write_batch(
             results[number] = (Outcome.FAILED, None, refused.detail)
     if creates:
         inserted = session.execute(
-            insert(Client).returning(Client.id, Client.ref, sort_by_parameter_order=True),
+            insert(CLIENTS).returning(CLIENTS.c.id, CLIENTS.c.ref, sort_by_parameter_order=True),
             [
                 {
                     "ref": new_ref("cli"),
@@ -537,20 +541,18 @@ def _write_batch(
             results[number] = (Outcome.CREATED, ref, None)
             new_ids.extend(_id_rows(scope, client_id, merged))
         if new_ids:
-            session.execute(insert(ExternalId), new_ids)
+            session.execute(insert(EXTERNAL_IDS), new_ids)
     if updates:
         session.execute(
             update(Client),
             [{"id": cid, **change[1], "updated_at": at} for cid, change in updates.items()],
         )
-        replaced = [
-            cid for cid, change in updates.items() if change[2] != current_ids.get(cid, {})
-        ]
+        replaced = [cid for cid, change in updates.items() if change[2] != current_ids.get(cid, {})]
         if replaced:
             external_ids.forget(session, RecordType.CLIENTS, replaced)
             rows = [r for cid in replaced for r in _id_rows(scope, cid, updates[cid][2])]
             if rows:
-                session.execute(insert(ExternalId), rows)
+                session.execute(insert(EXTERNAL_IDS), rows)
         for cid, change in updates.items():
             results[change[0]] = (Outcome.UPDATED, by_id[cid].ref, None)
     return results
@@ -671,3 +673,8 @@ def counts(ctx: Context, import_id: int) -> dict[str, int]:
             .group_by(ImportRow.outcome)
         )
         return {outcome: int(n) for outcome, n in rows}
+
+
+def run_waiting(ctx: Context) -> None:
+    """Run the waiting import jobs here, in the calling thread (the CLI)."""
+    Worker(ctx, [Handler(RUN_IMPORT, lambda job: run(ctx, job))], bulk_concurrency=1).drain()
