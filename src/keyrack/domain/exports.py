@@ -63,13 +63,16 @@ class Format(enum.StrEnum):
     NDJSON = "ndjson"
 
 
-class Status(enum.StrEnum):
+class ExportStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
     EXPIRED = "expired"
+
+
+Status = ExportStatus
 
 
 UNDER_WAY: tuple[Status, ...] = (Status.QUEUED, Status.RUNNING)

@@ -32,18 +32,22 @@ RESOURCES: tuple[Resource, ...] = (Resource.CLIENTS,)
 WRITE_PERMISSION: dict[Resource, str] = {Resource.CLIENTS: "clients:write"}
 
 
-class Outcome(enum.StrEnum):
+class RowOutcome(enum.StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     FAILED = "failed"
 
 
-class Status(enum.StrEnum):
+class ImportStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+Outcome = RowOutcome
+Status = ImportStatus
 
 
 UNDER_WAY: tuple[Status, ...] = (Status.QUEUED, Status.RUNNING)

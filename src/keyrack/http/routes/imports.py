@@ -27,10 +27,9 @@ PART_BYTES = 1024 * 1024
 FILE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {
-            "text/csv": {"schema": {"type": "string", "format": "binary"}},
-            "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
-        },
+        "description": "the file: CSV (Content-Type text/csv) or NDJSON "
+        "(application/x-ndjson), or say ?format=",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 UPLOAD: dict[int | str, dict[str, Any]] = {413: {"description": "The file is over 1 GiB"}}
