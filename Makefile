@@ -33,5 +33,6 @@ bench: $(STAMP) ## Run the benchmarks (ratios against an in-run baseline)
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/export.py
 
 .PHONY: help install run test check bench

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from keyrack.cli import integrations, jobs, keys, queue, requests, server, tenancy
+from keyrack.cli import exports, imports, integrations, jobs, keys, queue, requests, server, tenancy
 from keyrack.cli.common import errors
 from keyrack.errors import KeyrackError
 
@@ -32,6 +32,8 @@ app.add_typer(requests.apps_app, name="apps")
 app.add_typer(queue.app, name="jobs")
 app.add_typer(integrations.app, name="integrations")
 app.command("diagnose")(integrations.diagnose)
+app.command()(exports.export)
+app.command(name="import")(imports.import_file)
 
 
 def main() -> None:

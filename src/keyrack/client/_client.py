@@ -7,13 +7,13 @@ import json as jsonlib
 from collections.abc import Callable, Generator, Mapping
 from datetime import date, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
 from keyrack.client._errors import KeyrackError, TransportError, error_for
 from keyrack.client._pacing import Pacer, policy_rate, retry_after_seconds
-from keyrack.client._resources import Keys, Pulse, Records, Usage
+from keyrack.client._resources import Exports, Keys, Pulse, Records, Usage
 from keyrack.domain.keys import PREFIX_LENGTH, looks_like_key, mask
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
@@ -119,6 +119,7 @@ class Client:
         self.engagements = Records(self, "/api/v2/engagements")
         self.usage = Usage(self)
         self.pulse = Pulse(self)
+        self.exports = Exports(self)
 
     def __repr__(self) -> str:
         return f"<keyrack.Client {self._masked} {self.base_url}>"
@@ -169,6 +170,22 @@ class Client:
             raise KeyrackError(
                 f"{method} {path} answered {response.status_code} with a body that is not JSON"
             ) from None
+
+    def download(self, path: str, sink: BinaryIO) -> int:
+        """Stream ``GET path`` into ``sink`` (one paced request); returns the bytes written."""
+        with self._pacer.slot():
+            try:
+                with self._http.stream("GET", path) as response:
+                    if response.is_error:
+                        response.read()
+                        raise error_for(response)
+                    written = 0
+                    for chunk in response.iter_bytes():
+                        sink.write(chunk)
+                        written += len(chunk)
+                    return written
+            except httpx.RequestError as exc:
+                raise TransportError(f"GET {path}: {exc}") from exc
 
     def _send(
         self,

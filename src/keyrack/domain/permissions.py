@@ -16,6 +16,7 @@ PERMISSIONS: tuple[str, ...] = (
     "engagements:read",
     "engagements:write",
     "exports:create",
+    "imports:create",
     "integrations:manage",
     "keys:manage",
     "keys:verify",

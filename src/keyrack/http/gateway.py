@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyrack import logging as keyrack_logging
 from keyrack.cache.keycache import CachedVerifier
 from keyrack.domain.admission import Refusal
+from keyrack.domain.imports import MAX_UPLOAD_BYTES
 from keyrack.domain.limits import policy_for
 from keyrack.domain.verification import KeyIdentity
 from keyrack.http.admitter import Admitter, refusal_response
@@ -44,6 +45,8 @@ from keyrack.services.handoffs import LINK_PATH
 from keyrack.services.last_used import LastUsedBuffer
 
 HANDOFF_LINK_PREFIX = LINK_PATH.split("{", 1)[0]
+UPLOADS = {"/api/v2/imports": MAX_UPLOAD_BYTES}
+"""Paths that take a file, streamed to the database: their own body limit."""
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 log = logging.getLogger(__name__)
@@ -132,7 +135,7 @@ class Gateway:
         admitted: tuple[Limiter, str, str] | None = None
         principal: KeyIdentity | None = None
         try:
-            limited = self._limit_body(headers, receive)
+            limited = self._limit_body(headers, receive, UPLOADS.get(path, self.max_body))
             if isinstance(limited, Refusal):
                 await self._refuse(limited, request_id, scope, receive, send_with_headers)
                 return
@@ -168,17 +171,19 @@ class Gateway:
                 self.last_used.count(key_id, minute, status, code, time.perf_counter() - started)
             REQUEST_ID.reset(token)
 
-    def _limit_body(self, headers: dict[str, str], receive: Receive) -> Receive | Refusal:
-        """Refuse bodies over ``max_body_bytes``: by Content-Length, or while streaming."""
+    def _limit_body(
+        self, headers: dict[str, str], receive: Receive, limit: int
+    ) -> Receive | Refusal:
+        """Refuse bodies over ``limit`` (``max_body_bytes``, or an upload's): by
+        Content-Length, or while streaming."""
         length = headers.get("content-length")
         if length is not None:
-            if length.isdigit() and int(length) > self.max_body:
-                return Refusal("payload-too-large", f"the body exceeds {self.max_body} bytes")
+            if length.isdigit() and int(length) > limit:
+                return Refusal("payload-too-large", f"the body exceeds {limit} bytes")
             return receive
         if "transfer-encoding" not in headers:
             return receive
         received = 0
-        limit = self.max_body
 
         async def limited() -> Message:
             nonlocal received

@@ -46,6 +46,8 @@ TAGS: dict[str, str] = {
     "engagements": "Emails, calls, meetings and notes logged against a client",
     "usage": "Product usage events and their totals",
     "pulse": "NPS responses and summaries",
+    "exports": "Bulk exports of CRM records as CSV or NDJSON files",
+    "imports": "Bulk uploads of CRM records from CSV or NDJSON files",
     "notifications": "In-app notifications",
     "webhooks": "Webhook endpoints and their deliveries",
     "integrations": "Connections to other systems, their syncs, runs and per-record outcomes",

@@ -22,7 +22,16 @@ from typing import Any
 from keyrack.domain.jobs import WAITING, Every, State
 from keyrack.domain.webhooks import RETRY
 from keyrack.jobs import Handler, Outcome, RunningJob, Schedule, Worker
-from keyrack.services import email, expiry, handoffs, key_usage, sessions, webhooks
+from keyrack.services import (
+    email,
+    expiry,
+    exports,
+    handoffs,
+    imports,
+    key_usage,
+    sessions,
+    webhooks,
+)
 from keyrack.services.context import Context
 from keyrack.services.integrations import engine as integrations
 from keyrack.services.integrations.runs import RUN_JOB
@@ -41,6 +50,7 @@ SCHEDULES = (
     Schedule("reveals", PURGE_REVEALS, MINUTE, max_attempts=1),
     Schedule("integrations", integrations.TICK_JOB, MINUTE, max_attempts=1),
     Schedule("key-usage", ROLL_UP_USAGE, HOUR, max_attempts=1),
+    Schedule("exports", exports.PURGE_EXPORTS, MINUTE, max_attempts=1),
 )
 """The periodic jobs (the next period is their retry: one attempt each)."""
 
@@ -61,8 +71,14 @@ def handlers(ctx: Context) -> list[Handler]:
     def roll_up_usage(job: RunningJob) -> None:
         job.progress(**dataclasses.asdict(key_usage.roll_up(ctx)))
 
+    def purge_exports(job: RunningJob) -> None:
+        job.progress(expired=exports.purge_expired(ctx))
+
     registry = [
         Handler(DELIVER_WEBHOOK, lambda job: webhooks.deliver(ctx, job), RETRY),
+        Handler(exports.RUN_EXPORT, lambda job: exports.run(ctx, job)),
+        Handler(exports.PURGE_EXPORTS, purge_exports),
+        Handler(imports.RUN_IMPORT, lambda job: imports.run(ctx, job)),
         Handler(SWEEP_EXPIRY, sweep_expiry),
         Handler(PURGE_HANDOFFS, purge_handoffs),
         Handler(PURGE_REVEALS, purge_reveals),

@@ -1,0 +1,213 @@
+"""``/api/v2/imports``: a file of clients streamed into the database and applied by a job,
+each row matched by id or external id to update, else created; a failing row says its
+line and why and stops no other; uploading the same file again changes nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from keyrack.services.context import Context
+from keyrack.storage.tables.crm import Client
+from tests.crm.conftest import Crm
+from tests.exports.conftest import drain
+
+URL = "/api/v2/imports"
+CSV = {"Content-Type": "text/csv"}
+
+
+def _upload(
+    api: httpx.Client, ctx: Context, headers: dict[str, str], body: bytes, **params: str
+) -> dict[str, Any]:
+    content_type = CSV if params.get("format", "csv") == "csv" else {}
+    created = api.post(
+        URL,
+        params={"resource": "clients", **params},
+        content=body,
+        headers={**headers, **content_type},
+    )
+    assert created.status_code == 202, created.text
+    assert created.json()["status"] == "queued"
+    drain(ctx)
+    shown = api.get(f"{URL}/{created.json()['id']}", headers=headers)
+    assert shown.status_code == 200
+    result: dict[str, Any] = shown.json()
+    return result
+
+
+def _failed(api: httpx.Client, job: dict[str, Any], headers: dict[str, str]) -> list[Any]:
+    rows, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"outcome": "failed", "limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.get(f"{URL}/{job['id']}/rows", params=params, headers=headers).json()
+        rows.extend(page["data"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return rows
+
+
+def test_each_row_is_created_or_updated_and_a_bad_row_says_its_line_and_why(
+    api: httpx.Client, crm: Crm, ctx: Context
+) -> None:
+    existing = api.post(
+        "/api/v2/clients",
+        json={"name": "Old name", "external_ids": {"legacy": "A1"}},
+        headers=crm.agency,
+    ).json()
+    body = (
+        b"name,arr_cents,health,custom.note,external_ids.legacy\r\n"
+        b"New name,100,50,,A1\r\n"  # line 2: updates the client holding legacy:A1
+        b'"Fresh, Inc.",200,,"two\r\nlines",B2\r\n'  # line 3, spanning two lines
+        b"Too healthy,1,500,,C3\r\n"  # line 5
+        b"Not money,lots,,,D4\r\n"  # line 6
+        b",5,,,E5\r\n"  # line 7: creates without a name
+        b"Taken,1,,,A1\r\n"  # line 8: matches A1 too, so an update
+    )
+    job = _upload(api, ctx, crm.agency, body)
+    assert job["status"] == "succeeded", job
+    assert (job["rows_done"], job["created"], job["updated"], job["failed"]) == (6, 1, 2, 3)
+    failed = _failed(api, job, crm.agency)
+    assert [(r["line"], r["error"]) for r in failed] == [
+        (5, "health must be a score between 0 and 100"),
+        (6, "arr_cents: 'lots' is not an integer"),
+        (7, "name: required to create a client (no id or external id matched)"),
+    ]
+    shown = api.get(f"/api/v2/clients/{existing['id']}", headers=crm.agency).json()
+    assert (shown["name"], shown["arr_cents"], shown["health"]) == ("Taken", 1, 50)
+    fresh = api.get(
+        "/api/v2/clients", params={"external_id": "legacy:B2"}, headers=crm.agency
+    ).json()["data"][0]
+    assert fresh["name"] == "Fresh, Inc." and fresh["custom_fields"] == {"note": "two\r\nlines"}
+    every = api.get(f"{URL}/{job['id']}/rows", headers=crm.agency).json()["data"]
+    assert [r["line"] for r in every] == [2, 3, 5, 6, 7, 8]
+    assert every[1]["record_id"] == fresh["id"]
+
+
+def test_ndjson_rows_match_by_id_and_a_line_that_is_not_json_fails_alone(
+    api: httpx.Client, crm: Crm, ctx: Context
+) -> None:
+    made = api.post("/api/v2/clients", json={"name": "Acme"}, headers=crm.agency).json()
+    lines = [
+        json.dumps({"id": made["id"], "arr_cents": 7, "custom_fields": {"tier": "gold"}}),
+        "{not json",
+        json.dumps({"name": "Zürich AG", "external_ids": {"crm": "z"}}),
+        json.dumps({"id": "cli_missing", "name": "Ghost"}),
+        json.dumps([1, 2]),
+    ]
+    body = ("\n".join(lines) + "\n").encode()
+    job = _upload(api, ctx, crm.agency, body, format="ndjson")
+    assert (job["created"], job["updated"], job["failed"]) == (1, 1, 3)
+    errors = {r["line"]: r["error"] for r in _failed(api, job, crm.agency)}
+    assert errors[2].startswith("not JSON") and errors[4] == "no client 'cli_missing'"
+    assert errors[5] == "not a JSON object"
+    shown = api.get(f"/api/v2/clients/{made['id']}", headers=crm.agency).json()
+    assert (shown["arr_cents"], shown["custom_fields"]) == (7, {"tier": "gold"})
+
+
+ROWS = int(os.environ.get("KEYRACK_TEST_IMPORT_ROWS", "100000"))
+PG_ROWS = int(os.environ.get("KEYRACK_TEST_IMPORT_PG_ROWS", "20000"))
+"""PostgreSQL applies about 400 rows/s here (each batch's multi-row statements are parsed
+client-side by psycopg): 100,000 rows twice would take ten minutes of the suite."""
+
+
+def _big_file(rows: int) -> tuple[bytes, list[int]]:
+    """``rows`` clients, one in a hundred bad (in one of four ways); the bad rows' lines."""
+    out = io.StringIO()
+    out.write("name,status,arr_cents,health,custom.tier,external_ids.legacy\r\n")
+    bad = []
+    for i in range(rows):
+        line = i + 2
+        name, status, arr, health = f"Client {i}, Ltd", "active", str(i), str(i % 101)
+        if i % 100 == 37:
+            bad.append(line)
+            kind = i % 4
+            if kind == 0:
+                health = "101"
+            elif kind == 1:
+                arr = "12.5"
+            elif kind == 2:
+                status = "asleep"
+            else:
+                name = ""
+        out.write(f'"{name}",{status},{arr},{health},t{i % 3},L{i}\r\n')
+    return out.getvalue().encode(), bad
+
+
+def _state(ctx: Context, org_id: int) -> tuple[int, Any]:
+    with ctx.db.session() as session:
+        row = session.execute(
+            select(func.count(), func.max(Client.updated_at)).where(Client.org_id == org_id)
+        ).one()
+    return int(row[0]), row[1]
+
+
+@pytest.mark.timeout(900)
+def test_a_large_file_with_1_percent_bad_rows_imports_the_rest_and_again_changes_nothing(
+    api: httpx.Client, crm: Crm, ctx: Context
+) -> None:
+    """100,000 rows on SQLite, 20,000 on PostgreSQL (``PG_ROWS``)."""
+    rows = ROWS if ctx.db.dialect == "sqlite" else PG_ROWS
+    body, bad = _big_file(rows)
+    job = _upload(api, ctx, crm.agency, body)
+    assert job["status"] == "succeeded", job
+    assert (job["rows_done"], job["failed"]) == (rows, len(bad))
+    assert job["created"] == rows - len(bad)
+    failed = _failed(api, job, crm.agency)
+    assert [r["line"] for r in failed] == bad
+    assert all(r["error"] for r in failed)
+    before = _state(ctx, crm.org.org_id)
+    assert before[0] == rows - len(bad)
+
+    again = _upload(api, ctx, crm.agency, body)
+    assert (again["created"], again["updated"], again["failed"]) == (0, 0, len(bad))
+    assert again["unchanged"] == rows - len(bad)
+    assert [r["line"] for r in _failed(api, again, crm.agency)] == bad
+    assert _state(ctx, crm.org.org_id) == before
+
+
+def test_uploading_needs_imports_create_and_clients_write(api: httpx.Client, crm: Crm) -> None:
+    writer = crm.key("clients:write")
+    importer = crm.key("imports:create", "clients:read")
+    body = b"name\r\nA\r\n"
+    params = {"resource": "clients"}
+    assert api.post(URL, params=params, content=body, headers={**writer, **CSV}).status_code == 403
+    refused = api.post(URL, params=params, content=body, headers={**importer, **CSV})
+    assert refused.status_code == 403 and "clients:write" in refused.json()["detail"]
+    assert api.get(URL, headers=crm.agency).json()["data"] == []  # nothing half-uploaded shows
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "body"),
+    [
+        ({"resource": "clients"}, {}, b"name\r\nA\r\n"),  # no format
+        ({"resource": "keys"}, CSV, b"name\r\nA\r\n"),
+        ({"resource": "usage"}, CSV, b"name\r\nA\r\n"),  # not uploadable
+        ({"resource": "clients"}, CSV, b""),
+    ],
+)
+def test_bad_uploads_are_400_problems(
+    api: httpx.Client, crm: Crm, params: dict[str, str], headers: dict[str, str], body: bytes
+) -> None:
+    response = api.post(URL, params=params, content=body, headers={**crm.agency, **headers})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_location_keys_upload_lands_in_its_location_and_is_its_own(
+    api: httpx.Client, crm: Crm, ctx: Context
+) -> None:
+    job = _upload(api, ctx, crm.located, b"name,external_ids.x\r\nHere,1\r\n")
+    assert job["created"] == 1
+    listed = api.get("/api/v2/clients", headers=crm.located).json()["data"]
+    assert [c["location_id"] for c in listed] == [crm.org.location_id]
+    assert api.get(f"{URL}/{job['id']}", headers=crm.agency).status_code == 200
+    other = _upload(api, ctx, crm.agency, b"name\r\nThere\r\n")
+    assert api.get(f"{URL}/{other['id']}", headers=crm.located).status_code == 404
