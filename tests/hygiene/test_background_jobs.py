@@ -76,6 +76,9 @@ def test_the_registry_runs_emails_only_where_an_smtp_server_is_set(
         "integration.run",
         "integrations.tick",
         "key_usage.roll_up",
+        "export.run",
+        "exports.purge",
+        "import.run",
     }
     assert {h.kind for h in jobs.handlers(mailing_ctx)} == kinds | {"email.send"}
     worker = jobs.worker(ctx, concurrency=2)
