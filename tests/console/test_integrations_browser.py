@@ -272,20 +272,28 @@ def test_a_direction_turned_off_is_named_by_diagnose_with_who_and_when(
     page: Page, ctx: Context, people: People, hub: HubSpotPeer
 ) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
-    admin, scope, ref = connect(ctx, people, hub)
-    client = clients.create_client(ctx, admin, scope, name="Acme Corp")
-    contacts.create_contact(ctx, admin, scope, client_ref=client.ref, name="Ada", email="a@x.test")
+    """Case 2, "my contacts stopped syncing to my CRM" (engagements do not sync yet:
+    contacts stand in): the admin edits clients inbound and turns contacts outbound off."""
+    _, scope, ref = connect(ctx, people, hub)
+    owner = Actor(label=f"user:{people.owner}")
+    client = clients.create_client(ctx, owner, scope, name="Acme Corp")
+    contacts.create_contact(ctx, owner, scope, client_ref=client.ref, name="Ada", email="a@x.test")
     for record_type in ("clients", "contacts"):
-        syncs.put_sync(ctx, admin, scope, ref, record_type, "outbound", enabled=True)
+        syncs.put_sync(ctx, owner, scope, ref, record_type, "outbound", enabled=True)
     sign_in(page, people.admin)
     page.goto(f"/console/settings/integrations/{ref}")
     run_now(page, ctx)
     expect(page.get_by_role("heading", name="Run")).to_contain_text("succeeded")
     page.get_by_role("link", name="Our HubSpot").click()
+    page.get_by_role("link", name="Edit clients inbound").click()
+    page.get_by_label("Filters").fill('[{"field": "name", "op": "exists"}]')
+    page.get_by_role("button", name="Save sync").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    page.get_by_role("link", name="Our HubSpot").click()
     page.get_by_role("button", name="Turn off contacts outbound").click()
     expect(page.get_by_text("Sync turned off")).to_be_visible()
     contacts.create_contact(
-        ctx, admin, scope, client_ref=client.ref, name="Grace Hopper", email="g@x.test"
+        ctx, owner, scope, client_ref=client.ref, name="Grace Hopper", email="g@x.test"
     )
     run_now(page, ctx)
     page.get_by_role("link", name="Our HubSpot").click()
@@ -295,5 +303,6 @@ def test_a_direction_turned_off_is_named_by_diagnose_with_who_and_when(
     expect(changes.locator(".status")).to_have_text("problem")
     expect(changes).to_contain_text("changed sync:contacts:outbound at")
     expect(changes).to_contain_text(people.admin)
+    expect(changes).to_contain_text("while also editing sync:clients:inbound)")
     expect(page.locator("pre.bundle").first).to_contain_text("Grace Hopper")
     shoot(page, "diagnose-direction-off")
