@@ -156,6 +156,11 @@ def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
         page.goto(str(href))
         assert page.evaluate(WIDER_THAN_THE_WINDOW) == [], href
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, href
+    page.goto(pages[0])
+    page.get_by_role("button", name="Diagnose").click()  # the bundle's <pre> wraps
+    expect(page.get_by_role("heading", name="Diagnosis of Our HubSpot")).to_be_visible()
+    assert page.evaluate(WIDER_THAN_THE_WINDOW) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
 def test_a_sync_page_saves_filters_beside_its_history(
