@@ -1,6 +1,8 @@
 """Settings → Integrations end to end in headless Chromium against the HubSpot fake: a
-connection whose far side revoked the key shows it at a glance; reauthorizing with a new
-key makes it active again; the next run succeeds. Each step ends with a screenshot,
+connection whose far side revoked the key shows it at a glance and diagnose names the
+credential; reauthorizing with a new key makes it active again; the next run succeeds and
+the issue resolves. A filter that skips shows in "test with one record" with the values
+it tested; a direction turned off is named by diagnose with who and when. Each step ends with a screenshot,
 written to docs/screenshots/integrations-*.png when ``KEYRACK_WRITE_SCREENSHOTS=1`` (so
 they stay true without every run rewriting tracked files), else to a temporary folder.
 
@@ -17,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from keyrack.domain.tenancy import Scope
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm import clients
+from keyrack.services.crm import clients, contacts
 from keyrack.services.integrations import connections, syncs
 from tests.fakes.hubspot import INVALID_AUTHENTICATION
 from tests.integrations.peers import HubSpotPeer
@@ -103,6 +105,20 @@ def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
     row.get_by_role("link", name="Our HubSpot").click()
     expect(page.get_by_role("alert")).to_contain_text("unauthorized: Authentication credentials")
     shoot(page, "connection-unauthorized")
+    expect(page.locator(".issues")).to_contain_text("since")
+    page.get_by_role("button", name="Diagnose").click()  # the article's four checks
+    expect(page.get_by_role("heading", name="Diagnosis of Our HubSpot")).to_be_visible()
+    first = page.locator(".checks > li").first
+    expect(first).to_contain_text("credentials")
+    expect(first.locator(".status")).to_have_text("problem")
+    expect(first).to_contain_text("the credential is unauthorized")
+    expect(page.locator("pre.bundle").first).to_contain_text("unauthorized")
+    expect(page.locator("body")).not_to_contain_text(hub.credential["api_key"])
+    with page.expect_download() as fetched:
+        page.get_by_role("link", name="Download Markdown").click()
+    assert fetched.value.suggested_filename.endswith(".md")
+    shoot(page, "diagnose-revoked")
+    page.get_by_role("link", name="Our HubSpot").click()
     page.get_by_role("button", name="Reauthorize").click()  # nothing typed: refused, said why
     expect(page.get_by_role("alert").filter(has_text="type the new API key")).to_be_visible()
     fresh = hub.fake.private_app_token()
@@ -122,6 +138,7 @@ def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
     shoot(page, "run-succeeded")
 
     page.get_by_role("link", name="Our HubSpot").click()
+    expect(page.locator(".issues")).to_have_count(0)  # the clean run resolved it
     expect(page.locator("svg.chart g.bar")).to_have_count(3)
     expect(page.locator("svg.chart .series-synced")).to_have_count(2)
     shoot(page, "connection")
@@ -139,6 +156,11 @@ def test_a_revoked_key_at_a_glance_then_reauthorize_and_the_next_run_succeeds(
         page.goto(str(href))
         assert page.evaluate(WIDER_THAN_THE_WINDOW) == [], href
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, href
+    page.goto(pages[0])
+    page.get_by_role("button", name="Diagnose").click()  # the bundle's <pre> wraps
+    expect(page.get_by_role("heading", name="Diagnosis of Our HubSpot")).to_be_visible()
+    assert page.evaluate(WIDER_THAN_THE_WINDOW) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
 def test_a_sync_page_saves_filters_beside_its_history(
@@ -198,3 +220,94 @@ def test_a_field_renamed_on_the_far_side_shows_the_providers_exact_error_per_rec
     shoot(page, "run-failed-records")
     page.get_by_role("link", name="Our HubSpot").click()
     expect(page.locator(".flash.problem")).to_have_text("last run: 3 of 3 records failed")
+
+
+def connect(ctx: Context, people: People, hub: HubSpotPeer) -> tuple[Actor, Scope, str]:
+    admin = Actor(label=f"user:{people.admin}")
+    scope = Scope(people.org_id)
+    ref = connections.create(
+        ctx,
+        admin,
+        scope,
+        provider="hubspot",
+        name="Our HubSpot",
+        base_url=hub.base_url,
+        credential=hub.credential,
+    ).id
+    return admin, scope, ref
+
+
+def test_a_filter_that_skips_shows_in_test_with_one_record_with_the_values(
+    page: Page, ctx: Context, people: People, hub: HubSpotPeer
+) -> None:
+    page.set_viewport_size({"width": 1280, "height": 900})
+    broken = watch_csp(page)
+    admin, scope, ref = connect(ctx, people, hub)
+    [small] = hub.fake.seed("companies", [{"name": "Small Co", "annualrevenue": "500"}])
+    filters = [
+        {"field": "name", "op": "exists"},
+        {"field": "annualrevenue", "op": "gte", "value": 1000},
+    ]
+    syncs.put_sync(ctx, admin, scope, ref, "clients", "inbound", enabled=True, filters=filters)
+    sign_in(page, people.admin)
+    page.goto(f"/console/settings/integrations/{ref}")
+    run_now(page, ctx)
+    expect(page.get_by_text("0 synced, 1 skipped, 0 failed")).to_be_visible()
+    page.get_by_role("link", name="Our HubSpot").click()
+    page.locator("#test-record_type").select_option("clients")
+    page.locator("#test-direction").select_option("inbound")
+    page.get_by_label("Record id").fill(small)
+    expect(page.get_by_label("Dry run (write nothing)")).to_be_checked()
+    page.get_by_role("button", name="Test record").click()
+    expect(page.get_by_role("heading", name="Test clients inbound")).to_contain_text("skipped")
+    rows = page.locator("table.steps tbody tr").filter(has_text="filter")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator(".status")).to_have_text("passed")
+    expect(rows.nth(1).locator(".status")).to_have_text("skipped")
+    expect(rows.nth(1)).to_contain_text("filters[1] annualrevenue gte 1000: the record holds '500'")
+    rows.nth(1).get_by_text("Data").click()
+    expect(rows.nth(1).locator("pre")).to_contain_text('"tested": "500"')
+    expect(page.locator("body")).not_to_contain_text(hub.credential["api_key"])
+    shoot(page, "test-record-filter")
+    assert clients.list_clients(ctx, scope).data == []  # a dry run wrote nothing
+    assert broken == []
+
+
+def test_a_direction_turned_off_is_named_by_diagnose_with_who_and_when(
+    page: Page, ctx: Context, people: People, hub: HubSpotPeer
+) -> None:
+    page.set_viewport_size({"width": 1280, "height": 900})
+    """Case 2, "my contacts stopped syncing to my CRM" (engagements do not sync yet:
+    contacts stand in): the admin edits clients inbound and turns contacts outbound off."""
+    _, scope, ref = connect(ctx, people, hub)
+    owner = Actor(label=f"user:{people.owner}")
+    client = clients.create_client(ctx, owner, scope, name="Acme Corp")
+    contacts.create_contact(ctx, owner, scope, client_ref=client.ref, name="Ada", email="a@x.test")
+    for record_type in ("clients", "contacts"):
+        syncs.put_sync(ctx, owner, scope, ref, record_type, "outbound", enabled=True)
+    sign_in(page, people.admin)
+    page.goto(f"/console/settings/integrations/{ref}")
+    run_now(page, ctx)
+    expect(page.get_by_role("heading", name="Run")).to_contain_text("succeeded")
+    page.get_by_role("link", name="Our HubSpot").click()
+    page.get_by_role("link", name="Edit clients inbound").click()
+    page.get_by_label("Filters").fill('[{"field": "name", "op": "exists"}]')
+    page.get_by_role("button", name="Save sync").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    page.get_by_role("link", name="Our HubSpot").click()
+    page.get_by_role("button", name="Turn off contacts outbound").click()
+    expect(page.get_by_text("Sync turned off")).to_be_visible()
+    contacts.create_contact(
+        ctx, owner, scope, client_ref=client.ref, name="Grace Hopper", email="g@x.test"
+    )
+    run_now(page, ctx)
+    page.get_by_role("link", name="Our HubSpot").click()
+    expect(page.locator(".issues")).to_contain_text("direction-off")
+    page.get_by_role("button", name="Diagnose").click()
+    changes = page.locator(".checks > li").filter(has_text="recent-changes")
+    expect(changes.locator(".status")).to_have_text("problem")
+    expect(changes).to_contain_text("changed sync:contacts:outbound at")
+    expect(changes).to_contain_text(people.admin)
+    expect(changes).to_contain_text("while also editing sync:clients:inbound)")
+    expect(page.locator("pre.bundle").first).to_contain_text("Grace Hopper")
+    shoot(page, "diagnose-direction-off")

@@ -1,5 +1,6 @@
 """Settings → Integrations: connections and their status, reauthorize, syncs per record
-type and direction, change history, runs over time, a run's records, retry.
+type and direction, change history, runs over time, a run's records, retry; the open
+issues, test with one record, and diagnose with its support bundle (shown and downloadable).
 
 Thin over ``services.integrations`` (the same calls as ``/api/v2/integrations``), so
 every save lands in the connection's change history. A credential typed into a form is
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Form, Path, Query, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from keyrack.console.charts import RunBar, runs_chart
 from keyrack.console.web import (
@@ -27,14 +28,15 @@ from keyrack.console.web import (
     render,
     see_other,
 )
+from keyrack.domain import diagnosis as rules
 from keyrack.domain.sync_rules import OPS, TRANSFORMS
 from keyrack.domain.tenancy import Scope
-from keyrack.errors import InvalidInput
+from keyrack.errors import InvalidInput, NotFound
 from keyrack.integrations.connector import Direction
 from keyrack.integrations.connectors import CONNECTORS
 from keyrack.routing import Router
-from keyrack.services.context import Context
-from keyrack.services.integrations import connections, runs, syncs
+from keyrack.services.context import Actor, Context
+from keyrack.services.integrations import connections, diagnosis, issues, runs, syncs
 from keyrack.services.integrations.connections import OAUTH_KEYS, ConnectionView
 from keyrack.services.integrations.runs import RunView
 from keyrack.services.integrations.syncs import SyncView
@@ -206,6 +208,10 @@ def _connection_page(
     changes_cursor: str | None = None,
     notice: str | None = None,
     reauth_error: str | None = None,
+    test_error: str | None = None,
+    test_typed: dict[str, Any] | None = None,
+    diagnose_error: str | None = None,
+    diagnose_typed: dict[str, str] | None = None,
     status: int = 200,
 ) -> HTMLResponse:
     view = connections.get(ctx, scope, ref)
@@ -233,6 +239,12 @@ def _connection_page(
         oauth_keys=OAUTH_KEYS,
         notice=NOTICES.get(notice or ""),
         reauth_error=reauth_error,
+        issues=issues.list_issues(ctx, scope, ref, status="open", limit=PAGE_SIZE).data,
+        record_types=sorted(syncs.SYNCED_TYPES),
+        test_error=test_error,
+        test_typed=test_typed or {"dry_run": True},
+        diagnose_error=diagnose_error,
+        diagnose_typed=diagnose_typed or {},
     )
 
 
@@ -494,3 +506,139 @@ def run_page(
 def retry(ctx: CtxDep, ref: Ref, run_ref: Ref, current: AdminDep, actor: ActorDep) -> Response:
     run = runs.retry_run(ctx, actor, _scope(current), ref, run_ref)
     return see_other(f"{PAGE}/{ref}/runs/{run.id}?notice=retried")
+
+
+RecordTypeForm = Annotated[str, Form(max_length=32)]
+DirectionForm = Annotated[str, Form(max_length=16)]
+
+
+@router.post("/{ref}/test-record", dependencies=[CsrfDep])
+def test_one_record(
+    ctx: CtxDep,
+    request: Request,
+    ref: Ref,
+    current: AdminDep,
+    actor: ActorDep,
+    record_type: RecordTypeForm = "",
+    direction: DirectionForm = "",
+    record_id: Annotated[str, Form(max_length=200)] = "",
+    dry_run: Annotated[str, Form(max_length=3)] = "",
+) -> Response:
+    """Every step of the pipeline for one record (``diagnosis.test_record``); a dry run
+    unless the box is unticked."""
+    scope = _scope(current)
+    typed = {
+        "record_type": record_type,
+        "direction": direction,
+        "record_id": record_id,
+        "dry_run": dry_run == "yes",
+    }
+    try:
+        if not record_id.strip():
+            raise InvalidInput("record_id: give the id of the record to test")
+        view = diagnosis.test_record(
+            ctx,
+            actor,
+            scope,
+            ref,
+            record_type=record_type,
+            direction=direction,
+            record_id=record_id.strip(),
+            dry_run=dry_run == "yes",
+        )
+    except InvalidInput as exc:
+        return _connection_page(
+            ctx, request, scope, ref, test_error=exc.detail, test_typed=typed, status=400
+        )
+    return render(
+        request,
+        "integration_test.html",
+        connection=connections.get(ctx, scope, ref),
+        test=view,
+        steps=[(s, _pretty(s.data) if s.data else "") for s in view.steps],
+    )
+
+
+def _diagnosis(
+    ctx: Context, actor: Actor, scope: Scope, ref: str, record_type: str, direction: str
+) -> diagnosis.DiagnosisView:
+    return diagnosis.diagnose(
+        ctx, actor, scope, ref, record_type=record_type or None, direction=direction or None
+    )
+
+
+@router.post("/{ref}/diagnose", dependencies=[CsrfDep])
+def diagnose(
+    ctx: CtxDep,
+    request: Request,
+    ref: Ref,
+    current: AdminDep,
+    actor: ActorDep,
+    record_type: RecordTypeForm = "",
+    direction: DirectionForm = "",
+) -> Response:
+    """The four checks with their verdicts, then the support bundle (JSON and Markdown)."""
+    scope = _scope(current)
+    typed = {"record_type": record_type, "direction": direction}
+    try:
+        view = _diagnosis(ctx, actor, scope, ref, record_type, direction)
+    except InvalidInput as exc:
+        return _connection_page(
+            ctx, request, scope, ref, diagnose_error=exc.detail, diagnose_typed=typed, status=400
+        )
+    query = urlencode({k: v for k, v in typed.items() if v})
+    return render(
+        request,
+        "integration_diagnosis.html",
+        connection=connections.get(ctx, scope, ref),
+        diagnosis=view,
+        checks=[(c, _pretty(c.data) if c.data else "") for c in view.checks],
+        bundle_json=_pretty(view.bundle),
+        query=f"?{query}" if query else "",
+    )
+
+
+def _attachment(body: str, filename: str, media_type: str) -> Response:
+    return PlainTextResponse(
+        body,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+BundleFormat = Annotated[str, Path(pattern="^(json|md)$")]
+RecordTypeQuery = Annotated[str, Query(pattern="^(|clients|contacts|contracts|engagements)$")]
+DirectionQuery = Annotated[str, Query(pattern="^(|inbound|outbound)$")]
+
+
+@router.get("/{ref}/diagnose/bundle.{fmt}")
+def diagnosis_bundle(
+    ctx: CtxDep,
+    ref: Ref,
+    fmt: BundleFormat,
+    current: AdminDep,
+    actor: ActorDep,
+    record_type: RecordTypeQuery = "",
+    direction: DirectionQuery = "",
+) -> Response:
+    """The support bundle, diagnosed afresh, as a file to attach to the email to support."""
+    view = _diagnosis(ctx, actor, _scope(current), ref, record_type, direction)
+    name = f"keyrack-diagnosis-{view.integration_id}"
+    if fmt == "json":
+        return _attachment(_pretty(view.bundle), f"{name}.json", "application/json")
+    return _attachment(view.markdown, f"{name}.md", "text/markdown; charset=utf-8")
+
+
+@router.get("/{ref}/issues/{issue_ref}/bundle.{fmt}")
+def issue_bundle(
+    ctx: CtxDep, ref: Ref, issue_ref: Ref, fmt: BundleFormat, current: AdminDep
+) -> Response:
+    """The bundle taken when the issue opened (scrubbed then, like every bundle)."""
+    issue = issues.get_issue(ctx, _scope(current), ref, issue_ref)
+    if issue.bundle is None:
+        raise NotFound(f"issue {issue.id} has no bundle")
+    bundle = issue.bundle
+    name = f"keyrack-issue-{issue.id}"
+    if fmt == "json":
+        return _attachment(_pretty(bundle), f"{name}.json", "application/json")
+    return _attachment(rules.markdown(bundle), f"{name}.md", "text/markdown; charset=utf-8")

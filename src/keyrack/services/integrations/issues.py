@@ -21,6 +21,7 @@ from keyrack.domain import diagnosis as rules
 from keyrack.domain.diagnosis import Cause, SyncFacts, SyncRunFacts
 from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import Scope
+from keyrack.errors import NotFound
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.services.integrations import connections, syncs
@@ -238,3 +239,17 @@ def list_issues(
             stmt = stmt.where(IntegrationIssue.resolved_at.is_not(None))
         page = paginate(session, stmt, IntegrationIssue.id, limit=limit, cursor=cursor)
         return page.map(lambda issue: IssueView.of(issue, row.ref))
+
+
+def get_issue(ctx: Context, scope: Scope, ref: str, issue_ref: str) -> IssueView:
+    """One issue of the connection, open or resolved (``NotFound`` otherwise)."""
+    with ctx.db.session() as session:
+        row = connections.row_in_scope(session, scope, ref)
+        issue = session.scalars(
+            select(IntegrationIssue).where(
+                IntegrationIssue.integration_id == row.id, IntegrationIssue.ref == issue_ref
+            )
+        ).one_or_none()
+        if issue is None:
+            raise NotFound(f"no issue {issue_ref} on this connection")
+        return IssueView.of(issue, row.ref)
