@@ -386,10 +386,11 @@ def test_bad_diagnostics_requests_are_problems(api_: Api, hub: HubSpotPeer) -> N
     body = {"record_type": "clients", "direction": "outbound", "record_id": "cli_nope"}
     gone = api_.call("POST", f"{BASE}/{ref}/test-record", json=body)
     assert gone["outcome"] == "failed" and gone["steps"][-1]["name"] == "load"
+    deal = api_.call("POST", f"{BASE}/{ref}/test-record", json={**body, "record_type": "contracts"})
+    assert deal["outcome"] == "failed" and "no contracts cli_nope" in deal["steps"][-1]["detail"]
     for method, path, payload, status in [
         ("POST", f"{BASE}/{ref}/test-record", {**body, "record_type": "widgets"}, 400),
         ("POST", f"{BASE}/{ref}/test-record", {**body, "direction": "engagements"}, 400),
-        ("POST", f"{BASE}/{ref}/test-record", {**body, "record_type": "contracts"}, 400),
         ("POST", f"{BASE}/{ref}/test-record", {"record_type": "clients"}, 400),
         ("POST", f"{BASE}/{ref}/diagnose", {"direction": "sideways"}, 400),
         ("POST", f"{BASE}/{ref}/diagnose", {"since": "yesterday"}, 400),
