@@ -22,9 +22,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from keyrack.domain.crm import EngagementKind
 from keyrack.services import jobs
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm import clients, contacts
+from keyrack.services.crm import clients, engagements
 from keyrack.services.integrations import syncs
 from keyrack.storage.tables.notices import Notification
 from tests.conftest import MutableClock, Seeded, seed_org
@@ -136,7 +137,7 @@ def normalized(value: Any, hub: HubSpotPeer) -> Any:
             match.group(0), f"{kind}_{sum(k.startswith(kind) for k in seen) + 1:026d}"
         )
 
-    text = re.sub(r"\b(int|run|cli|con|iss|key)_[0-9A-HJKMNP-TV-Z]{26}\b", stable, text)
+    text = re.sub(r"\b(int|run|cli|con|eng|iss|key)_[0-9A-HJKMNP-TV-Z]{26}\b", stable, text)
     remote: dict[str, str] = {}
     text = re.sub(
         r'("remote_id": ")(\d+)(")',
@@ -213,48 +214,53 @@ def test_a_revoked_key_is_named_by_diagnose_and_the_issue_resolves_after_reautho
 def test_a_direction_turned_off_while_editing_another_is_pointed_at_with_who_and_when(
     ctx: Context, api_: Api, hub: HubSpotPeer, clock: MutableClock
 ) -> None:
-    """Case 2: "my contacts stopped syncing to my CRM" — someone turned off contacts
-    outbound while editing clients inbound (engagements do not sync yet: contacts stand in)."""
+    """Case 2: "my engagements stopped syncing to my CRM" — someone turned off engagements
+    outbound while editing clients inbound."""
     ref = api_.connect(hub)
     scope = api_.org.scope
     client = clients.create_client(ctx, DANA, scope, name="Acme Corp")
-    contacts.create_contact(
-        ctx, DANA, scope, client_ref=client.ref, name="Ada Lovelace", email="ada@acme.test"
+    engagements.create_engagement(
+        ctx, DANA, scope, client_ref=client.ref, kind=EngagementKind.CALL, subject="Kickoff call"
     )
-    for record_type in ("clients", "contacts"):
+    for record_type in ("clients", "engagements"):
         api_.call("PUT", f"{BASE}/{ref}/syncs/{record_type}/outbound", json={"enabled": True})
-    assert api_.run(ref)["status"] == "succeeded"
+    first = api_.run(ref)
+    assert first["status"] == "succeeded"
+    assert first["counts"]["engagements"]["outbound"]["synced"] == 1
 
     clock.advance(timedelta(hours=3))
     filters = [{"field": "name", "op": "exists"}]
     syncs.put_sync(ctx, DANA, scope, ref, "clients", "inbound", enabled=True, filters=filters)
     clock.advance(timedelta(seconds=40))
-    syncs.put_sync(ctx, DANA, scope, ref, "contacts", "outbound", enabled=False)
+    syncs.put_sync(ctx, DANA, scope, ref, "engagements", "outbound", enabled=False)
     clock.advance(timedelta(hours=2))
     late = [
-        contacts.create_contact(
-            ctx, DANA, scope, client_ref=client.ref, name=name, email=f"{name.lower()}@acme.test"
+        engagements.create_engagement(
+            ctx, DANA, scope, client_ref=client.ref, kind=kind, subject=subject
         )
-        for name in ("Grace", "Linus")
+        for kind, subject in (
+            (EngagementKind.CALL, "Renewal call"),
+            (EngagementKind.NOTE, "Pricing note"),
+        )
     ]
-    assert "contacts" not in api_.run(ref)["counts"]
+    assert "engagements" not in api_.run(ref)["counts"]
     [issue] = api_.issues(ref, status="open")
     assert (issue["kind"], issue["record_type"], issue["direction"]) == (
         "direction-off",
-        "contacts",
+        "engagements",
         "outbound",
     )
     assert "dana@acme.test" in issue["summary"]
 
     found = api_.diagnose(ref)  # nothing asked: it finds the direction that stopped
     assert [(a["record_type"], a["direction"]) for a in found["bundle"]["affected"]] == [
-        ("contacts", "outbound")
+        ("engagements", "outbound")
     ]
     assert check(found, "direction-and-filters")["verdict"] == "problem"
     changes = check(found, "recent-changes")
     assert changes["verdict"] == "problem"
     assert changes["suspect"]["actor"] == "dana@acme.test"
-    assert changes["suspect"]["what"] == "sync:contacts:outbound"
+    assert changes["suspect"]["what"] == "sync:engagements:outbound"
     assert changes["suspect"]["after"] == {"enabled": False}
     assert changes["suspect"]["occurred_at"].startswith("2026-01-05T12:0")
     assert [c["what"] for c in changes["nearby"]] == ["sync:clients:inbound"]
@@ -262,13 +268,15 @@ def test_a_direction_turned_off_while_editing_another_is_pointed_at_with_who_and
     single = check(found, "single-record")
     assert single["test"]["outcome"] == "would-sync" and "direction is off" in single["summary"]
     bundle = found["bundle"]
-    assert {e["local_id"] for e in bundle["examples"]} == {c.ref for c in late}
-    assert {e["name"] for e in bundle["examples"]} == {"Grace", "Linus"}
-    assert "dana@acme.test" in found["markdown"] and "sync:contacts:outbound" in found["markdown"]
+    assert {e["local_id"] for e in bundle["examples"]} == {e.ref for e in late}
+    assert {e["name"] for e in bundle["examples"]} == {"Renewal call", "Pricing note"}
+    assert "dana@acme.test" in found["markdown"]
+    assert "sync:engagements:outbound" in found["markdown"]
     compare_example("support-bundle-direction-off", found, hub)
 
-    api_.call("PUT", f"{BASE}/{ref}/syncs/contacts/outbound", json={"enabled": True})
-    assert api_.run(ref)["counts"]["contacts"]["outbound"]["synced"] == 2
+    api_.call("PUT", f"{BASE}/{ref}/syncs/engagements/outbound", json={"enabled": True})
+    assert api_.run(ref)["counts"]["engagements"]["outbound"]["synced"] == 2
+    assert (hub.fake.count("calls"), hub.fake.count("notes")) == (2, 1)
     assert api_.issues(ref, status="open") == []
     assert_no_secret(api_.answers, hub.credential["api_key"], api_.org.secret)
 
@@ -378,10 +386,11 @@ def test_bad_diagnostics_requests_are_problems(api_: Api, hub: HubSpotPeer) -> N
     body = {"record_type": "clients", "direction": "outbound", "record_id": "cli_nope"}
     gone = api_.call("POST", f"{BASE}/{ref}/test-record", json=body)
     assert gone["outcome"] == "failed" and gone["steps"][-1]["name"] == "load"
+    deal = api_.call("POST", f"{BASE}/{ref}/test-record", json={**body, "record_type": "contracts"})
+    assert deal["outcome"] == "failed" and "no contracts cli_nope" in deal["steps"][-1]["detail"]
     for method, path, payload, status in [
         ("POST", f"{BASE}/{ref}/test-record", {**body, "record_type": "widgets"}, 400),
         ("POST", f"{BASE}/{ref}/test-record", {**body, "direction": "engagements"}, 400),
-        ("POST", f"{BASE}/{ref}/test-record", {**body, "record_type": "contracts"}, 400),
         ("POST", f"{BASE}/{ref}/test-record", {"record_type": "clients"}, 400),
         ("POST", f"{BASE}/{ref}/diagnose", {"direction": "sideways"}, 400),
         ("POST", f"{BASE}/{ref}/diagnose", {"since": "yesterday"}, 400),

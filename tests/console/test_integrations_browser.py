@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from keyrack.domain.crm import EngagementKind
 from keyrack.domain.tenancy import Scope
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm import clients, contacts
+from keyrack.services.crm import clients, engagements
 from keyrack.services.integrations import connections, syncs
 from tests.fakes.hubspot import INVALID_AUTHENTICATION
 from tests.integrations.peers import HubSpotPeer
@@ -276,14 +277,16 @@ def test_a_filter_that_skips_shows_in_test_with_one_record_with_the_values(
 def test_a_direction_turned_off_is_named_by_diagnose_with_who_and_when(
     page: Page, ctx: Context, people: People, hub: HubSpotPeer
 ) -> None:
+    """Case 2, "my engagements stopped syncing to my CRM": the admin edits clients inbound
+    and turns engagements outbound off."""
     page.set_viewport_size({"width": 1280, "height": 900})
-    """Case 2, "my contacts stopped syncing to my CRM" (engagements do not sync yet:
-    contacts stand in): the admin edits clients inbound and turns contacts outbound off."""
     _, scope, ref = connect(ctx, people, hub)
     owner = Actor(label=f"user:{people.owner}")
     client = clients.create_client(ctx, owner, scope, name="Acme Corp")
-    contacts.create_contact(ctx, owner, scope, client_ref=client.ref, name="Ada", email="a@x.test")
-    for record_type in ("clients", "contacts"):
+    engagements.create_engagement(
+        ctx, owner, scope, client_ref=client.ref, kind=EngagementKind.CALL, subject="Kickoff call"
+    )
+    for record_type in ("clients", "engagements"):
         syncs.put_sync(ctx, owner, scope, ref, record_type, "outbound", enabled=True)
     sign_in(page, people.admin)
     page.goto(f"/console/settings/integrations/{ref}")
@@ -295,19 +298,21 @@ def test_a_direction_turned_off_is_named_by_diagnose_with_who_and_when(
     page.get_by_role("button", name="Save sync").click()
     expect(page.get_by_text("Saved.")).to_be_visible()
     page.get_by_role("link", name="Our HubSpot").click()
-    page.get_by_role("button", name="Turn off contacts outbound").click()
+    page.get_by_role("button", name="Turn off engagements outbound").click()
     expect(page.get_by_text("Sync turned off")).to_be_visible()
-    contacts.create_contact(
-        ctx, owner, scope, client_ref=client.ref, name="Grace Hopper", email="g@x.test"
+    engagements.create_engagement(
+        ctx, owner, scope, client_ref=client.ref, kind=EngagementKind.NOTE, subject="Renewal notes"
     )
     run_now(page, ctx)
     page.get_by_role("link", name="Our HubSpot").click()
     expect(page.locator(".issues")).to_contain_text("direction-off")
     page.get_by_role("button", name="Diagnose").click()
+    direction = page.locator(".checks > li").filter(has_text="direction-and-filters")
+    expect(direction).to_contain_text("engagements outbound is turned off")
     changes = page.locator(".checks > li").filter(has_text="recent-changes")
     expect(changes.locator(".status")).to_have_text("problem")
-    expect(changes).to_contain_text("changed sync:contacts:outbound at")
+    expect(changes).to_contain_text("changed sync:engagements:outbound at")
     expect(changes).to_contain_text(people.admin)
     expect(changes).to_contain_text("while also editing sync:clients:inbound)")
-    expect(page.locator("pre.bundle").first).to_contain_text("Grace Hopper")
+    expect(page.locator("pre.bundle").first).to_contain_text("Renewal notes")
     shoot(page, "diagnose-direction-off")
