@@ -70,9 +70,19 @@ class Retirement(NamedTuple):
     idle_days: int | None = None
 
 
+class Deadlines(NamedTuple):
+    """A key's deadlines and retirement; most keys have none (``KeyProfile.deadlines`` is
+    then None)."""
+
+    expires_at: datetime | None
+    secret_valid_until: datetime | None
+    retired: Retirement | None
+
+
 class KeyProfile(NamedTuple):
-    """What a key shares with many others (its organization, limits, permissions, address
-    ranges): one interned copy serves them all (``KeyIdentity.shared``)."""
+    """All of a key but its id, ref and name: what it shares with many others (its
+    organization, limits, permissions, address ranges; its deadlines, which most keys do
+    not have). One interned copy serves every key with the same (``KeyIdentity.shared``)."""
 
     org_id: int
     org_slug: str
@@ -87,33 +97,24 @@ class KeyProfile(NamedTuple):
     allowed_cidrs: tuple[str, ...]
     allowed_origins: tuple[str, ...]
     owner_is_staff: bool
+    deadlines: Deadlines | None
     ref_length: int
     """Where the ref ends in ``KeyIdentity._label`` (ref and name are one string)."""
-
-
-class Deadlines(NamedTuple):
-    """A key's deadlines and retirement; most keys have none (``KeyIdentity.deadlines``
-    is then None)."""
-
-    expires_at: datetime | None
-    secret_valid_until: datetime | None
-    retired: Retirement | None
 
 
 class KeyIdentity:
     """What a verified secret stands for: a cacheable snapshot, no secret inside.
 
-    Compact, since the verification cache holds one per key (four slots: the key id, ref
-    and name as one string, the shared ``KeyProfile``, the ``Deadlines`` or None); every
-    field reads as an attribute. Immutable.
+    Compact, since the verification cache holds one per key: three slots (the key id,
+    ref and name as one string, the shared ``KeyProfile``); every field reads as an
+    attribute. Immutable.
     """
 
-    __slots__ = ("_label", "deadlines", "key_id", "profile")
+    __slots__ = ("_label", "key_id", "profile")
 
     key_id: int
     _label: str
     profile: KeyProfile
-    deadlines: Deadlines | None
 
     def __init__(
         self,
@@ -138,6 +139,11 @@ class KeyIdentity:
         owner_is_staff: bool = False,
         retired: Retirement | None = None,
     ) -> None:
+        deadlines = (
+            None
+            if expires_at is None and secret_valid_until is None and retired is None
+            else Deadlines(expires_at, secret_valid_until, retired)
+        )
         profile = KeyProfile(
             org_id,
             org_slug,
@@ -152,23 +158,16 @@ class KeyIdentity:
             allowed_cidrs,
             allowed_origins,
             owner_is_staff,
+            deadlines,
             len(ref),
         )
-        deadlines = (
-            None
-            if expires_at is None and secret_valid_until is None and retired is None
-            else Deadlines(expires_at, secret_valid_until, retired)
-        )
-        self._set(key_id, ref + name, profile, deadlines)
+        self._set(key_id, ref + name, profile)
 
-    def _set(
-        self, key_id: int, label: str, profile: KeyProfile, deadlines: Deadlines | None
-    ) -> None:
+    def _set(self, key_id: int, label: str, profile: KeyProfile) -> None:
         setter = object.__setattr__
         setter(self, "key_id", key_id)
         setter(self, "_label", label)
         setter(self, "profile", profile)
-        setter(self, "deadlines", deadlines)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"KeyIdentity is immutable ({name})")
@@ -187,7 +186,7 @@ class KeyIdentity:
             )
             shared[profile] = profile
         compact = object.__new__(KeyIdentity)
-        compact._set(self.key_id, self._label, profile, self.deadlines)
+        compact._set(self.key_id, self._label, profile)
         return compact
 
     def replace(self, **changes: Any) -> KeyIdentity:
@@ -198,15 +197,14 @@ class KeyIdentity:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KeyIdentity):
             return NotImplemented
-        return (self.key_id, self._label, self.profile, self.deadlines) == (
+        return (self.key_id, self._label, self.profile) == (
             other.key_id,
             other._label,
             other.profile,
-            other.deadlines,
         )
 
     def __hash__(self) -> int:
-        return hash((self.key_id, self._label, self.profile, self.deadlines))
+        return hash((self.key_id, self._label, self.profile))
 
     def __repr__(self) -> str:
         return f"KeyIdentity(key_id={self.key_id!r}, ref={self.ref!r}, org_id={self.org_id!r})"
@@ -273,25 +271,32 @@ class KeyIdentity:
         return self.profile.owner_is_staff
 
     @property
+    def deadlines(self) -> Deadlines | None:
+        return self.profile.deadlines
+
+    @property
     def expires_at(self) -> datetime | None:
-        return None if self.deadlines is None else self.deadlines.expires_at
+        deadlines = self.profile.deadlines
+        return None if deadlines is None else deadlines.expires_at
 
     @property
     def secret_valid_until(self) -> datetime | None:
-        return None if self.deadlines is None else self.deadlines.secret_valid_until
+        deadlines = self.profile.deadlines
+        return None if deadlines is None else deadlines.secret_valid_until
 
     @property
     def retired(self) -> Retirement | None:
         """Set when the secret it was found under stopped working for good (the key's own
         state may have moved on since)."""
-        return None if self.deadlines is None else self.deadlines.retired
+        deadlines = self.profile.deadlines
+        return None if deadlines is None else deadlines.retired
 
 
 _FIELDS = (
     "key_id",
     "ref",
     "name",
-    *(name for name in KeyProfile._fields if name != "ref_length"),
+    *(name for name in KeyProfile._fields if name not in ("deadlines", "ref_length")),
     *Deadlines._fields,
 )
 
@@ -368,13 +373,13 @@ def check(identity: KeyIdentity | None, clock: Clock) -> Verdict:
     """
     if identity is None:
         return NOT_FOUND
-    deadlines = identity.deadlines
+    profile = identity.profile
+    deadlines = profile.deadlines
     if deadlines is not None:
         if deadlines.retired is not None:
             return Verdict(deadlines.retired.reason.status, identity)
         if deadlines.secret_valid_until is not None and clock() >= deadlines.secret_valid_until:
             return Verdict(VerdictStatus.REVOKED, identity)
-    profile = identity.profile
     if profile.status is KeyStatus.REVOKED:
         return Verdict(VerdictStatus.REVOKED, identity)
     if profile.status is KeyStatus.EXPIRED or (
