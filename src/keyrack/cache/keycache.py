@@ -8,7 +8,7 @@ the cache is flushed and the TTL is the short one (1 s) until it is back. Unknow
 digests are cached too (as None), so garbage that passes the checksum cannot
 turn into one database query per request.
 
-Entries are compact: keyed by the digest's 32 raw bytes, the identity itself (four
+Entries are compact: keyed by the digest's 32 raw bytes, the identity itself (three
 slots, ``KeyIdentity``) in one of two generation dictionaries (no per-entry timestamp
 or box), with what many keys share (``KeyProfile``) stored once.
 
