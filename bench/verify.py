@@ -78,7 +78,6 @@ async def measure(verify: Callable[[str], Awaitable[object]], secret: str, n: in
 def identity(digest: str, i: int) -> KeyIdentity:
     """A key as the database returns it: its own strings (ULID-long ref, a short name)."""
     return KeyIdentity(
-        digest=digest,
         key_id=100_000 + i,
         ref=f"key_01JD{i:022d}",
         name=f"CRM sync {i}",

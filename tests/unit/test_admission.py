@@ -14,7 +14,6 @@ POLICY = RateLimitPolicy(rate_per_second=5, concurrency=1)
 
 def identity(**changes: object) -> KeyIdentity:
     fields: dict[str, object] = {
-        "digest": "d",
         "key_id": 1,
         "ref": "key_1",
         "name": "k",

@@ -8,8 +8,9 @@ the cache is flushed and the TTL is the short one (1 s) until it is back. Unknow
 digests are cached too (as None), so garbage that passes the checksum cannot
 turn into one database query per request.
 
-Entries are compact: the identity itself, in one of two generation dictionaries
-(no per-entry timestamp or box), with values many keys share stored once.
+Entries are compact: keyed by the digest's 32 raw bytes, the identity itself (three
+slots, ``KeyIdentity``) in one of two generation dictionaries (no per-entry timestamp
+or box), with what many keys share (``KeyProfile``) stored once.
 
 A miss is loaded in a worker thread, once however many requests wait for it. An
 entry read in the last half of its life is reloaded in the background while it
@@ -28,7 +29,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Container
-from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from anyio import to_thread
@@ -188,8 +188,8 @@ class KeyCache(Generic[V]):
         self._lock = threading.Lock()
         self.ttl = ttl
         self._shared: dict[object, Any] = {}
-        self._identities: _Table[str, str, KeyIdentity | None] = _Table(
-            lambda digest: self._compact(digest, load_identity(digest)),
+        self._identities: _Table[bytes, bytes, KeyIdentity | None] = _Table(
+            lambda raw: self._compact(load_identity(raw.hex())),
             ttl=ttl,
             max_entries=max_entries,
             clock=clock,
@@ -204,8 +204,12 @@ class KeyCache(Generic[V]):
         )
 
     def peek(self, digest: str) -> tuple[KeyIdentity | None] | None:
-        """The boxed identity for ``digest`` when in memory (None inside: no such key)."""
-        value = self._identities.lookup(digest, digest)
+        """The boxed identity for ``digest`` (hex) when in memory (None inside: no such key)."""
+        return self.known(bytes.fromhex(digest))
+
+    def known(self, raw: bytes) -> tuple[KeyIdentity | None] | None:
+        """``peek`` by the digest's raw bytes (the verifier's hit path)."""
+        value = self._identities.lookup(raw, raw)
         if value is _ABSENT:
             return None
         return _NONE_BOX if value is None else (value,)  # type: ignore[return-value]
@@ -213,11 +217,12 @@ class KeyCache(Generic[V]):
     def put(self, digest: str, identity: KeyIdentity | None) -> None:
         """Cache what is known of ``digest`` without a load (warming up, benchmarks)."""
         with self._lock:
-            self._identities._put(digest, self._compact(digest, identity))
+            self._identities._put(bytes.fromhex(digest), self._compact(identity))
 
     async def identity(self, digest: str) -> KeyIdentity | None:
-        """The identity for ``digest``: from memory, else loaded in a worker thread."""
-        return await self._identities.get(digest, digest)
+        """The identity for ``digest`` (hex): from memory, else loaded in a worker thread."""
+        raw = bytes.fromhex(digest)
+        return await self._identities.get(raw, raw)
 
     async def view(self, identity: KeyIdentity) -> V:
         """The view of a verified key, cached like identities."""
@@ -237,7 +242,8 @@ class KeyCache(Generic[V]):
             self._views.generation += 1
             if isinstance(event, KeyChanged):
                 for digest in event.digests:
-                    self._identities.drop(digest)
+                    if (raw := _raw(digest)) is not None:
+                        self._identities.drop(raw)
                 self._views.drop(event.key_id)
             elif isinstance(event, OrgChanged):
                 self._drop_org(event.org_id)
@@ -269,22 +275,22 @@ class KeyCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._identities)
 
-    def _compact(self, digest: str, identity: KeyIdentity | None) -> KeyIdentity | None:
-        """``identity`` holding the digest it is cached under, and one copy of each value
-        many keys share (organization slug and origins, permissions, address ranges)."""
+    def _compact(self, identity: KeyIdentity | None) -> KeyIdentity | None:
+        """``identity`` with one copy of what many keys share (organization, limits,
+        permissions, address ranges)."""
         if identity is None:
             return None
-        shared = self._shared
-        if len(shared) > _MAX_SHARED:
-            shared.clear()  # a pathological variety of values: sharing stops paying off
-        return replace(
-            identity,
-            digest=digest,
-            org_slug=shared.setdefault(identity.org_slug, identity.org_slug),
-            permissions=shared.setdefault(identity.permissions, identity.permissions),
-            allowed_cidrs=shared.setdefault(identity.allowed_cidrs, identity.allowed_cidrs),
-            allowed_origins=shared.setdefault(identity.allowed_origins, identity.allowed_origins),
-        )
+        if len(self._shared) > _MAX_SHARED:
+            self._shared.clear()  # a pathological variety of values: sharing stops paying off
+        return identity.shared(self._shared)
+
+
+def _raw(digest: str) -> bytes | None:
+    """The raw bytes of a hex digest (None for anything else: it cannot be cached)."""
+    try:
+        return bytes.fromhex(digest)
+    except ValueError:
+        return None
 
 
 class CachedVerifier:
@@ -304,7 +310,7 @@ class CachedVerifier:
         imported: Container[str] = NO_IMPORTS,
     ) -> None:
         self.cache = cache
-        self._known = cache.peek
+        self._known = cache.known
         self._clock = clock
         self._on_miss = on_miss
         self.imported = imported
@@ -317,4 +323,4 @@ class CachedVerifier:
             return found
         if self._on_miss is not None:
             self._on_miss()
-        return check(await self.cache.identity(found.digest), found.digest, self._clock)
+        return check(await self.cache.identity(found.digest), self._clock)

@@ -70,6 +70,11 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def raw_digest(secret: str) -> bytes:
+    """``digest`` as its 32 bytes (the verification cache's key)."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
 def generate(environment: Environment) -> GeneratedKey:
     body = "".join(secrets.choice(ALPHABET) for _ in range(BODY_LENGTH))
     payload = environment.prefix + body

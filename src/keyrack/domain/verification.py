@@ -12,11 +12,10 @@ from __future__ import annotations
 import enum
 import hmac
 from collections.abc import Callable, Container
-from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from keyrack.domain.keys import KEY_LENGTH, Environment, digest, is_well_formed
+from keyrack.domain.keys import KEY_LENGTH, Environment, is_well_formed, raw_digest
 
 
 class KeyStatus(enum.StrEnum):
@@ -71,14 +70,20 @@ class Retirement(NamedTuple):
     idle_days: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class KeyIdentity:
-    """What a verified secret stands for: a cacheable snapshot, no secret inside."""
+class Deadlines(NamedTuple):
+    """A key's deadlines and retirement; most keys have none (``KeyProfile.deadlines`` is
+    then None)."""
 
-    digest: str
-    key_id: int
-    ref: str
-    name: str
+    expires_at: datetime | None
+    secret_valid_until: datetime | None
+    retired: Retirement | None
+
+
+class KeyProfile(NamedTuple):
+    """All of a key but its id, ref and name: what it shares with many others (its
+    organization, limits, permissions, address ranges; its deadlines, which most keys do
+    not have). One interned copy serves every key with the same (``KeyIdentity.shared``)."""
+
     org_id: int
     org_slug: str
     org_api_enabled: bool
@@ -89,15 +94,211 @@ class KeyIdentity:
     rate_per_second: int
     concurrency: int
     status: KeyStatus
-    expires_at: datetime | None
-    secret_valid_until: datetime | None
-    allowed_cidrs: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    owner_is_staff: bool = False
-    """The key acts as a platform staff user: it may call the staff API."""
-    retired: Retirement | None = None
-    """Set when ``digest`` is a secret that stopped working for good (the key's own
-    state may have moved on since)."""
+    allowed_cidrs: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
+    owner_is_staff: bool
+    deadlines: Deadlines | None
+    ref_length: int
+    """Where the ref ends in ``KeyIdentity._label`` (ref and name are one string)."""
+
+
+class KeyIdentity:
+    """What a verified secret stands for: a cacheable snapshot, no secret inside.
+
+    Compact, since the verification cache holds one per key: three slots (the key id,
+    ref and name as one string, the shared ``KeyProfile``); every field reads as an
+    attribute. Immutable.
+    """
+
+    __slots__ = ("_label", "key_id", "profile")
+
+    key_id: int
+    _label: str
+    profile: KeyProfile
+
+    def __init__(
+        self,
+        *,
+        key_id: int,
+        ref: str,
+        name: str,
+        org_id: int,
+        org_slug: str,
+        org_api_enabled: bool,
+        location_id: int | None,
+        owner_id: int | None,
+        environment: Environment,
+        permissions: frozenset[str],
+        rate_per_second: int,
+        concurrency: int,
+        status: KeyStatus,
+        expires_at: datetime | None,
+        secret_valid_until: datetime | None,
+        allowed_cidrs: tuple[str, ...] = (),
+        allowed_origins: tuple[str, ...] = (),
+        owner_is_staff: bool = False,
+        retired: Retirement | None = None,
+    ) -> None:
+        deadlines = (
+            None
+            if expires_at is None and secret_valid_until is None and retired is None
+            else Deadlines(expires_at, secret_valid_until, retired)
+        )
+        profile = KeyProfile(
+            org_id,
+            org_slug,
+            org_api_enabled,
+            location_id,
+            owner_id,
+            environment,
+            permissions,
+            rate_per_second,
+            concurrency,
+            status,
+            allowed_cidrs,
+            allowed_origins,
+            owner_is_staff,
+            deadlines,
+            len(ref),
+        )
+        self._set(key_id, ref + name, profile)
+
+    def _set(self, key_id: int, label: str, profile: KeyProfile) -> None:
+        setter = object.__setattr__
+        setter(self, "key_id", key_id)
+        setter(self, "_label", label)
+        setter(self, "profile", profile)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"KeyIdentity is immutable ({name})")
+
+    def shared(self, shared: dict[object, Any]) -> KeyIdentity:
+        """This identity with its profile (and the values inside it) taken from ``shared``
+        when an equal one is there, and added to it otherwise."""
+        profile = shared.get(self.profile)
+        if profile is None:
+            p = self.profile
+            profile = p._replace(
+                org_slug=shared.setdefault(p.org_slug, p.org_slug),
+                permissions=shared.setdefault(p.permissions, p.permissions),
+                allowed_cidrs=shared.setdefault(p.allowed_cidrs, p.allowed_cidrs),
+                allowed_origins=shared.setdefault(p.allowed_origins, p.allowed_origins),
+            )
+            shared[profile] = profile
+        compact = object.__new__(KeyIdentity)
+        compact._set(self.key_id, self._label, profile)
+        return compact
+
+    def replace(self, **changes: Any) -> KeyIdentity:
+        """A copy with ``changes`` (constructor keywords) applied."""
+        fields = {name: getattr(self, name) for name in _FIELDS} | changes
+        return KeyIdentity(**fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KeyIdentity):
+            return NotImplemented
+        return (self.key_id, self._label, self.profile) == (
+            other.key_id,
+            other._label,
+            other.profile,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.key_id, self._label, self.profile))
+
+    def __repr__(self) -> str:
+        return f"KeyIdentity(key_id={self.key_id!r}, ref={self.ref!r}, org_id={self.org_id!r})"
+
+    @property
+    def ref(self) -> str:
+        return self._label[: self.profile.ref_length]
+
+    @property
+    def name(self) -> str:
+        return self._label[self.profile.ref_length :]
+
+    @property
+    def org_id(self) -> int:
+        return self.profile.org_id
+
+    @property
+    def org_slug(self) -> str:
+        return self.profile.org_slug
+
+    @property
+    def org_api_enabled(self) -> bool:
+        return self.profile.org_api_enabled
+
+    @property
+    def location_id(self) -> int | None:
+        return self.profile.location_id
+
+    @property
+    def owner_id(self) -> int | None:
+        return self.profile.owner_id
+
+    @property
+    def environment(self) -> Environment:
+        return self.profile.environment
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return self.profile.permissions
+
+    @property
+    def rate_per_second(self) -> int:
+        return self.profile.rate_per_second
+
+    @property
+    def concurrency(self) -> int:
+        return self.profile.concurrency
+
+    @property
+    def status(self) -> KeyStatus:
+        return self.profile.status
+
+    @property
+    def allowed_cidrs(self) -> tuple[str, ...]:
+        return self.profile.allowed_cidrs
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        return self.profile.allowed_origins
+
+    @property
+    def owner_is_staff(self) -> bool:
+        """The key acts as a platform staff user: it may call the staff API."""
+        return self.profile.owner_is_staff
+
+    @property
+    def deadlines(self) -> Deadlines | None:
+        return self.profile.deadlines
+
+    @property
+    def expires_at(self) -> datetime | None:
+        deadlines = self.profile.deadlines
+        return None if deadlines is None else deadlines.expires_at
+
+    @property
+    def secret_valid_until(self) -> datetime | None:
+        deadlines = self.profile.deadlines
+        return None if deadlines is None else deadlines.secret_valid_until
+
+    @property
+    def retired(self) -> Retirement | None:
+        """Set when the secret it was found under stopped working for good (the key's own
+        state may have moved on since)."""
+        deadlines = self.profile.deadlines
+        return None if deadlines is None else deadlines.retired
+
+
+_FIELDS = (
+    "key_id",
+    "ref",
+    "name",
+    *(name for name in KeyProfile._fields if name not in ("deadlines", "ref_length")),
+    *Deadlines._fields,
+)
 
 
 class Verdict(NamedTuple):
@@ -115,13 +316,13 @@ MALFORMED = Verdict(VerdictStatus.MALFORMED)
 NOT_FOUND = Verdict(VerdictStatus.NOT_FOUND)
 
 Clock = Callable[[], datetime]
-Known = Callable[[str], tuple[KeyIdentity | None] | None]
-"""A digest's identity when it is known (boxed; ``(None,)``: known to be no key), or None
-when it has to be read."""
+Known = Callable[[bytes], tuple[KeyIdentity | None] | None]
+"""A raw digest's identity when it is known (boxed; ``(None,)``: known to be no key), or
+None when it has to be read."""
 
 
 class Miss(NamedTuple):
-    """``verify`` knows nothing of ``digest``: read its identity, then ``check`` it."""
+    """``verify`` knows nothing of ``digest`` (hex): read its identity, then ``check`` it."""
 
     digest: str
 
@@ -143,15 +344,18 @@ def verify(
     """
     if len(presented) != KEY_LENGTH and not imported:
         return MALFORMED
-    wanted = digest(presented)
+    wanted = raw_digest(presented)
     boxed = known(wanted)
     if boxed is not None and boxed[0] is not None:
-        return check(boxed[0], wanted, clock)
-    if not (wanted in imported or (len(presented) == KEY_LENGTH and is_well_formed(presented))):
+        return check(boxed[0], clock)
+    if not (
+        (imported and wanted.hex() in imported)
+        or (len(presented) == KEY_LENGTH and is_well_formed(presented))
+    ):
         return MALFORMED
     if boxed is not None:
         return NOT_FOUND
-    return Miss(wanted)
+    return Miss(wanted.hex())
 
 
 def is_current(digest: str, valid_until: datetime | None, wanted: str, clock: Clock) -> bool:
@@ -160,26 +364,31 @@ def is_current(digest: str, valid_until: datetime | None, wanted: str, clock: Cl
     return hmac.compare_digest(digest, wanted) and (valid_until is None or clock() < valid_until)
 
 
-def check(identity: KeyIdentity | None, wanted: str, clock: Clock) -> Verdict:
-    """The verdict for the identity found under the digest ``wanted`` (or None).
+def check(identity: KeyIdentity | None, clock: Clock) -> Verdict:
+    """The verdict for the identity found under the presented secret's digest (or None).
 
     A retired secret, and a rolled-away one past its grace, is told apart from garbage
     (``EXPIRED`` / ``REVOKED``, so the refusal can say when and why). ``clock`` is read
     only for a key with a deadline (most have none).
     """
-    if identity is None or not hmac.compare_digest(identity.digest, wanted):
+    if identity is None:
         return NOT_FOUND
-    if identity.retired is not None:
-        return Verdict(identity.retired.reason.status, identity)
-    if identity.secret_valid_until is not None and clock() >= identity.secret_valid_until:
+    profile = identity.profile
+    deadlines = profile.deadlines
+    if deadlines is not None:
+        if deadlines.retired is not None:
+            return Verdict(deadlines.retired.reason.status, identity)
+        if deadlines.secret_valid_until is not None and clock() >= deadlines.secret_valid_until:
+            return Verdict(VerdictStatus.REVOKED, identity)
+    if profile.status is KeyStatus.REVOKED:
         return Verdict(VerdictStatus.REVOKED, identity)
-    if identity.status is KeyStatus.REVOKED:
-        return Verdict(VerdictStatus.REVOKED, identity)
-    if identity.status is KeyStatus.EXPIRED or (
-        identity.expires_at is not None and clock() >= identity.expires_at
+    if profile.status is KeyStatus.EXPIRED or (
+        deadlines is not None
+        and deadlines.expires_at is not None
+        and clock() >= deadlines.expires_at
     ):
         return Verdict(VerdictStatus.EXPIRED, identity)
-    if not identity.org_api_enabled:
+    if not profile.org_api_enabled:
         return Verdict(VerdictStatus.DISABLED, identity)
     return Verdict(VerdictStatus.VALID, identity)
 

@@ -521,7 +521,7 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
     if row is None:
         return None
     (
-        found_digest,
+        _found_digest,
         valid_until,
         key_id,
         ref,
@@ -547,7 +547,6 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
         idle_days,
     ) = row
     return KeyIdentity(
-        digest=found_digest,
         key_id=key_id,
         ref=ref,
         name=name,
