@@ -1,11 +1,14 @@
-"""Bulk export: rows per second of a CSV export of clients, on SQLite and PostgreSQL.
+"""Bulk export and upload: rows per second of a CSV export of clients, and of a CSV upload
+of as many new clients (then of the same file again, every row unchanged), on SQLite and
+PostgreSQL.
 
 Against a baseline measured in the same run on the same rows: a bare SQLAlchemy Core
 ``select`` of the same columns (streamed, ``yield_per``) into Python's ``csv`` writer,
 discarding the text. The export does what a real one does besides: the scope filter,
 the change-clock watermark, external ids per chunk, the custom-field header pass, and
 storing the file in the database in 256 KiB parts with progress. The median of
-``ROUNDS`` runs each.
+``ROUNDS`` runs each. The upload's baseline: the same rows read by ``csv.DictReader`` and
+inserted by one Core ``executemany``, without validation, matching or outcomes.
 
 PostgreSQL: ``KEYRACK_BENCH_DATABASE_URL``, else ``KEYRACK_TEST_DATABASE_URL``, else the
 local default, in a throwaway schema (skipped if unreachable). ``KEYRACK_BENCH_ROWS``
@@ -31,10 +34,10 @@ from sqlalchemy import insert, select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import postgres_schema  # bench/jobs.py: a throwaway schema
 from keyrack.config import Settings
-from keyrack.domain.exports import Resource, Status
+from keyrack.domain.exports import PART_SIZE, Format, Resource, Status
 from keyrack.domain.ids import ulid
 from keyrack.domain.tenancy import Scope
-from keyrack.services import exports, jobs, tenancy
+from keyrack.services import exports, imports, jobs, tenancy
 from keyrack.services.context import Actor, Context
 from keyrack.storage.database import Database
 from keyrack.storage.migrate import upgrade
@@ -116,6 +119,55 @@ def export(ctx: Context, scope: Scope) -> float:
     return elapsed
 
 
+def upload_file() -> bytes:
+    """``ROWS`` new clients as CSV, each with an external id (so a second upload matches)."""
+    out = io.StringIO()
+    out.write("name,status,arr_cents,health,custom.tier,external_ids.legacy\r\n")
+    for i in range(ROWS):
+        out.write(f'"Upload {i}, Ltd",active,{i},{i % 101},t{i % 3},U{i}\r\n')
+    return out.getvalue().encode()
+
+
+def upload_baseline(ctx: Context, scope: Scope, body: bytes) -> float:
+    """Seconds for the file read by ``csv.DictReader`` into one Core executemany (rolled back)."""
+    start = time.perf_counter()
+    rows = [
+        {
+            "ref": f"cli_{ulid(10_000_000 + i)}",
+            "org_id": scope.org_id,
+            "name": raw["name"],
+            "status": raw["status"],
+            "arr_cents": int(raw["arr_cents"]),
+            "health": int(raw["health"]),
+            "custom_fields": {"tier": raw["custom.tier"]},
+            "created_at": datetime.now(UTC),
+            "updated_at": datetime.now(UTC),
+        }
+        for i, raw in enumerate(csv.DictReader(io.StringIO(body.decode(), newline="")))
+    ]
+    with ctx.db.engine.connect() as conn:
+        conn.execute(insert(Client), rows)
+        elapsed = time.perf_counter() - start
+        conn.rollback()
+    return elapsed
+
+
+def upload(ctx: Context, scope: Scope, body: bytes) -> tuple[float, imports.ImportView]:
+    """Seconds from the stored file to its job done (the upload's transfer not counted)."""
+    import_id = imports.begin_upload(
+        ctx, ACTOR, scope, resource=Resource.CLIENTS, format=Format.CSV
+    )
+    for seq, at in enumerate(range(0, len(body), PART_SIZE)):
+        imports.add_part(ctx, import_id, seq, body[at : at + PART_SIZE])
+    view = imports.finish_upload(ctx, ACTOR, import_id)
+    start = time.perf_counter()
+    jobs.worker(ctx).drain()
+    elapsed = time.perf_counter() - start
+    done = imports.get_import(ctx, scope, view.ref)
+    assert done.status.value == "succeeded" and done.rows_done == ROWS, done
+    return elapsed, done
+
+
 def report(name: str, url: str) -> None:
     settings = Settings(
         database_url=url,
@@ -127,12 +179,22 @@ def report(name: str, url: str) -> None:
         scope = seed(ctx)
         base = statistics.median(baseline(ctx, scope) for _ in range(ROUNDS))
         ours = statistics.median(export(ctx, scope) for _ in range(ROUNDS))
+        body = upload_file()
+        bare = statistics.median(upload_baseline(ctx, scope, body) for _ in range(ROUNDS))
+        first, made = upload(ctx, scope, body)
+        again, same = upload(ctx, scope, body)
+        assert (made.created, same.unchanged) == (ROWS, ROWS), (made, same)
     finally:
         ctx.db.dispose()
     print(f"{name}, {ROWS:,} clients, CSV:")
     print(f"  baseline (Core select -> csv.writer): {ROWS / base:,.0f} rows/s")
     print(f"  export job (file stored in parts):    {ROWS / ours:,.0f} rows/s")
     print(f"  ratio: the export takes {ours / base:.2f} x the baseline's time")
+    print(f"{name}, {ROWS:,} clients uploaded, CSV:")
+    print(f"  baseline (csv.DictReader -> Core executemany): {ROWS / bare:,.0f} rows/s")
+    print(f"  upload job, every row created:   {ROWS / first:,.0f} rows/s")
+    print(f"  upload job, every row unchanged: {ROWS / again:,.0f} rows/s")
+    print(f"  ratio: the first upload takes {first / bare:.2f} x the baseline's time")
 
 
 def main() -> None:
