@@ -1,18 +1,21 @@
-"""Settings → Exports over HTTP, on SQLite and PostgreSQL: start an export, its progress
-once the job ran, the download (the API's bytes), the 409 with the form kept, cancel,
-CSRF, roles."""
+"""Settings → Exports over HTTP, on SQLite and PostgreSQL: start an export, the list paged
+50, its progress once the job ran, the download (the API's bytes), the 409 with the form
+kept, cancel, CSRF, roles."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import insert
 
 from keyrack.domain.tenancy import Scope
 from keyrack.services import keys
 from keyrack.services.context import Context
-from tests.conftest import OPERATOR
+from keyrack.storage.tables.exports import Export
+from tests.conftest import OPERATOR, MutableClock
 from tests.crm.conftest import CRM
 from tests.exports.conftest import drain
 
@@ -149,3 +152,39 @@ def test_every_export_form_needs_the_csrf_token_and_an_admin(
     assert browser.post(PAGE, {"resource": "contacts", "format": "csv"}).status_code == 403
     assert browser.post(f"{PAGE}/{ref}/cancel", {}).status_code == 403
     assert len(api.get("/api/v2/exports", headers=key).json()["data"]) == 1
+
+
+def test_the_list_is_paged_fifty_newest_first(
+    browser: Browser, people: People, ctx: Context, clock: MutableClock
+) -> None:
+    with ctx.db.transaction() as session:  # 55 old failed exports
+        session.execute(
+            insert(Export),
+            [
+                {
+                    "ref": f"exp_{n:026}",
+                    "org_id": people.org_id,
+                    "created_by": "test",
+                    "resource": "contacts",
+                    "format": "csv",
+                    "gzip": False,
+                    "filters": {},
+                    "status": "failed",
+                    "error": "disk on fire",
+                    "rows_done": 0,
+                    "bytes": 0,
+                    "created_at": clock() - timedelta(days=1),
+                }
+                for n in range(55)
+            ],
+        )
+    browser.sign_in(people.admin)
+    newest = start(browser)
+    first = browser.get(PAGE)
+    assert first.text.count('<th scope="row">') == 50
+    assert newest in first.text and "disk on fire" in first.text
+    more = re.search(r'rel="next" href="([^"]+)"', first.text)
+    assert more is not None
+    second = browser.get(more.group(1).replace("&amp;", "&"))
+    assert second.text.count('<th scope="row">') == 6
+    assert f"exp_{0:026}" in second.text and newest not in second.text
