@@ -13,10 +13,21 @@ from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
+from keyrack.domain.exports import Resource
 from keyrack.domain.keys import Environment
 from keyrack.domain.tenancy import OrgKind, Role, Scope
 from keyrack.server import create_app
-from keyrack.services import apps, expiry, keys, leaks, requests, sessions, tenancy, webhooks
+from keyrack.services import (
+    apps,
+    expiry,
+    exports,
+    keys,
+    leaks,
+    requests,
+    sessions,
+    tenancy,
+    webhooks,
+)
 from keyrack.services.context import Actor, Context
 from keyrack.storage.database import Database
 from keyrack.storage.migrate import upgrade
@@ -79,6 +90,7 @@ def seed(ctx: Context, clock: MutableClock) -> None:
         url="https://hooks.acme.test/keyrack",
         events=["key.leaked", "key.expiring"],
     )
+    exports.create_export(ctx, ann, scope, resource=Resource.CLIENTS, gzip=True)
     tenancy.create_user(ctx, OPERATOR, org_slug="acme", email="new@acme.test", role=Role.ADMIN)
     clock.advance(timedelta(days=76))
     expiry.run(ctx)

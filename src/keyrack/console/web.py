@@ -93,6 +93,7 @@ def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
             ("Settings → API", f"{PREFIX}/settings/api"),
             ("Settings → Team", f"{PREFIX}/settings/team"),
             ("Settings → Integrations", f"{PREFIX}/settings/integrations"),
+            ("Settings → Exports", f"{PREFIX}/settings/exports"),
             ("Audit log", f"{PREFIX}/audit"),
         ]
     if current.user.is_staff:
