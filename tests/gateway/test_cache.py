@@ -26,7 +26,6 @@ from keyrack.storage.database import Database
 from tests.conftest import OPERATOR, REDIS_SKIP, REDIS_URL, MutableClock, Seeded
 from tests.gateway.conftest import FakeMonotonic, Serve, problem_code
 
-
 IMPORTED_REFRESH = "WHERE key_secrets.imported ="
 """The imported-digest set's once-a-second refresh (``cache/imported.py``): a timer's
 query, not a request's, so a slow run may see it while requests are served."""
