@@ -27,9 +27,12 @@ MAX_UPLOAD_BYTES = 1024**3
 BATCH_ROWS = 500
 """Rows written per transaction (each in a savepoint of its own)."""
 
-RESOURCES: tuple[Resource, ...] = (Resource.CLIENTS,)
+RESOURCES: tuple[Resource, ...] = (Resource.CLIENTS, Resource.CONTACTS)
 """What may be uploaded so far."""
-WRITE_PERMISSION: dict[Resource, str] = {Resource.CLIENTS: "clients:write"}
+WRITE_PERMISSION: dict[Resource, str] = {
+    Resource.CLIENTS: "clients:write",
+    Resource.CONTACTS: "contacts:write",
+}
 
 
 class RowOutcome(enum.StrEnum):
@@ -60,6 +63,20 @@ CLIENT_FIELDS = {
     "arr_cents": "integer",
     "health": "integer",
 }
+CONTACT_FIELDS = {
+    "client_id": "text",
+    "name": "text",
+    "email": "text",
+    "phone": "text",
+    "title": "text",
+}
+"""A contact's client is ``client_id`` (a Keyrack id); it has no custom fields."""
+FIELDS: dict[Resource, dict[str, str]] = {
+    Resource.CLIENTS: CLIENT_FIELDS,
+    Resource.CONTACTS: CONTACT_FIELDS,
+}
+CUSTOM: frozenset[Resource] = frozenset({Resource.CLIENTS})
+"""The resources whose records have custom fields."""
 IGNORED = frozenset({"created_at", "updated_at", "health_band"})
 
 
@@ -97,6 +114,14 @@ def _value(name: str, kind: str, value: Any) -> Any:
 
 def client_row(raw: Mapping[str | None, Any], fmt: Format) -> Row:
     """A client row, its values typed; ``InvalidInput`` naming the column that is wrong."""
+    return record_row(Resource.CLIENTS, raw, fmt)
+
+
+def record_row(resource: Resource, raw: Mapping[str | None, Any], fmt: Format) -> Row:
+    """A row of ``resource``, its values typed; ``InvalidInput`` naming the column that is
+    wrong."""
+    known, custom_ok = FIELDS[resource], resource in CUSTOM
+    what = resource.value[:-1]
     if None in raw:
         raise InvalidInput("the row has more fields than the header")
     ref: str | None = None
@@ -109,17 +134,17 @@ def client_row(raw: Mapping[str | None, Any], fmt: Format) -> Row:
             continue  # an empty cell gives nothing
         if key == "id":
             if not isinstance(value, str):
-                raise InvalidInput(f"id: {value!r} is not a client id")
+                raise InvalidInput(f"id: {value!r} is not a {what} id")
             ref = value
-        elif key in CLIENT_FIELDS:
-            fields[key] = None if value is None else _value(key, CLIENT_FIELDS[key], value)
+        elif key in known:
+            fields[key] = None if value is None else _value(key, known[key], value)
         elif key in IGNORED:
             continue
-        elif fmt is Format.CSV and key.startswith(CUSTOM_PREFIX):
+        elif custom_ok and fmt is Format.CSV and key.startswith(CUSTOM_PREFIX):
             custom[key[len(CUSTOM_PREFIX) :]] = value
         elif fmt is Format.CSV and key.startswith(EXTERNAL_PREFIX):
             systems[key[len(EXTERNAL_PREFIX) :]] = value
-        elif fmt is Format.NDJSON and key == "custom_fields":
+        elif custom_ok and fmt is Format.NDJSON and key == "custom_fields":
             if not isinstance(value, dict):
                 raise InvalidInput("custom_fields: not an object")
             custom = value

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -41,11 +41,11 @@ from keyrack.errors import (
 from keyrack.jobs import Discard, Handler, RunningJob, Worker, queue
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm import external_ids, records
-from keyrack.services.crm.scoping import clients_of
+from keyrack.services.crm import contacts, external_ids, records
+from keyrack.services.crm.scoping import client_in_scope, clients_of, in_scope, one_in_scope
 from keyrack.storage.paging import Page, check_limit, decode_cursor, encode_cursor, paginate
 from keyrack.storage.scoping import location_in_scope, within_scope
-from keyrack.storage.tables.crm import Client, ExternalId
+from keyrack.storage.tables.crm import Client, Contact, ExternalId
 from keyrack.storage.tables.exports import Import, ImportPart, ImportRow
 from keyrack.storage.tables.jobs import Job
 
@@ -338,18 +338,18 @@ def run(ctx: Context, job: RunningJob) -> None:
         row.status, row.started_at, row.error = Status.RUNNING.value, ctx.clock(), None
         row.rows_done = row.created = row.updated = row.unchanged = row.failed = 0
     scope = Scope(row.org_id, row.location_id)
-    fmt = Format(row.format)
+    fmt, resource = Format(row.format), Resource(row.resource)
     stream = io.TextIOWrapper(io.BufferedReader(_Parts(ctx, import_id)), "utf-8", newline="")
     batch: list[Line] = []
     try:
         for line in _lines(stream, fmt):
             batch.append(line)
             if len(batch) >= BATCH_ROWS:
-                _apply(ctx, import_id, scope, fmt, batch)
+                _apply(ctx, import_id, scope, resource, fmt, batch)
                 job.progress(rows_done=line[0])
                 batch = []
         if batch:
-            _apply(ctx, import_id, scope, fmt, batch)
+            _apply(ctx, import_id, scope, resource, fmt, batch)
     except UnicodeDecodeError as error:
         _finish(ctx, import_id, Status.FAILED, f"the file is not UTF-8 ({error.reason})")
         raise Discard("the file is not UTF-8") from None
@@ -365,10 +365,13 @@ def _finish(ctx: Context, import_id: int, status: Status, error: str | None) -> 
         )
 
 
-def _apply(ctx: Context, import_id: int, scope: Scope, fmt: Format, batch: list[Line]) -> None:
-    """Write one batch of rows with their outcomes and counts, in one transaction: all at
-    once (``_write_batch``), or, if the database refuses that, each row in a savepoint of
-    its own, so only the rows at fault fail."""
+def _apply(
+    ctx: Context, import_id: int, scope: Scope, resource: Resource, fmt: Format, batch: list[Line]
+) -> None:
+    """Write one batch of rows with their outcomes and counts, in one transaction: clients
+    all at once (``_write_batch``), or, if the database refuses that, each row in a
+    savepoint of its own, so only the rows at fault fail; other records each row in its
+    savepoint (``UPSERTS``)."""
     results: dict[int, tuple[Outcome, str | None, str | None]] = {}
     parsed: list[tuple[int, Row]] = []
     for number, raw, problem in batch:
@@ -376,17 +379,20 @@ def _apply(ctx: Context, import_id: int, scope: Scope, fmt: Format, batch: list[
             results[number] = (Outcome.FAILED, None, problem)
             continue
         try:
-            parsed.append((number, rules.client_row(raw, fmt)))
+            parsed.append((number, rules.record_row(resource, raw, fmt)))
         except KeyrackError as refused:
             results[number] = (Outcome.FAILED, None, refused.detail)
     with ctx.db.transaction() as session:
         at = records.stamp(session, scope.org_id, ctx.clock())
+        upsert = UPSERTS[resource]
         try:
+            if resource is not Resource.CLIENTS:
+                raise _Again
             with session.begin_nested():
                 results.update(_write_batch(session, scope, parsed, at))
         except SQLAlchemyError:
             for number, row in parsed:
-                results[number] = _one(session, scope, row, at)
+                results[number] = _one(session, scope, row, at, upsert)
         outcomes = [
             {
                 "import_id": import_id,
@@ -410,13 +416,16 @@ def _apply(ctx: Context, import_id: int, scope: Scope, fmt: Format, batch: list[
         )
 
 
+Upsert = Callable[[Session, Scope, Row, datetime], tuple[Outcome, str]]
+
+
 def _one(
-    session: Session, scope: Scope, row: Row, at: datetime
+    session: Session, scope: Scope, row: Row, at: datetime, upsert: Upsert
 ) -> tuple[Outcome, str | None, str | None]:
     """One row in a savepoint of its own (the slow path, where a batch was refused)."""
     try:
         with session.begin_nested():
-            outcome, ref = _upsert_client(session, scope, row, at)
+            outcome, ref = upsert(session, scope, row, at)
         return outcome, ref, None
     except KeyrackError as refused:
         return Outcome.FAILED, None, refused.detail
@@ -662,6 +671,72 @@ def _upsert_client(session: Session, scope: Scope, row: Row, at: datetime) -> tu
     )
     changed = fields_changed or (found.updated_at == at and stamped != at)
     return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
+def _match_contact(session: Session, scope: Scope, row: Row) -> Contact | None:
+    if row.ref is not None:
+        found: Contact = one_in_scope(session, Contact, "con", "contact", scope, row.ref)
+        return found
+    for system, value in sorted(row.external_ids.items()):
+        ref = ExternalRef(crm.validate_system(system), value)
+        held = external_ids.holding(scope, RecordType.CONTACTS, ref)
+        match = session.scalar(
+            in_scope(select(Contact), Contact, scope).where(Contact.id.in_(held))
+        )
+        if match is not None:
+            return match
+    return None
+
+
+def _upsert_contact(session: Session, scope: Scope, row: Row, at: datetime) -> tuple[Outcome, str]:
+    """A contact matched by id or external id, else created at the client ``client_id``
+    names (which the scope must see); fields validated as the API does."""
+    fields = dict(row.fields)
+    client_ref = fields.pop("client_id", None)
+    checked = contacts.validated(**fields)
+    found = _match_contact(session, scope, row)
+    client = None if client_ref is None else client_in_scope(session, scope, client_ref)
+    if found is None:
+        if client is None:
+            raise InvalidInput(
+                "client_id: required to create a contact (no id or external id matched)"
+            )
+        if "name" not in checked:
+            raise InvalidInput("name: required to create a contact (no id or external id matched)")
+        contact = Contact(ref=new_ref("con"), org_id=scope.org_id, client=client, **checked)
+        records.created(
+            session,
+            scope,
+            RecordType.CONTACTS,
+            contact,
+            at=at,
+            external_id_changes=row.external_ids,
+        )
+        return Outcome.CREATED, contact.ref
+    if client is not None and client.id != found.client_id:
+        raise InvalidInput(f"client_id: contact {found.ref!r} belongs to another client")
+    before, stamped = records.state(found), found.updated_at
+    for name, value in checked.items():
+        setattr(found, name, value)
+    fields_changed = records.state(found) != before
+    records.updated(
+        session,
+        scope,
+        RecordType.CONTACTS,
+        found,
+        before=before,
+        at=at,
+        external_id_changes=row.external_ids,
+    )
+    changed = fields_changed or (found.updated_at == at and stamped != at)
+    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
+UPSERTS: dict[Resource, Upsert] = {
+    Resource.CLIENTS: _upsert_client,
+    Resource.CONTACTS: _upsert_contact,
+}
+"""How a row of each uploadable resource is written, one at a time."""
 
 
 def counts(ctx: Context, import_id: int) -> dict[str, int]:
