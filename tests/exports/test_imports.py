@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from keyrack.services.context import Context
-from keyrack.storage.tables.crm import Client, Contact
+from keyrack.storage.tables.crm import Client, Contact, Contract
 from tests.crm.conftest import Crm
 from tests.exports.conftest import drain
 
@@ -332,3 +332,108 @@ def test_uploading_contacts_needs_contacts_write(api: httpx.Client, crm: Crm) ->
         headers={**importer, **CSV},
     )
     assert refused.status_code == 403 and "contacts:write" in refused.json()["detail"]
+
+
+CONTRACTS_HEADER = (
+    b"id,client_id,name,amount_cents,currency,start_date,end_date,"
+    b"recurring_amount_cents,recurring_interval,external_ids.legacy\r\n"
+)
+
+
+def _contracts_state(ctx: Context, org_id: int) -> tuple[int, Any]:
+    with ctx.db.session() as session:
+        row = session.execute(
+            select(func.count(), func.max(Contract.updated_at)).where(Contract.org_id == org_id)
+        ).one()
+    return int(row[0]), row[1]
+
+
+def test_contracts_are_checked_as_the_api_checks_them_and_again_change_nothing(
+    api: httpx.Client, crm: Crm, ctx: Context
+) -> None:
+    acme = api.post("/api/v2/clients", json={"name": "Acme"}, headers=crm.agency).json()["id"]
+    base = {"client_id": acme, "name": "Base", "amount_cents": 1, "start_date": "2026-01-01"}
+    old = api.post(
+        "/api/v2/contracts", json={**base, "external_ids": {"legacy": "K1"}}, headers=crm.agency
+    ).json()
+    backwards = api.post(
+        "/api/v2/contracts", json={**base, "end_date": "2025-01-01"}, headers=crm.agency
+    )
+    half = api.post(
+        "/api/v2/contracts", json={**base, "recurring_amount_cents": 100}, headers=crm.agency
+    )
+    assert (backwards.status_code, half.status_code) == (400, 400)
+    body = (
+        CONTRACTS_HEADER
+        + (
+            f",{acme},Renewed,5000,,2026-01-01,,,,K1\r\n"  # line 2: updates K1
+            f",{acme},Support,1200,eur,2026-02-01,2027-01-31,100,month,K2\r\n"  # line 3: created
+            f",{acme},Backwards,1,,2026-01-01,2025-01-01,,,K3\r\n"  # line 4
+            f",{acme},Half,1,,2026-01-01,,100,,K4\r\n"  # line 5
+            f",{acme},Bad date,1,,2026-13-01,,,,K5\r\n"  # line 6
+            f",{acme},No start,1,,,,,,K6\r\n"  # line 7
+        ).encode()
+    )
+    job = _upload(api, ctx, crm.agency, body, resource="contracts")
+    assert job["status"] == "succeeded", job
+    assert (job["rows_done"], job["created"], job["updated"], job["failed"]) == (6, 1, 1, 4)
+    assert [(r["line"], r["error"]) for r in _failed(api, job, crm.agency)] == [
+        (4, backwards.json()["detail"]),
+        (5, half.json()["detail"]),
+        (6, "start_date: '2026-13-01' is not a date (YYYY-MM-DD)"),
+        (7, "start_date: required to create a contract (no id or external id matched)"),
+    ]
+    shown = api.get(f"/api/v2/contracts/{old['id']}", headers=crm.agency).json()
+    assert (shown["name"], shown["amount_cents"]) == ("Renewed", 5000)
+    made = api.get(
+        "/api/v2/contracts", params={"external_id": "legacy:K2"}, headers=crm.agency
+    ).json()["data"][0]
+    assert (made["currency"], made["end_date"], made["annual_recurring_cents"]) == (
+        "EUR",
+        "2027-01-31",
+        1200,
+    )
+    before = _contracts_state(ctx, crm.org.org_id)
+    assert before[0] == 2
+
+    again = _upload(api, ctx, crm.agency, body, resource="contracts")
+    assert (again["created"], again["updated"], again["unchanged"], again["failed"]) == (
+        0,
+        0,
+        2,
+        4,
+    )
+    assert _contracts_state(ctx, crm.org.org_id) == before
+
+
+def test_a_location_keys_contracts_stay_in_its_location(
+    api: httpx.Client, crm: Crm, ctx: Context
+) -> None:
+    here = api.post(
+        "/api/v2/clients",
+        json={"name": "Here", "location_id": crm.org.location_id},
+        headers=crm.agency,
+    ).json()["id"]
+    there = api.post("/api/v2/clients", json={"name": "There"}, headers=crm.agency).json()["id"]
+    body = (
+        CONTRACTS_HEADER
+        + (f",{here},Hers,1,,2026-01-01,,,,H1\r\n,{there},Theirs,1,,2026-01-01,,,,T1\r\n").encode()
+    )
+    job = _upload(api, ctx, crm.located, body, resource="contracts")
+    assert (job["created"], job["failed"]) == (1, 1)
+    assert [(r["line"], r["error"]) for r in _failed(api, job, crm.located)] == [
+        (3, f"no client {there!r}")
+    ]
+    listed = api.get("/api/v2/contracts", headers=crm.agency).json()["data"]
+    assert [(c["name"], c["client_id"]) for c in listed] == [("Hers", here)]
+
+
+def test_uploading_contracts_needs_contracts_write(api: httpx.Client, crm: Crm) -> None:
+    importer = crm.key("imports:create", "clients:write", "contacts:write")
+    refused = api.post(
+        URL,
+        params={"resource": "contracts"},
+        content=CONTRACTS_HEADER,
+        headers={**importer, **CSV},
+    )
+    assert refused.status_code == 403 and "contracts:write" in refused.json()["detail"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from keyrack.domain.exports import CUSTOM_PREFIX, EXTERNAL_PREFIX, Format, Resource
@@ -27,11 +28,12 @@ MAX_UPLOAD_BYTES = 1024**3
 BATCH_ROWS = 500
 """Rows written per transaction (each in a savepoint of its own)."""
 
-RESOURCES: tuple[Resource, ...] = (Resource.CLIENTS, Resource.CONTACTS)
+RESOURCES: tuple[Resource, ...] = (Resource.CLIENTS, Resource.CONTACTS, Resource.CONTRACTS)
 """What may be uploaded so far."""
 WRITE_PERMISSION: dict[Resource, str] = {
     Resource.CLIENTS: "clients:write",
     Resource.CONTACTS: "contacts:write",
+    Resource.CONTRACTS: "contracts:write",
 }
 
 
@@ -71,13 +73,24 @@ CONTACT_FIELDS = {
     "title": "text",
 }
 """A contact's client is ``client_id`` (a Keyrack id); it has no custom fields."""
+CONTRACT_FIELDS = {
+    "client_id": "text",
+    "name": "text",
+    "amount_cents": "integer",
+    "currency": "text",
+    "start_date": "date",
+    "end_date": "date",
+    "recurring_amount_cents": "integer",
+    "recurring_interval": "text",
+}
 FIELDS: dict[Resource, dict[str, str]] = {
     Resource.CLIENTS: CLIENT_FIELDS,
     Resource.CONTACTS: CONTACT_FIELDS,
+    Resource.CONTRACTS: CONTRACT_FIELDS,
 }
 CUSTOM: frozenset[Resource] = frozenset({Resource.CLIENTS})
 """The resources whose records have custom fields."""
-IGNORED = frozenset({"created_at", "updated_at", "health_band"})
+IGNORED = frozenset({"created_at", "updated_at", "health_band", "annual_recurring_cents"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +120,13 @@ def _value(name: str, kind: str, value: Any) -> Any:
             return int(value.strip())
         except ValueError:
             raise InvalidInput(f"{name}: {value!r} is not an integer") from None
+    if kind == "date":
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        raise InvalidInput(f"{name}: {value!r} is not a date (YYYY-MM-DD)")
     if kind == "text" and not isinstance(value, str):
         raise InvalidInput(f"{name}: {value!r} is not text")
     return value

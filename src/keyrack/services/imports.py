@@ -41,11 +41,11 @@ from keyrack.errors import (
 from keyrack.jobs import Discard, Handler, RunningJob, Worker, queue
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm import contacts, external_ids, records
+from keyrack.services.crm import contacts, contracts, external_ids, records
 from keyrack.services.crm.scoping import client_in_scope, clients_of, in_scope, one_in_scope
 from keyrack.storage.paging import Page, check_limit, decode_cursor, encode_cursor, paginate
 from keyrack.storage.scoping import location_in_scope, within_scope
-from keyrack.storage.tables.crm import Client, Contact, ExternalId
+from keyrack.storage.tables.crm import Client, Contact, Contract, ExternalId
 from keyrack.storage.tables.exports import Import, ImportPart, ImportRow
 from keyrack.storage.tables.jobs import Job
 
@@ -732,9 +732,84 @@ def _upsert_contact(session: Session, scope: Scope, row: Row, at: datetime) -> t
     return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
 
 
+_CONTRACT_REQUIRED = ("name", "amount_cents", "start_date")
+
+
+def _upsert_contract(session: Session, scope: Scope, row: Row, at: datetime) -> tuple[Outcome, str]:
+    """A contract matched by id or external id, else created at the client ``client_id``
+    names (which the scope must see); fields validated and checked as the API does."""
+    fields = dict(row.fields)
+    client_ref = fields.pop("client_id", None)
+    checked = contracts.validated(**fields)
+    found = _match_contract(session, scope, row)
+    client = None if client_ref is None else client_in_scope(session, scope, client_ref)
+    if found is None:
+        if client is None:
+            raise InvalidInput(
+                "client_id: required to create a contract (no id or external id matched)"
+            )
+        for name in _CONTRACT_REQUIRED:
+            if checked.get(name) is None:
+                raise InvalidInput(
+                    f"{name}: required to create a contract (no id or external id matched)"
+                )
+        contract = Contract(
+            ref=new_ref("ctr"),
+            org_id=scope.org_id,
+            client=client,
+            **{"currency": "USD", **checked},
+        )
+        contracts.check(contract)
+        records.created(
+            session,
+            scope,
+            RecordType.CONTRACTS,
+            contract,
+            at=at,
+            external_id_changes=row.external_ids,
+        )
+        return Outcome.CREATED, contract.ref
+    if client is not None and client.id != found.client_id:
+        raise InvalidInput(f"client_id: contract {found.ref!r} belongs to another client")
+    for name in _CONTRACT_REQUIRED:
+        if name in checked and checked[name] is None:
+            raise InvalidInput(f"{name}: a contract always has one")
+    before, stamped = records.state(found), found.updated_at
+    for name, value in checked.items():
+        setattr(found, name, value)
+    contracts.check(found)
+    fields_changed = records.state(found) != before
+    records.updated(
+        session,
+        scope,
+        RecordType.CONTRACTS,
+        found,
+        before=before,
+        at=at,
+        external_id_changes=row.external_ids,
+    )
+    changed = fields_changed or (found.updated_at == at and stamped != at)
+    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
+def _match_contract(session: Session, scope: Scope, row: Row) -> Contract | None:
+    if row.ref is not None:
+        found: Contract = one_in_scope(session, Contract, "ctr", "contract", scope, row.ref)
+        return found
+    for system, value in sorted(row.external_ids.items()):
+        ref = ExternalRef(crm.validate_system(system), value)
+        held = external_ids.holding(scope, RecordType.CONTRACTS, ref)
+        stmt = in_scope(select(Contract), Contract, scope).where(Contract.id.in_(held))
+        match = session.scalar(stmt)
+        if match is not None:
+            return match
+    return None
+
+
 UPSERTS: dict[Resource, Upsert] = {
     Resource.CLIENTS: _upsert_client,
     Resource.CONTACTS: _upsert_contact,
+    Resource.CONTRACTS: _upsert_contract,
 }
 """How a row of each uploadable resource is written, one at a time."""
 
