@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from keyrack.services.context import Context
-from keyrack.storage.tables.crm import Client, Contact, Contract
+from keyrack.storage.tables.crm import Client, Contact, Contract, Engagement
 from tests.crm.conftest import Crm
 from tests.exports.conftest import drain
 
@@ -437,3 +437,108 @@ def test_uploading_contracts_needs_contracts_write(api: httpx.Client, crm: Crm) 
         headers={**importer, **CSV},
     )
     assert refused.status_code == 403 and "contracts:write" in refused.json()["detail"]
+
+
+ENGAGEMENTS_HEADER = (
+    b"id,client_id,contact_id,kind,occurred_at,subject,body,owner_id,external_ids.legacy\r\n"
+)
+
+
+def _engagements_state(ctx: Context, org_id: int) -> tuple[int, Any]:
+    with ctx.db.session() as session:
+        row = session.execute(
+            select(func.count(), func.max(Engagement.updated_at)).where(Engagement.org_id == org_id)
+        ).one()
+    return int(row[0]), row[1]
+
+
+def test_engagements_link_a_contact_of_their_client_and_again_change_nothing(
+    api: httpx.Client, crm: Crm, ctx: Context
+) -> None:
+    acme = api.post("/api/v2/clients", json={"name": "Acme"}, headers=crm.agency).json()["id"]
+    beta = api.post("/api/v2/clients", json={"name": "Beta"}, headers=crm.agency).json()["id"]
+    ann, bob = (
+        api.post(
+            "/api/v2/contacts", json={"client_id": client, "name": name}, headers=crm.agency
+        ).json()["id"]
+        for client, name in ((acme, "Ann"), (beta, "Bob"))
+    )
+    old = api.post(
+        "/api/v2/engagements",
+        json={"client_id": acme, "kind": "note", "external_ids": {"legacy": "E1"}},
+        headers=crm.agency,
+    ).json()
+    elsewhere = api.post(
+        "/api/v2/engagements",
+        json={"client_id": acme, "kind": "call", "contact_id": bob},
+        headers=crm.agency,
+    )
+    assert elsewhere.status_code == 404
+    body = (
+        ENGAGEMENTS_HEADER
+        + (
+            f",{acme},{ann},call,2026-03-01T10:00:00+02:00,Renewal,,,E1\r\n"  # line 2: updates E1
+            f',{acme},,meeting,2026-03-02T09:00:00Z,Kickoff,"two\r\nlines",,E2\r\n'  # lines 3-4
+            f",{acme},{bob},call,2026-03-03T09:00:00Z,,,,E3\r\n"  # line 5: Beta's contact
+            f",{acme},,chat,,,,,E4\r\n"  # line 6
+            f",{acme},,call,2026-03-03 09:00,,,,E5\r\n"  # line 7
+            f",{acme},,note,,,,999999,E6\r\n"  # line 8
+        ).encode()
+    )
+    job = _upload(api, ctx, crm.agency, body, resource="engagements")
+    assert job["status"] == "succeeded", job
+    assert (job["rows_done"], job["created"], job["updated"], job["failed"]) == (6, 1, 1, 4)
+    assert [(r["line"], r["error"]) for r in _failed(api, job, crm.agency)] == [
+        (5, elsewhere.json()["detail"]),
+        (6, "kind: 'chat' is not one of email, call, meeting, note"),
+        (7, "occurred_at: '2026-03-03 09:00' has no time zone"),
+        (8, "no such owner user"),
+    ]
+    shown = api.get(f"/api/v2/engagements/{old['id']}", headers=crm.agency).json()
+    assert (shown["kind"], shown["contact_id"], shown["subject"]) == ("call", ann, "Renewal")
+    assert shown["occurred_at"].startswith("2026-03-01T08:00:00")
+    made = api.get(
+        "/api/v2/engagements", params={"external_id": "legacy:E2"}, headers=crm.agency
+    ).json()["data"][0]
+    assert (made["kind"], made["contact_id"], made["body"]) == ("meeting", None, "two\r\nlines")
+    before = _engagements_state(ctx, crm.org.org_id)
+    assert before[0] == 2
+
+    again = _upload(api, ctx, crm.agency, body, resource="engagements")
+    assert (again["created"], again["updated"], again["unchanged"], again["failed"]) == (
+        0,
+        0,
+        2,
+        4,
+    )
+    assert _engagements_state(ctx, crm.org.org_id) == before
+
+
+def test_a_location_keys_engagements_stay_in_its_location(
+    api: httpx.Client, crm: Crm, ctx: Context
+) -> None:
+    here = api.post(
+        "/api/v2/clients",
+        json={"name": "Here", "location_id": crm.org.location_id},
+        headers=crm.agency,
+    ).json()["id"]
+    there = api.post("/api/v2/clients", json={"name": "There"}, headers=crm.agency).json()["id"]
+    body = ENGAGEMENTS_HEADER + f",{here},,note,,,,,H1\r\n,{there},,note,,,,,T1\r\n".encode()
+    job = _upload(api, ctx, crm.located, body, resource="engagements")
+    assert (job["created"], job["failed"]) == (1, 1)
+    assert [(r["line"], r["error"]) for r in _failed(api, job, crm.located)] == [
+        (3, f"no client {there!r}")
+    ]
+    listed = api.get("/api/v2/engagements", headers=crm.agency).json()["data"]
+    assert [e["client_id"] for e in listed] == [here]
+
+
+def test_uploading_engagements_needs_engagements_write(api: httpx.Client, crm: Crm) -> None:
+    importer = crm.key("imports:create", "clients:write", "contacts:write", "contracts:write")
+    refused = api.post(
+        URL,
+        params={"resource": "engagements"},
+        content=ENGAGEMENTS_HEADER,
+        headers={**importer, **CSV},
+    )
+    assert refused.status_code == 403 and "engagements:write" in refused.json()["detail"]

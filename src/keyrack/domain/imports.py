@@ -1,5 +1,8 @@
 """Bulk upload (SPEC §6.1.1): what a row of an uploaded file says, and what became of it.
 
+A file holds clients, contacts, contracts or engagements (``RESOURCES``); a contact, contract
+or engagement names its client by ``client_id`` (a Keyrack id), an engagement maybe one of
+that client's contacts by ``contact_id``.
 A file is CSV (RFC 4180, UTF-8, a header row) or NDJSON, in the shape an export writes:
 CSV columns ``custom.<name>`` and ``external_ids.<system>``, NDJSON objects with
 ``custom_fields`` and ``external_ids``. Each row is matched to a record by its ``id``, else
@@ -17,7 +20,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from keyrack.domain.exports import CUSTOM_PREFIX, EXTERNAL_PREFIX, Format, Resource
@@ -28,12 +31,18 @@ MAX_UPLOAD_BYTES = 1024**3
 BATCH_ROWS = 500
 """Rows written per transaction (each in a savepoint of its own)."""
 
-RESOURCES: tuple[Resource, ...] = (Resource.CLIENTS, Resource.CONTACTS, Resource.CONTRACTS)
+RESOURCES: tuple[Resource, ...] = (
+    Resource.CLIENTS,
+    Resource.CONTACTS,
+    Resource.CONTRACTS,
+    Resource.ENGAGEMENTS,
+)
 """What may be uploaded so far."""
 WRITE_PERMISSION: dict[Resource, str] = {
     Resource.CLIENTS: "clients:write",
     Resource.CONTACTS: "contacts:write",
     Resource.CONTRACTS: "contracts:write",
+    Resource.ENGAGEMENTS: "engagements:write",
 }
 
 
@@ -83,7 +92,18 @@ CONTRACT_FIELDS = {
     "recurring_amount_cents": "integer",
     "recurring_interval": "text",
 }
+ENGAGEMENT_FIELDS = {
+    "client_id": "text",
+    "contact_id": "text",
+    "kind": "text",
+    "occurred_at": "timestamp",
+    "subject": "text",
+    "body": "text",
+    "owner_id": "integer",
+}
+"""An engagement's contact (optional) is ``contact_id``, one of its client's contacts."""
 FIELDS: dict[Resource, dict[str, str]] = {
+    Resource.ENGAGEMENTS: ENGAGEMENT_FIELDS,
     Resource.CLIENTS: CLIENT_FIELDS,
     Resource.CONTACTS: CONTACT_FIELDS,
     Resource.CONTRACTS: CONTRACT_FIELDS,
@@ -127,14 +147,20 @@ def _value(name: str, kind: str, value: Any) -> Any:
             except ValueError:
                 pass
         raise InvalidInput(f"{name}: {value!r} is not a date (YYYY-MM-DD)")
+    if kind == "timestamp":
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.strip())
+            except ValueError:
+                pass
+            else:
+                if moment.tzinfo is None:
+                    raise InvalidInput(f"{name}: {value!r} has no time zone")
+                return moment.astimezone(UTC)
+        raise InvalidInput(f"{name}: {value!r} is not a date and time (ISO 8601)")
     if kind == "text" and not isinstance(value, str):
         raise InvalidInput(f"{name}: {value!r} is not text")
     return value
-
-
-def client_row(raw: Mapping[str | None, Any], fmt: Format) -> Row:
-    """A client row, its values typed; ``InvalidInput`` naming the column that is wrong."""
-    return record_row(Resource.CLIENTS, raw, fmt)
 
 
 def record_row(resource: Resource, raw: Mapping[str | None, Any], fmt: Format) -> Row:

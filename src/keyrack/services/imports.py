@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from keyrack.domain import crm
 from keyrack.domain import imports as rules
-from keyrack.domain.crm import ClientStatus, ExternalRef, RecordType
+from keyrack.domain.crm import UNSET, ClientStatus, ExternalRef, RecordType, Unset
 from keyrack.domain.exports import Format, Resource
 from keyrack.domain.ids import new_ref
 from keyrack.domain.imports import BATCH_ROWS, UNDER_WAY, Outcome, Row, Status
@@ -41,11 +41,17 @@ from keyrack.errors import (
 from keyrack.jobs import Discard, Handler, RunningJob, Worker, queue
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm import contacts, contracts, external_ids, records
-from keyrack.services.crm.scoping import client_in_scope, clients_of, in_scope, one_in_scope
+from keyrack.services.crm import contacts, contracts, engagements, external_ids, records
+from keyrack.services.crm.scoping import (
+    client_in_scope,
+    clients_of,
+    contact_of,
+    in_scope,
+    one_in_scope,
+)
 from keyrack.storage.paging import Page, check_limit, decode_cursor, encode_cursor, paginate
-from keyrack.storage.scoping import location_in_scope, within_scope
-from keyrack.storage.tables.crm import Client, Contact, Contract, ExternalId
+from keyrack.storage.scoping import location_in_scope, user_in_org, within_scope
+from keyrack.storage.tables.crm import Client, Contact, Contract, Engagement, ExternalId
 from keyrack.storage.tables.exports import Import, ImportPart, ImportRow
 from keyrack.storage.tables.jobs import Job
 
@@ -806,7 +812,91 @@ def _match_contract(session: Session, scope: Scope, row: Row) -> Contract | None
     return None
 
 
+def _upsert_engagement(
+    session: Session, scope: Scope, row: Row, at: datetime
+) -> tuple[Outcome, str]:
+    """An engagement matched by id or external id, else created at the client ``client_id``
+    names (which the scope must see), with ``contact_id`` one of that client's contacts;
+    fields validated as the API does."""
+    fields = dict(row.fields)
+    client_ref = fields.pop("client_id", None)
+    contact_ref = fields.pop("contact_id", UNSET)
+    owner_id = fields.pop("owner_id", UNSET)
+    checked = engagements.validated(**fields)
+    found = _match_engagement(session, scope, row)
+    client = None if client_ref is None else client_in_scope(session, scope, client_ref)
+    if found is None:
+        if client is None:
+            raise InvalidInput(
+                "client_id: required to create an engagement (no id or external id matched)"
+            )
+        if checked.get("kind") is None:
+            raise InvalidInput(
+                "kind: required to create an engagement (no id or external id matched)"
+            )
+        engagement = Engagement(
+            ref=new_ref("eng"),
+            org_id=scope.org_id,
+            client=client,
+            contact=contact_of(session, scope, client, _given(contact_ref)),
+            owner_id=user_in_org(session, scope, _given(owner_id)),
+            **{**checked, "occurred_at": checked.get("occurred_at") or at},
+        )
+        records.created(
+            session,
+            scope,
+            RecordType.ENGAGEMENTS,
+            engagement,
+            at=at,
+            external_id_changes=row.external_ids,
+        )
+        return Outcome.CREATED, engagement.ref
+    if client is not None and client.id != found.client_id:
+        raise InvalidInput(f"client_id: engagement {found.ref!r} belongs to another client")
+    for name in ("kind", "occurred_at"):
+        if name in checked and checked[name] is None:
+            raise InvalidInput(f"{name}: an engagement always has one")
+    before, stamped = records.state(found), found.updated_at
+    for name, value in checked.items():
+        setattr(found, name, value)
+    if not isinstance(contact_ref, Unset):
+        found.contact = contact_of(session, scope, found.client, contact_ref)
+    if not isinstance(owner_id, Unset):
+        found.owner_id = user_in_org(session, scope, owner_id)
+    fields_changed = records.state(found) != before
+    records.updated(
+        session,
+        scope,
+        RecordType.ENGAGEMENTS,
+        found,
+        before=before,
+        at=at,
+        external_id_changes=row.external_ids,
+    )
+    changed = fields_changed or (found.updated_at == at and stamped != at)
+    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
+def _given(value: Any) -> Any:
+    return None if isinstance(value, Unset) else value
+
+
+def _match_engagement(session: Session, scope: Scope, row: Row) -> Engagement | None:
+    if row.ref is not None:
+        found: Engagement = one_in_scope(session, Engagement, "eng", "engagement", scope, row.ref)
+        return found
+    for system, value in sorted(row.external_ids.items()):
+        ref = ExternalRef(crm.validate_system(system), value)
+        held = external_ids.holding(scope, RecordType.ENGAGEMENTS, ref)
+        stmt = in_scope(select(Engagement), Engagement, scope).where(Engagement.id.in_(held))
+        match = session.scalar(stmt)
+        if match is not None:
+            return match
+    return None
+
+
 UPSERTS: dict[Resource, Upsert] = {
+    Resource.ENGAGEMENTS: _upsert_engagement,
     Resource.CLIENTS: _upsert_client,
     Resource.CONTACTS: _upsert_contact,
     Resource.CONTRACTS: _upsert_contract,
