@@ -43,6 +43,7 @@ from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm import contacts, contracts, engagements, external_ids, records
 from keyrack.services.crm.scoping import (
+    KINDS,
     client_in_scope,
     clients_of,
     contact_of,
@@ -679,16 +680,19 @@ def _upsert_client(session: Session, scope: Scope, row: Row, at: datetime) -> tu
     return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
 
 
-def _match_contact(session: Session, scope: Scope, row: Row) -> Contact | None:
+def _match_record(session: Session, scope: Scope, record_type: RecordType, row: Row) -> Any:
+    """The contact, contract or engagement ``row`` names by id, else by an external id (the
+    holder read first, then the record by its key: a plan PostgreSQL keeps on an index)."""
+    kind = KINDS[record_type]
     if row.ref is not None:
-        found: Contact = one_in_scope(session, Contact, "con", "contact", scope, row.ref)
-        return found
+        return one_in_scope(session, kind.model, kind.prefix, kind.what, scope, row.ref)
     for system, value in sorted(row.external_ids.items()):
         ref = ExternalRef(crm.validate_system(system), value)
-        held = external_ids.holding(scope, RecordType.CONTACTS, ref)
-        match = session.scalar(
-            in_scope(select(Contact), Contact, scope).where(Contact.id.in_(held))
-        )
+        record_id = session.scalar(external_ids.holding(scope, record_type, ref))
+        if record_id is None:
+            continue
+        stmt = in_scope(select(kind.model), kind.model, scope).where(kind.model.id == record_id)
+        match = session.scalar(stmt)
         if match is not None:
             return match
     return None
@@ -700,7 +704,7 @@ def _upsert_contact(session: Session, scope: Scope, row: Row, at: datetime) -> t
     fields = dict(row.fields)
     client_ref = fields.pop("client_id", None)
     checked = contacts.validated(**fields)
-    found = _match_contact(session, scope, row)
+    found = _match_record(session, scope, RecordType.CONTACTS, row)
     client = None if client_ref is None else client_in_scope(session, scope, client_ref)
     if found is None:
         if client is None:
@@ -747,7 +751,7 @@ def _upsert_contract(session: Session, scope: Scope, row: Row, at: datetime) -> 
     fields = dict(row.fields)
     client_ref = fields.pop("client_id", None)
     checked = contracts.validated(**fields)
-    found = _match_contract(session, scope, row)
+    found = _match_record(session, scope, RecordType.CONTRACTS, row)
     client = None if client_ref is None else client_in_scope(session, scope, client_ref)
     if found is None:
         if client is None:
@@ -798,20 +802,6 @@ def _upsert_contract(session: Session, scope: Scope, row: Row, at: datetime) -> 
     return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
 
 
-def _match_contract(session: Session, scope: Scope, row: Row) -> Contract | None:
-    if row.ref is not None:
-        found: Contract = one_in_scope(session, Contract, "ctr", "contract", scope, row.ref)
-        return found
-    for system, value in sorted(row.external_ids.items()):
-        ref = ExternalRef(crm.validate_system(system), value)
-        held = external_ids.holding(scope, RecordType.CONTRACTS, ref)
-        stmt = in_scope(select(Contract), Contract, scope).where(Contract.id.in_(held))
-        match = session.scalar(stmt)
-        if match is not None:
-            return match
-    return None
-
-
 def _upsert_engagement(
     session: Session, scope: Scope, row: Row, at: datetime
 ) -> tuple[Outcome, str]:
@@ -823,7 +813,7 @@ def _upsert_engagement(
     contact_ref = fields.pop("contact_id", UNSET)
     owner_id = fields.pop("owner_id", UNSET)
     checked = engagements.validated(**fields)
-    found = _match_engagement(session, scope, row)
+    found = _match_record(session, scope, RecordType.ENGAGEMENTS, row)
     client = None if client_ref is None else client_in_scope(session, scope, client_ref)
     if found is None:
         if client is None:
@@ -879,20 +869,6 @@ def _upsert_engagement(
 
 def _given(value: Any) -> Any:
     return None if isinstance(value, Unset) else value
-
-
-def _match_engagement(session: Session, scope: Scope, row: Row) -> Engagement | None:
-    if row.ref is not None:
-        found: Engagement = one_in_scope(session, Engagement, "eng", "engagement", scope, row.ref)
-        return found
-    for system, value in sorted(row.external_ids.items()):
-        ref = ExternalRef(crm.validate_system(system), value)
-        held = external_ids.holding(scope, RecordType.ENGAGEMENTS, ref)
-        stmt = in_scope(select(Engagement), Engagement, scope).where(Engagement.id.in_(held))
-        match = session.scalar(stmt)
-        if match is not None:
-            return match
-    return None
 
 
 UPSERTS: dict[Resource, Upsert] = {
