@@ -21,7 +21,9 @@ PART_BYTES = 1024 * 1024
 
 
 def import_file(
-    resource: Resource = typer.Argument(..., help="What the file holds (clients)."),
+    resource: Resource = typer.Argument(
+        ..., help="What the file holds (clients, contacts, contracts or engagements)."
+    ),
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV or NDJSON file."),
     org: str = typer.Option(..., help="Organization slug."),
     location: str | None = typer.Option(None, help="Location slug: records land there."),

@@ -1,5 +1,8 @@
 """Bulk upload (SPEC §6.1.1): what a row of an uploaded file says, and what became of it.
 
+A file holds clients, contacts, contracts or engagements (``RESOURCES``); a contact, contract
+or engagement names its client by ``client_id`` (a Keyrack id), an engagement maybe one of
+that client's contacts by ``contact_id``.
 A file is CSV (RFC 4180, UTF-8, a header row) or NDJSON, in the shape an export writes:
 CSV columns ``custom.<name>`` and ``external_ids.<system>``, NDJSON objects with
 ``custom_fields`` and ``external_ids``. Each row is matched to a record by its ``id``, else
@@ -17,6 +20,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 from keyrack.domain.exports import CUSTOM_PREFIX, EXTERNAL_PREFIX, Format, Resource
@@ -27,9 +31,19 @@ MAX_UPLOAD_BYTES = 1024**3
 BATCH_ROWS = 500
 """Rows written per transaction (each in a savepoint of its own)."""
 
-RESOURCES: tuple[Resource, ...] = (Resource.CLIENTS,)
+RESOURCES: tuple[Resource, ...] = (
+    Resource.CLIENTS,
+    Resource.CONTACTS,
+    Resource.CONTRACTS,
+    Resource.ENGAGEMENTS,
+)
 """What may be uploaded so far."""
-WRITE_PERMISSION: dict[Resource, str] = {Resource.CLIENTS: "clients:write"}
+WRITE_PERMISSION: dict[Resource, str] = {
+    Resource.CLIENTS: "clients:write",
+    Resource.CONTACTS: "contacts:write",
+    Resource.CONTRACTS: "contracts:write",
+    Resource.ENGAGEMENTS: "engagements:write",
+}
 
 
 class RowOutcome(enum.StrEnum):
@@ -60,7 +74,43 @@ CLIENT_FIELDS = {
     "arr_cents": "integer",
     "health": "integer",
 }
-IGNORED = frozenset({"created_at", "updated_at", "health_band"})
+CONTACT_FIELDS = {
+    "client_id": "text",
+    "name": "text",
+    "email": "text",
+    "phone": "text",
+    "title": "text",
+}
+"""A contact's client is ``client_id`` (a Keyrack id); it has no custom fields."""
+CONTRACT_FIELDS = {
+    "client_id": "text",
+    "name": "text",
+    "amount_cents": "integer",
+    "currency": "text",
+    "start_date": "date",
+    "end_date": "date",
+    "recurring_amount_cents": "integer",
+    "recurring_interval": "text",
+}
+ENGAGEMENT_FIELDS = {
+    "client_id": "text",
+    "contact_id": "text",
+    "kind": "text",
+    "occurred_at": "timestamp",
+    "subject": "text",
+    "body": "text",
+    "owner_id": "integer",
+}
+"""An engagement's contact (optional) is ``contact_id``, one of its client's contacts."""
+FIELDS: dict[Resource, dict[str, str]] = {
+    Resource.ENGAGEMENTS: ENGAGEMENT_FIELDS,
+    Resource.CLIENTS: CLIENT_FIELDS,
+    Resource.CONTACTS: CONTACT_FIELDS,
+    Resource.CONTRACTS: CONTRACT_FIELDS,
+}
+CUSTOM: frozenset[Resource] = frozenset({Resource.CLIENTS})
+"""The resources whose records have custom fields."""
+IGNORED = frozenset({"created_at", "updated_at", "health_band", "annual_recurring_cents"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +140,34 @@ def _value(name: str, kind: str, value: Any) -> Any:
             return int(value.strip())
         except ValueError:
             raise InvalidInput(f"{name}: {value!r} is not an integer") from None
+    if kind == "date":
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        raise InvalidInput(f"{name}: {value!r} is not a date (YYYY-MM-DD)")
+    if kind == "timestamp":
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.strip())
+            except ValueError:
+                pass
+            else:
+                if moment.tzinfo is None:
+                    raise InvalidInput(f"{name}: {value!r} has no time zone")
+                return moment.astimezone(UTC)
+        raise InvalidInput(f"{name}: {value!r} is not a date and time (ISO 8601)")
     if kind == "text" and not isinstance(value, str):
         raise InvalidInput(f"{name}: {value!r} is not text")
     return value
 
 
-def client_row(raw: Mapping[str | None, Any], fmt: Format) -> Row:
-    """A client row, its values typed; ``InvalidInput`` naming the column that is wrong."""
+def record_row(resource: Resource, raw: Mapping[str | None, Any], fmt: Format) -> Row:
+    """A row of ``resource``, its values typed; ``InvalidInput`` naming the column that is
+    wrong."""
+    known, custom_ok = FIELDS[resource], resource in CUSTOM
+    what = resource.value[:-1]
     if None in raw:
         raise InvalidInput("the row has more fields than the header")
     ref: str | None = None
@@ -109,17 +180,17 @@ def client_row(raw: Mapping[str | None, Any], fmt: Format) -> Row:
             continue  # an empty cell gives nothing
         if key == "id":
             if not isinstance(value, str):
-                raise InvalidInput(f"id: {value!r} is not a client id")
+                raise InvalidInput(f"id: {value!r} is not a {what} id")
             ref = value
-        elif key in CLIENT_FIELDS:
-            fields[key] = None if value is None else _value(key, CLIENT_FIELDS[key], value)
+        elif key in known:
+            fields[key] = None if value is None else _value(key, known[key], value)
         elif key in IGNORED:
             continue
-        elif fmt is Format.CSV and key.startswith(CUSTOM_PREFIX):
+        elif custom_ok and fmt is Format.CSV and key.startswith(CUSTOM_PREFIX):
             custom[key[len(CUSTOM_PREFIX) :]] = value
         elif fmt is Format.CSV and key.startswith(EXTERNAL_PREFIX):
             systems[key[len(EXTERNAL_PREFIX) :]] = value
-        elif fmt is Format.NDJSON and key == "custom_fields":
+        elif custom_ok and fmt is Format.NDJSON and key == "custom_fields":
             if not isinstance(value, dict):
                 raise InvalidInput("custom_fields: not an object")
             custom = value

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from keyrack.domain import crm
 from keyrack.domain import imports as rules
-from keyrack.domain.crm import ClientStatus, ExternalRef, RecordType
+from keyrack.domain.crm import UNSET, ClientStatus, ExternalRef, RecordType, Unset
 from keyrack.domain.exports import Format, Resource
 from keyrack.domain.ids import new_ref
 from keyrack.domain.imports import BATCH_ROWS, UNDER_WAY, Outcome, Row, Status
@@ -41,11 +41,18 @@ from keyrack.errors import (
 from keyrack.jobs import Discard, Handler, RunningJob, Worker, queue
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
-from keyrack.services.crm import external_ids, records
-from keyrack.services.crm.scoping import clients_of
+from keyrack.services.crm import contacts, contracts, engagements, external_ids, records
+from keyrack.services.crm.scoping import (
+    KINDS,
+    client_in_scope,
+    clients_of,
+    contact_of,
+    in_scope,
+    one_in_scope,
+)
 from keyrack.storage.paging import Page, check_limit, decode_cursor, encode_cursor, paginate
-from keyrack.storage.scoping import location_in_scope, within_scope
-from keyrack.storage.tables.crm import Client, ExternalId
+from keyrack.storage.scoping import location_in_scope, user_in_org, within_scope
+from keyrack.storage.tables.crm import Client, Contact, Contract, Engagement, ExternalId
 from keyrack.storage.tables.exports import Import, ImportPart, ImportRow
 from keyrack.storage.tables.jobs import Job
 
@@ -338,18 +345,18 @@ def run(ctx: Context, job: RunningJob) -> None:
         row.status, row.started_at, row.error = Status.RUNNING.value, ctx.clock(), None
         row.rows_done = row.created = row.updated = row.unchanged = row.failed = 0
     scope = Scope(row.org_id, row.location_id)
-    fmt = Format(row.format)
+    fmt, resource = Format(row.format), Resource(row.resource)
     stream = io.TextIOWrapper(io.BufferedReader(_Parts(ctx, import_id)), "utf-8", newline="")
     batch: list[Line] = []
     try:
         for line in _lines(stream, fmt):
             batch.append(line)
             if len(batch) >= BATCH_ROWS:
-                _apply(ctx, import_id, scope, fmt, batch)
+                _apply(ctx, import_id, scope, resource, fmt, batch)
                 job.progress(rows_done=line[0])
                 batch = []
         if batch:
-            _apply(ctx, import_id, scope, fmt, batch)
+            _apply(ctx, import_id, scope, resource, fmt, batch)
     except UnicodeDecodeError as error:
         _finish(ctx, import_id, Status.FAILED, f"the file is not UTF-8 ({error.reason})")
         raise Discard("the file is not UTF-8") from None
@@ -365,10 +372,13 @@ def _finish(ctx: Context, import_id: int, status: Status, error: str | None) -> 
         )
 
 
-def _apply(ctx: Context, import_id: int, scope: Scope, fmt: Format, batch: list[Line]) -> None:
-    """Write one batch of rows with their outcomes and counts, in one transaction: all at
-    once (``_write_batch``), or, if the database refuses that, each row in a savepoint of
-    its own, so only the rows at fault fail."""
+def _apply(
+    ctx: Context, import_id: int, scope: Scope, resource: Resource, fmt: Format, batch: list[Line]
+) -> None:
+    """Write one batch of rows with their outcomes and counts, in one transaction: clients
+    all at once (``_write_batch``), or, if the database refuses that, each row in a
+    savepoint of its own, so only the rows at fault fail; other records each row in its
+    savepoint (``UPSERTS``)."""
     results: dict[int, tuple[Outcome, str | None, str | None]] = {}
     parsed: list[tuple[int, Row]] = []
     for number, raw, problem in batch:
@@ -376,17 +386,20 @@ def _apply(ctx: Context, import_id: int, scope: Scope, fmt: Format, batch: list[
             results[number] = (Outcome.FAILED, None, problem)
             continue
         try:
-            parsed.append((number, rules.client_row(raw, fmt)))
+            parsed.append((number, rules.record_row(resource, raw, fmt)))
         except KeyrackError as refused:
             results[number] = (Outcome.FAILED, None, refused.detail)
     with ctx.db.transaction() as session:
         at = records.stamp(session, scope.org_id, ctx.clock())
+        upsert = UPSERTS[resource]
         try:
+            if resource is not Resource.CLIENTS:
+                raise _Again
             with session.begin_nested():
                 results.update(_write_batch(session, scope, parsed, at))
         except SQLAlchemyError:
             for number, row in parsed:
-                results[number] = _one(session, scope, row, at)
+                results[number] = _one(session, scope, row, at, upsert)
         outcomes = [
             {
                 "import_id": import_id,
@@ -410,13 +423,16 @@ def _apply(ctx: Context, import_id: int, scope: Scope, fmt: Format, batch: list[
         )
 
 
+Upsert = Callable[[Session, Scope, Row, datetime], tuple[Outcome, str]]
+
+
 def _one(
-    session: Session, scope: Scope, row: Row, at: datetime
+    session: Session, scope: Scope, row: Row, at: datetime, upsert: Upsert
 ) -> tuple[Outcome, str | None, str | None]:
     """One row in a savepoint of its own (the slow path, where a batch was refused)."""
     try:
         with session.begin_nested():
-            outcome, ref = _upsert_client(session, scope, row, at)
+            outcome, ref = upsert(session, scope, row, at)
         return outcome, ref, None
     except KeyrackError as refused:
         return Outcome.FAILED, None, refused.detail
@@ -662,6 +678,206 @@ def _upsert_client(session: Session, scope: Scope, row: Row, at: datetime) -> tu
     )
     changed = fields_changed or (found.updated_at == at and stamped != at)
     return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
+def _match_record(session: Session, scope: Scope, record_type: RecordType, row: Row) -> Any:
+    """The contact, contract or engagement ``row`` names by id, else by an external id (the
+    holder read first, then the record by its key: a plan PostgreSQL keeps on an index)."""
+    kind = KINDS[record_type]
+    if row.ref is not None:
+        return one_in_scope(session, kind.model, kind.prefix, kind.what, scope, row.ref)
+    for system, value in sorted(row.external_ids.items()):
+        ref = ExternalRef(crm.validate_system(system), value)
+        record_id = session.scalar(external_ids.holding(scope, record_type, ref))
+        if record_id is None:
+            continue
+        stmt = in_scope(select(kind.model), kind.model, scope).where(kind.model.id == record_id)
+        match = session.scalar(stmt)
+        if match is not None:
+            return match
+    return None
+
+
+def _upsert_contact(session: Session, scope: Scope, row: Row, at: datetime) -> tuple[Outcome, str]:
+    """A contact matched by id or external id, else created at the client ``client_id``
+    names (which the scope must see); fields validated as the API does."""
+    fields = dict(row.fields)
+    client_ref = fields.pop("client_id", None)
+    checked = contacts.validated(**fields)
+    found = _match_record(session, scope, RecordType.CONTACTS, row)
+    client = None if client_ref is None else client_in_scope(session, scope, client_ref)
+    if found is None:
+        if client is None:
+            raise InvalidInput(
+                "client_id: required to create a contact (no id or external id matched)"
+            )
+        if "name" not in checked:
+            raise InvalidInput("name: required to create a contact (no id or external id matched)")
+        contact = Contact(ref=new_ref("con"), org_id=scope.org_id, client=client, **checked)
+        records.created(
+            session,
+            scope,
+            RecordType.CONTACTS,
+            contact,
+            at=at,
+            external_id_changes=row.external_ids,
+        )
+        return Outcome.CREATED, contact.ref
+    if client is not None and client.id != found.client_id:
+        raise InvalidInput(f"client_id: contact {found.ref!r} belongs to another client")
+    before, stamped = records.state(found), found.updated_at
+    for name, value in checked.items():
+        setattr(found, name, value)
+    fields_changed = records.state(found) != before
+    records.updated(
+        session,
+        scope,
+        RecordType.CONTACTS,
+        found,
+        before=before,
+        at=at,
+        external_id_changes=row.external_ids,
+    )
+    changed = fields_changed or (found.updated_at == at and stamped != at)
+    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
+_CONTRACT_REQUIRED = ("name", "amount_cents", "start_date")
+
+
+def _upsert_contract(session: Session, scope: Scope, row: Row, at: datetime) -> tuple[Outcome, str]:
+    """A contract matched by id or external id, else created at the client ``client_id``
+    names (which the scope must see); fields validated and checked as the API does."""
+    fields = dict(row.fields)
+    client_ref = fields.pop("client_id", None)
+    checked = contracts.validated(**fields)
+    found = _match_record(session, scope, RecordType.CONTRACTS, row)
+    client = None if client_ref is None else client_in_scope(session, scope, client_ref)
+    if found is None:
+        if client is None:
+            raise InvalidInput(
+                "client_id: required to create a contract (no id or external id matched)"
+            )
+        for name in _CONTRACT_REQUIRED:
+            if checked.get(name) is None:
+                raise InvalidInput(
+                    f"{name}: required to create a contract (no id or external id matched)"
+                )
+        contract = Contract(
+            ref=new_ref("ctr"),
+            org_id=scope.org_id,
+            client=client,
+            **{"currency": "USD", **checked},
+        )
+        contracts.check(contract)
+        records.created(
+            session,
+            scope,
+            RecordType.CONTRACTS,
+            contract,
+            at=at,
+            external_id_changes=row.external_ids,
+        )
+        return Outcome.CREATED, contract.ref
+    if client is not None and client.id != found.client_id:
+        raise InvalidInput(f"client_id: contract {found.ref!r} belongs to another client")
+    for name in _CONTRACT_REQUIRED:
+        if name in checked and checked[name] is None:
+            raise InvalidInput(f"{name}: a contract always has one")
+    before, stamped = records.state(found), found.updated_at
+    for name, value in checked.items():
+        setattr(found, name, value)
+    contracts.check(found)
+    fields_changed = records.state(found) != before
+    records.updated(
+        session,
+        scope,
+        RecordType.CONTRACTS,
+        found,
+        before=before,
+        at=at,
+        external_id_changes=row.external_ids,
+    )
+    changed = fields_changed or (found.updated_at == at and stamped != at)
+    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
+def _upsert_engagement(
+    session: Session, scope: Scope, row: Row, at: datetime
+) -> tuple[Outcome, str]:
+    """An engagement matched by id or external id, else created at the client ``client_id``
+    names (which the scope must see), with ``contact_id`` one of that client's contacts;
+    fields validated as the API does."""
+    fields = dict(row.fields)
+    client_ref = fields.pop("client_id", None)
+    contact_ref = fields.pop("contact_id", UNSET)
+    owner_id = fields.pop("owner_id", UNSET)
+    checked = engagements.validated(**fields)
+    found = _match_record(session, scope, RecordType.ENGAGEMENTS, row)
+    client = None if client_ref is None else client_in_scope(session, scope, client_ref)
+    if found is None:
+        if client is None:
+            raise InvalidInput(
+                "client_id: required to create an engagement (no id or external id matched)"
+            )
+        if checked.get("kind") is None:
+            raise InvalidInput(
+                "kind: required to create an engagement (no id or external id matched)"
+            )
+        engagement = Engagement(
+            ref=new_ref("eng"),
+            org_id=scope.org_id,
+            client=client,
+            contact=contact_of(session, scope, client, _given(contact_ref)),
+            owner_id=user_in_org(session, scope, _given(owner_id)),
+            **{**checked, "occurred_at": checked.get("occurred_at") or at},
+        )
+        records.created(
+            session,
+            scope,
+            RecordType.ENGAGEMENTS,
+            engagement,
+            at=at,
+            external_id_changes=row.external_ids,
+        )
+        return Outcome.CREATED, engagement.ref
+    if client is not None and client.id != found.client_id:
+        raise InvalidInput(f"client_id: engagement {found.ref!r} belongs to another client")
+    for name in ("kind", "occurred_at"):
+        if name in checked and checked[name] is None:
+            raise InvalidInput(f"{name}: an engagement always has one")
+    before, stamped = records.state(found), found.updated_at
+    for name, value in checked.items():
+        setattr(found, name, value)
+    if not isinstance(contact_ref, Unset):
+        found.contact = contact_of(session, scope, found.client, contact_ref)
+    if not isinstance(owner_id, Unset):
+        found.owner_id = user_in_org(session, scope, owner_id)
+    fields_changed = records.state(found) != before
+    records.updated(
+        session,
+        scope,
+        RecordType.ENGAGEMENTS,
+        found,
+        before=before,
+        at=at,
+        external_id_changes=row.external_ids,
+    )
+    changed = fields_changed or (found.updated_at == at and stamped != at)
+    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
+def _given(value: Any) -> Any:
+    return None if isinstance(value, Unset) else value
+
+
+UPSERTS: dict[Resource, Upsert] = {
+    Resource.ENGAGEMENTS: _upsert_engagement,
+    Resource.CLIENTS: _upsert_client,
+    Resource.CONTACTS: _upsert_contact,
+    Resource.CONTRACTS: _upsert_contract,
+}
+"""How a row of each uploadable resource is written, one at a time."""
 
 
 def counts(ctx: Context, import_id: int) -> dict[str, int]:

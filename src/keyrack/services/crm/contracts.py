@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -13,6 +13,7 @@ from keyrack.domain import crm
 from keyrack.domain.crm import UNSET, Interval, RecordType, Unset
 from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import Scope, validate_name
+from keyrack.errors import InvalidInput
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm import records
@@ -85,6 +86,53 @@ def _check(row: Contract) -> None:
         row.recurring_amount_cents,
         Interval(row.recurring_interval) if row.recurring_interval else None,
     )
+
+
+def validated(
+    *,
+    name: Any = UNSET,
+    amount_cents: Any = UNSET,
+    currency: Any = UNSET,
+    start_date: Any = UNSET,
+    end_date: Any = UNSET,
+    recurring_amount_cents: Any = UNSET,
+    recurring_interval: Any = UNSET,
+) -> dict[str, Any]:
+    """The fields given, validated as ``create_contract`` and ``update_contract`` do (a bulk
+    upload's rows); ``check`` then judges the contract they make."""
+    checks: dict[str, Callable[[Any], Any]] = {
+        "name": validate_name,
+        "amount_cents": lambda v: crm.validate_cents(v, "amount_cents"),
+        "currency": crm.validate_currency,
+        "start_date": lambda v: v,
+        "end_date": lambda v: v,
+        "recurring_amount_cents": lambda v: crm.optional_cents(v, "recurring_amount_cents"),
+        "recurring_interval": _interval,
+    }
+    given = {
+        "name": name,
+        "amount_cents": amount_cents,
+        "currency": currency,
+        "start_date": start_date,
+        "end_date": end_date,
+        "recurring_amount_cents": recurring_amount_cents,
+        "recurring_interval": recurring_interval,
+    }
+    return {k: checks[k](v) for k, v in given.items() if not isinstance(v, Unset)}
+
+
+def _interval(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return Interval(value).value
+    except ValueError:
+        known = ", ".join(i.value for i in Interval)
+        raise InvalidInput(f"recurring_interval: {value!r} is not one of {known}") from None
+
+
+check = _check
+"""A contract's fields agree (dates in order, recurring amount with its interval)."""
 
 
 def _contract(session: Any, scope: Scope, ref: str) -> Contract:

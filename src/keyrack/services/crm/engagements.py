@@ -3,7 +3,7 @@ of its contacts, with when they happened and who owned them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from keyrack.domain.crm import (
 )
 from keyrack.domain.ids import new_ref
 from keyrack.domain.tenancy import Scope
+from keyrack.errors import InvalidInput
 from keyrack.services import audit
 from keyrack.services.context import Actor, Context
 from keyrack.services.crm import records
@@ -86,6 +87,29 @@ def _subject(subject: str | None) -> str | None:
 
 def _body(body: str | None) -> str | None:
     return crm.validate_text(body, "body", MAX_ENGAGEMENT_BODY, paragraph=True)
+
+
+def validated(
+    *, kind: Any = UNSET, subject: Any = UNSET, body: Any = UNSET, occurred_at: Any = UNSET
+) -> dict[str, Any]:
+    """The fields given, validated as ``create_engagement`` and ``update_engagement`` do (a
+    bulk upload's rows; the contact and owner are looked up by the caller)."""
+    checks: dict[str, Callable[[Any], Any]] = {
+        "kind": _kind,
+        "subject": _subject,
+        "body": _body,
+        "occurred_at": lambda v: v,
+    }
+    given = {"kind": kind, "subject": subject, "body": body, "occurred_at": occurred_at}
+    return {k: checks[k](v) for k, v in given.items() if not isinstance(v, Unset)}
+
+
+def _kind(value: Any) -> str:
+    try:
+        return EngagementKind(value).value
+    except ValueError:
+        known = ", ".join(k.value for k in EngagementKind)
+        raise InvalidInput(f"kind: {value!r} is not one of {known}") from None
 
 
 def _engagement(session: Any, scope: Scope, ref: str) -> Engagement:
