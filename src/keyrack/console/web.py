@@ -94,6 +94,7 @@ def navigation(current: SignedIn | None) -> list[tuple[str, str]]:
             ("Settings → Team", f"{PREFIX}/settings/team"),
             ("Settings → Integrations", f"{PREFIX}/settings/integrations"),
             ("Settings → Exports", f"{PREFIX}/settings/exports"),
+            ("Settings → Imports", f"{PREFIX}/settings/imports"),
             ("Audit log", f"{PREFIX}/audit"),
         ]
     if current.user.is_staff:
