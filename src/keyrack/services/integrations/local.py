@@ -8,9 +8,9 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
 from keyrack.domain import crm
@@ -220,7 +220,35 @@ def _owners(
     return external_ids.ids_of_records(session, crm.RecordType.CLIENTS, {r.client_id for r in rows})
 
 
-class Clients:
+Row = TypeVar("Row", Client, Contact, Contract, Engagement)
+
+
+class _Rows(Generic[Row]):
+    """What every side shares: its rows in the caller's scope, read by change position or
+    by ref, each turned into a ``LocalRecord`` by the side's ``_records``."""
+
+    model: ClassVar[Any]
+
+    def _in_scope(self, scope: Scope) -> Select[Row]:
+        """A dependent of a client is in its client's location."""
+        return in_scope(select(self.model), self.model, scope)
+
+    def _records(self, session: Session, rows: list[Row]) -> list[LocalRecord]:
+        raise NotImplementedError
+
+    def changed(
+        self, session: Session, scope: Scope, after: Position | None, limit: int
+    ) -> list[LocalRecord]:
+        stmt = _after(self._in_scope(scope), self.model, after).limit(limit)
+        return self._records(session, list(session.scalars(stmt)))
+
+    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
+        stmt = self._in_scope(scope).where(self.model.ref.in_(refs)).order_by(self.model.id)
+        return self._records(session, list(session.scalars(stmt)))
+
+
+class Clients(_Rows[Client]):
+    model = Client
     record_type: RecordType = RecordType.CLIENTS
     fields: tuple[str, ...] = ("name", "status", "owner_email", "arr_cents", "health")
 
@@ -238,17 +266,8 @@ class Clients:
         ids = external_ids.ids_of_records(session, crm.RecordType.CLIENTS, (r.id for r in rows))
         return [self._record(row, ids.get(row.id, {})) for row in rows]
 
-    def changed(
-        self, session: Session, scope: Scope, after: Position | None, limit: int
-    ) -> list[LocalRecord]:
-        rows = list(session.scalars(_after(clients_of(scope), Client, after).limit(limit)))
-        return self._records(session, rows)
-
-    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
-        rows = list(
-            session.scalars(clients_of(scope).where(Client.ref.in_(refs)).order_by(Client.id))
-        )
-        return self._records(session, rows)
+    def _in_scope(self, scope: Scope) -> Select[Client]:
+        return clients_of(scope)
 
     def _values(self, mapped: Mapping[str, Any], remote: RemoteRecord) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -322,11 +341,12 @@ class Clients:
         return ("updated" if changed else "unchanged"), row.ref
 
 
-class Contacts:
+class Contacts(_Rows[Contact]):
     """Contacts belong to a client: going out, the client's remote id is their link (a
     contact whose client has none yet fails, to go once the client went); coming in, the
     provider's link names the client by its remote id."""
 
+    model = Contact
     record_type: RecordType = RecordType.CONTACTS
     fields: tuple[str, ...] = ("name", "email", "phone", "title")
 
@@ -347,17 +367,6 @@ class Contacts:
             )
             for row in rows
         ]
-
-    def changed(
-        self, session: Session, scope: Scope, after: Position | None, limit: int
-    ) -> list[LocalRecord]:
-        stmt = in_scope(select(Contact), Contact, scope)
-        rows = list(session.scalars(_after(stmt, Contact, after).limit(limit)))
-        return self._records(session, rows)
-
-    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
-        stmt = in_scope(select(Contact), Contact, scope).where(Contact.ref.in_(refs))
-        return self._records(session, list(session.scalars(stmt.order_by(Contact.id))))
 
     def upsert(
         self,
@@ -410,11 +419,12 @@ class Contacts:
         return ("updated" if records.state(row) != before else "unchanged"), row.ref
 
 
-class Contracts:
+class Contracts(_Rows[Contract]):
     """Contracts belong to a client, linked by the client's remote id both ways (as
     contacts are). Coming in, a new contract without a currency is in USD and without a
     start date starts the day it arrives."""
 
+    model = Contract
     record_type: RecordType = RecordType.CONTRACTS
     fields: tuple[str, ...] = (
         "name",
@@ -449,17 +459,6 @@ class Contracts:
             )
             for row in rows
         ]
-
-    def changed(
-        self, session: Session, scope: Scope, after: Position | None, limit: int
-    ) -> list[LocalRecord]:
-        stmt = in_scope(select(Contract), Contract, scope)
-        rows = list(session.scalars(_after(stmt, Contract, after).limit(limit)))
-        return self._records(session, rows)
-
-    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
-        stmt = in_scope(select(Contract), Contract, scope).where(Contract.ref.in_(refs))
-        return self._records(session, list(session.scalars(stmt.order_by(Contract.id))))
 
     def _values(self, mapped: Mapping[str, Any], remote: RemoteRecord) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -545,12 +544,13 @@ def _check_contract(row: Contract) -> None:
     crm.check_recurring(row.recurring_amount_cents, interval)
 
 
-class Engagements:
+class Engagements(_Rows[Engagement]):
     """Engagements belong to a client and maybe one of its contacts, both linked by their
     remote ids; each carries its kind (the provider's object for it: a HubSpot call, note…).
     Coming in, the record's kind is the provider's object; a new engagement without a time
     happened when it arrived."""
 
+    model = Engagement
     record_type: RecordType = RecordType.ENGAGEMENTS
     fields: tuple[str, ...] = ("kind", "occurred_at", "subject", "body")
 
@@ -583,17 +583,6 @@ class Engagements:
                 )
             )
         return found
-
-    def changed(
-        self, session: Session, scope: Scope, after: Position | None, limit: int
-    ) -> list[LocalRecord]:
-        stmt = in_scope(select(Engagement), Engagement, scope)
-        rows = list(session.scalars(_after(stmt, Engagement, after).limit(limit)))
-        return self._records(session, rows)
-
-    def by_refs(self, session: Session, scope: Scope, refs: Sequence[str]) -> list[LocalRecord]:
-        stmt = in_scope(select(Engagement), Engagement, scope).where(Engagement.ref.in_(refs))
-        return self._records(session, list(session.scalars(stmt.order_by(Engagement.id))))
 
     def upsert(
         self,
