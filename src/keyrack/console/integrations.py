@@ -10,10 +10,11 @@ never shown again, not even when the form is refused (it must be typed again).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Form, Path, Query, Request, Response
+from fastapi import Depends, Form, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from keyrack.console.charts import RunBar, runs_chart
@@ -89,21 +90,51 @@ def problem_of(view: ConnectionView, latest: RunView | None) -> str:
     return ""
 
 
-def _credential(api_key: str, oauth: dict[str, str]) -> dict[str, Any] | None:
-    """An ``{api_key}`` or the OAuth2 members from the form; None if nothing was typed."""
-    if api_key.strip():
-        if any(v.strip() for v in oauth.values()):
-            raise InvalidInput("give an API key or the OAuth2 fields, not both")
-        return {"api_key": api_key}
-    if not any(v.strip() for v in oauth.values()):
-        return None
-    found: dict[str, Any] = {k: v.strip() for k, v in oauth.items() if k != "expires_at"}
-    expires = oauth.get("expires_at", "").strip()
-    try:
-        found["expires_at"] = int(expires) if expires else None
-    except ValueError:
-        raise InvalidInput("expires_at must be epoch seconds") from None
-    return found
+@dataclass(frozen=True, slots=True)
+class CredentialFields:
+    """A form's credential members: an API key, or the OAuth2 ones."""
+
+    api_key: str
+    oauth: dict[str, str]
+
+    def credential(self) -> dict[str, Any] | None:
+        """An ``{api_key}`` or the OAuth2 members; None if nothing was typed."""
+        if self.api_key.strip():
+            if any(v.strip() for v in self.oauth.values()):
+                raise InvalidInput("give an API key or the OAuth2 fields, not both")
+            return {"api_key": self.api_key}
+        if not any(v.strip() for v in self.oauth.values()):
+            return None
+        found: dict[str, Any] = {k: v.strip() for k, v in self.oauth.items() if k != "expires_at"}
+        expires = self.oauth.get("expires_at", "").strip()
+        try:
+            found["expires_at"] = int(expires) if expires else None
+        except ValueError:
+            raise InvalidInput("expires_at must be epoch seconds") from None
+        return found
+
+
+def credential_fields(
+    api_key: Secret = "",
+    access_token: Secret = "",
+    refresh_token: Secret = "",
+    token_url: Annotated[str, Form(max_length=2000)] = "",
+    client_id: Secret = "",
+    client_secret: Secret = "",
+    expires_at: Annotated[str, Form(max_length=20)] = "",
+) -> CredentialFields:
+    oauth = {
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "token_url": token_url,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "expires_at": expires_at,
+    }
+    return CredentialFields(api_key, oauth)
+
+
+CredentialDep = Annotated[CredentialFields, Depends(credential_fields)]
 
 
 def _scope(current: SignedIn) -> Scope:
@@ -149,27 +180,18 @@ def add(
     request: Request,
     current: AdminDep,
     actor: ActorDep,
+    fields: CredentialDep,
     provider: Annotated[str, Form(max_length=32)] = "",
     name: Annotated[str, Form(max_length=200)] = "",
     base_url: Annotated[str, Form(max_length=2000)] = "",
-    api_key: Secret = "",
-    access_token: Secret = "",
-    refresh_token: Secret = "",
-    token_url: Annotated[str, Form(max_length=2000)] = "",
-    client_id: Secret = "",
-    client_secret: Secret = "",
-    expires_at: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     scope = _scope(current)
-    oauth = {
-        "access_token": access_token,
-        "refresh_token": refresh_token,
-        "token_url": token_url,
-        "client_id": client_id,
-        "client_secret": client_secret,
-        "expires_at": expires_at,
+    typed = {
+        "provider": provider,
+        "name": name,
+        "base_url": base_url,
+        "token_url": fields.oauth["token_url"],
     }
-    typed = {"provider": provider, "name": name, "base_url": base_url, "token_url": token_url}
     try:
         view = connections.create(
             ctx,
@@ -178,7 +200,7 @@ def add(
             provider=provider,
             name=name,
             base_url=base_url or None,
-            credential=_credential(api_key, oauth),
+            credential=fields.credential(),
         )
     except InvalidInput as exc:
         return _list_page(ctx, request, scope, status=400, error=exc.detail, typed=typed)
@@ -276,26 +298,12 @@ def reauthorize(
     ref: Ref,
     current: AdminDep,
     actor: ActorDep,
-    api_key: Secret = "",
-    access_token: Secret = "",
-    refresh_token: Secret = "",
-    token_url: Annotated[str, Form(max_length=2000)] = "",
-    client_id: Secret = "",
-    client_secret: Secret = "",
-    expires_at: Annotated[str, Form(max_length=20)] = "",
+    fields: CredentialDep,
 ) -> Response:
     """Store the new credential and probe it at once (``connections.put_credential``)."""
     scope = _scope(current)
-    oauth = {
-        "access_token": access_token,
-        "refresh_token": refresh_token,
-        "token_url": token_url,
-        "client_id": client_id,
-        "client_secret": client_secret,
-        "expires_at": expires_at,
-    }
     try:
-        credential = _credential(api_key, oauth)
+        credential = fields.credential()
         if credential is None:
             raise InvalidInput("type the new API key, or the OAuth2 fields")
         connections.put_credential(ctx, actor, scope, ref, credential)
