@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -698,6 +698,51 @@ def _match_record(session: Session, scope: Scope, record_type: RecordType, row: 
     return None
 
 
+R = TypeVar("R", Contact, Contract, Engagement)
+"""A CRM record an upload row matches by id or external id."""
+
+
+def _created(
+    session: Session, scope: Scope, record_type: RecordType, record: Any, row: Row, at: datetime
+) -> tuple[Outcome, str]:
+    """Record a new CRM record (stamped, with the row's external ids)."""
+    records.created(
+        session, scope, record_type, record, at=at, external_id_changes=row.external_ids
+    )
+    return Outcome.CREATED, record.ref
+
+
+def _updated(
+    session: Session,
+    scope: Scope,
+    record_type: RecordType,
+    found: R,
+    checked: Mapping[str, Any],
+    row: Row,
+    at: datetime,
+    then: Callable[[R], None] | None = None,
+) -> tuple[Outcome, str]:
+    """Apply a row's checked fields (and ``then``: the record's own further changes and
+    checks) to a matched record: ``updated`` when its fields or external ids changed."""
+    before, stamped = records.state(found), found.updated_at
+    for name, value in checked.items():
+        setattr(found, name, value)
+    if then is not None:
+        then(found)
+    fields_changed = records.state(found) != before
+    records.updated(
+        session,
+        scope,
+        record_type,
+        found,
+        before=before,
+        at=at,
+        external_id_changes=row.external_ids,
+    )
+    changed = fields_changed or (found.updated_at == at and stamped != at)
+    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+
 def _upsert_contact(session: Session, scope: Scope, row: Row, at: datetime) -> tuple[Outcome, str]:
     """A contact matched by id or external id, else created at the client ``client_id``
     names (which the scope must see); fields validated as the API does."""
@@ -714,32 +759,10 @@ def _upsert_contact(session: Session, scope: Scope, row: Row, at: datetime) -> t
         if "name" not in checked:
             raise InvalidInput("name: required to create a contact (no id or external id matched)")
         contact = Contact(ref=new_ref("con"), org_id=scope.org_id, client=client, **checked)
-        records.created(
-            session,
-            scope,
-            RecordType.CONTACTS,
-            contact,
-            at=at,
-            external_id_changes=row.external_ids,
-        )
-        return Outcome.CREATED, contact.ref
+        return _created(session, scope, RecordType.CONTACTS, contact, row, at)
     if client is not None and client.id != found.client_id:
         raise InvalidInput(f"client_id: contact {found.ref!r} belongs to another client")
-    before, stamped = records.state(found), found.updated_at
-    for name, value in checked.items():
-        setattr(found, name, value)
-    fields_changed = records.state(found) != before
-    records.updated(
-        session,
-        scope,
-        RecordType.CONTACTS,
-        found,
-        before=before,
-        at=at,
-        external_id_changes=row.external_ids,
-    )
-    changed = fields_changed or (found.updated_at == at and stamped != at)
-    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+    return _updated(session, scope, RecordType.CONTACTS, found, checked, row, at)
 
 
 _CONTRACT_REQUIRED = ("name", "amount_cents", "start_date")
@@ -770,36 +793,15 @@ def _upsert_contract(session: Session, scope: Scope, row: Row, at: datetime) -> 
             **{"currency": "USD", **checked},
         )
         contracts.check(contract)
-        records.created(
-            session,
-            scope,
-            RecordType.CONTRACTS,
-            contract,
-            at=at,
-            external_id_changes=row.external_ids,
-        )
-        return Outcome.CREATED, contract.ref
+        return _created(session, scope, RecordType.CONTRACTS, contract, row, at)
     if client is not None and client.id != found.client_id:
         raise InvalidInput(f"client_id: contract {found.ref!r} belongs to another client")
     for name in _CONTRACT_REQUIRED:
         if name in checked and checked[name] is None:
             raise InvalidInput(f"{name}: a contract always has one")
-    before, stamped = records.state(found), found.updated_at
-    for name, value in checked.items():
-        setattr(found, name, value)
-    contracts.check(found)
-    fields_changed = records.state(found) != before
-    records.updated(
-        session,
-        scope,
-        RecordType.CONTRACTS,
-        found,
-        before=before,
-        at=at,
-        external_id_changes=row.external_ids,
+    return _updated(
+        session, scope, RecordType.CONTRACTS, found, checked, row, at, then=contracts.check
     )
-    changed = fields_changed or (found.updated_at == at and stamped != at)
-    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
 
 
 def _upsert_engagement(
@@ -832,39 +834,20 @@ def _upsert_engagement(
             owner_id=user_in_org(session, scope, _given(owner_id)),
             **{**checked, "occurred_at": checked.get("occurred_at") or at},
         )
-        records.created(
-            session,
-            scope,
-            RecordType.ENGAGEMENTS,
-            engagement,
-            at=at,
-            external_id_changes=row.external_ids,
-        )
-        return Outcome.CREATED, engagement.ref
+        return _created(session, scope, RecordType.ENGAGEMENTS, engagement, row, at)
     if client is not None and client.id != found.client_id:
         raise InvalidInput(f"client_id: engagement {found.ref!r} belongs to another client")
     for name in ("kind", "occurred_at"):
         if name in checked and checked[name] is None:
             raise InvalidInput(f"{name}: an engagement always has one")
-    before, stamped = records.state(found), found.updated_at
-    for name, value in checked.items():
-        setattr(found, name, value)
-    if not isinstance(contact_ref, Unset):
-        found.contact = contact_of(session, scope, found.client, contact_ref)
-    if not isinstance(owner_id, Unset):
-        found.owner_id = user_in_org(session, scope, owner_id)
-    fields_changed = records.state(found) != before
-    records.updated(
-        session,
-        scope,
-        RecordType.ENGAGEMENTS,
-        found,
-        before=before,
-        at=at,
-        external_id_changes=row.external_ids,
-    )
-    changed = fields_changed or (found.updated_at == at and stamped != at)
-    return (Outcome.UPDATED if changed else Outcome.UNCHANGED), found.ref
+
+    def relink(found: Engagement) -> None:
+        if not isinstance(contact_ref, Unset):
+            found.contact = contact_of(session, scope, found.client, contact_ref)
+        if not isinstance(owner_id, Unset):
+            found.owner_id = user_in_org(session, scope, owner_id)
+
+    return _updated(session, scope, RecordType.ENGAGEMENTS, found, checked, row, at, then=relink)
 
 
 def _given(value: Any) -> Any:
