@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -35,4 +35,7 @@ bench: $(STAMP) ## Run the benchmarks (ratios against an in-run baseline)
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/export.py
 
-.PHONY: help install run test check bench
+bench-peers-venv: ## Create .venv-peers: the peers bench/gateway.py runs beside Keyrack
+	PYTHON=$(PYTHON) bench/peers/setup.sh
+
+.PHONY: help install run test check bench bench-peers-venv

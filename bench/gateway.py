@@ -1,25 +1,41 @@
-"""Gateway overhead: authenticated vs unauthenticated throughput on one server process.
+"""Gateway overhead: authenticated vs unauthenticated throughput on one server process,
+and Keyrack's authenticated route beside its peers'.
 
-    .venv/bin/python bench/gateway.py [--seconds 6] [--connections 32]
+    .venv/bin/python bench/gateway.py [--seconds 4] [--rounds 2] [--connections 32]
+                                      [--peers-python PATH]
 
 Starts ``keyrack serve`` (one process, as an operator runs it, server limits
-included; SQLite in a temporary directory), then drives it from another process
-with 32 keep-alive connections: ``wrk`` when installed (``apt-get install wrk``),
-else a small asyncio HTTP/1.1 client. Endpoints: ``GET /healthz`` (no auth) and
-``GET /api/v2/keys/self`` with a valid key whose limits are raised out of the way;
-first with the in-process limiter, then with the Redis limiter
-(``KEYRACK_BENCH_REDIS_URL``, else ``KEYRACK_TEST_REDIS_URL``, else
-redis://127.0.0.1:6379/0; skipped if unreachable).
-Prints req/s, p50/p99 latency and the authenticated/unauthenticated ratios, each with
-the access log on (``KEYRACK_LOG_LEVEL=INFO``, the default) and off (``WARNING``), and
-what one access line costs, against the same line through ``logging``.
+included; SQLite in a temporary directory; pinned to CPU 0 with ``taskset`` when
+installed), then drives it from another process (CPU 1) with 32 keep-alive
+connections: ``wrk`` when installed (``apt-get install wrk``), else a small asyncio
+HTTP/1.1 client. Endpoints: ``GET /healthz`` (no auth) and ``GET /api/v2/keys/self``
+with a valid key whose limits are raised out of the way, interleaved; first with the
+in-process limiter, then with the Redis limiter (``KEYRACK_BENCH_REDIS_URL``, else
+``KEYRACK_TEST_REDIS_URL``, else redis://127.0.0.1:6379/0; skipped if unreachable).
+Prints req/s, p50/p99 latency, the server's CPU time per request (``/proc``) and the
+authenticated/unauthenticated ratios, each with the access log on
+(``KEYRACK_LOG_LEVEL=INFO``, the default) and off (``WARNING``), and what one access
+line costs, against the same line through ``logging``.
 Targets: >= 0.85 in-process, >= 0.6 with Redis.
+
+Then the peers, when their venv exists (``bench/peers/setup.sh`` makes
+``.venv-peers``) or ``--peers-python`` names its python: each app of
+``bench/peers/`` under uvicorn as ``keyrack serve`` runs it (httptools, uvloop, on
+CPU 0), its access log on or off as Keyrack's, beside a fresh Keyrack with the
+matching limiter, the two ``keys/self`` interleaved: a bare FastAPI route without
+auth, the hand-written ``APIKeyHeader`` + SQLAlchemy lookup (both against the
+in-process limiter), slowapi in memory and slowapi on Redis (the key checked in a
+dict). Prints Keyrack's ratios against each, by server CPU per request (what the
+targets judge) and by throughput. Targets: >= 0.9 against the bare route, >= 5
+against the hand-written one, >= 1 (ahead) against slowapi.
+A missed target, or any non-2xx answer, makes the exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -30,7 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import redis
@@ -97,18 +113,37 @@ def seed(database_url: str) -> str:
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-c", "from keyrack.cli import main; main()"]
     command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    return start("keyrack serve", command, env, port, "/healthz", {})
+
+
+def start(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    ready_path: str,
+    headers: dict[str, str],
+    stderr: int | IO[bytes] = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """Start a server on CPU 0 and wait until ``ready_path`` answers 200."""
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0", *command]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    seconds = 90  # a loaded shared machine can take most of a minute
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            url = f"http://127.0.0.1:{port}{ready_path}"
+            if httpx.get(url, headers=headers, timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
+    if proc.poll() is not None:
+        raise RuntimeError(f"{name} exited with status {proc.returncode}")
     proc.kill()
-    raise RuntimeError("server did not start")
+    proc.wait()
+    raise RuntimeError(f"{name} did not answer {ready_path} with 200 within {seconds} s")
 
 
 _WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -205,6 +240,14 @@ def redis_url() -> str | None:
     return url
 
 
+def print_row(name: str, result: Result, width: int = 24) -> None:
+    print(
+        f"  {name:<{width}} {result.rps:>7.0f} req/s   p50 {result.p50_ms:6.2f} ms"
+        f"   p99 {result.p99_ms:7.2f} ms   server CPU {result.cpu_us:5.0f} µs/req"
+        f"   non-2xx {result.errors}"
+    )
+
+
 def run_pair(label: str, target: float, env: dict[str, str], secret: str, args: Any) -> bool:
     """The unauthenticated and authenticated endpoints on one server, interleaved; prints
     them and their ratios, and returns whether the target was missed."""
@@ -234,17 +277,131 @@ def run_pair(label: str, target: float, env: dict[str, str], secret: str, args: 
     ratio = authed.rps / plain.rps
     capacity = plain.cpu_us / authed.cpu_us
     print(f"\nlimiter: {label}")
-    for name, result in (("GET /healthz", plain), ("GET /api/v2/keys/self", authed)):
-        print(
-            f"  {name:<24} {result.rps:>7.0f} req/s   p50 {result.p50_ms:6.2f} ms"
-            f"   p99 {result.p99_ms:7.2f} ms   server CPU {result.cpu_us:5.0f} µs/req"
-            f"   non-2xx {result.errors}"
-        )
+    print_row("GET /healthz", plain)
+    print_row("GET /api/v2/keys/self", authed)
     print(
         f"  ratio authenticated/unauthenticated: throughput {ratio:.2f}, "
         f"CPU capacity {capacity:.2f} (target >= {target})"
     )
     return ratio < target or bool(plain.errors or authed.errors)
+
+
+@dataclass(frozen=True)
+class Peer:
+    label: str
+    module: str
+    """``bench/peers/<module>.py``, served as ``<module>:app``."""
+    limiter: str
+    """``memory`` or ``redis``: Keyrack's limiter beside it, and slowapi's storage."""
+    target: float
+    """For Keyrack's CPU capacity against the peer: its CPU per request over Keyrack's."""
+
+
+PEERS = (
+    Peer("bare FastAPI route, no auth", "bare_fastapi", "memory", 0.9),
+    Peer("hand-written APIKeyHeader + SQLAlchemy", "handwritten", "memory", 5.0),
+    Peer("slowapi, in memory", "slowapi_app", "memory", 1.0),
+    Peer("slowapi on Redis", "slowapi_app", "redis", 1.0),
+)
+PEERS_DIR = Path(__file__).resolve().parent / "peers"
+PEERS_PYTHON = PEERS_DIR.parents[1] / ".venv-peers" / "bin" / "python"
+
+
+def peer_command(python: Path, peer: Peer, port: int, access_log: bool) -> list[str]:
+    """uvicorn as ``keyrack serve`` runs it: httptools, uvloop, no server header, no
+    proxy headers; its own access log on or off to match Keyrack's."""
+    command = [str(python), "-m", "uvicorn", f"{peer.module}:app", "--app-dir", str(PEERS_DIR)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--http", "httptools"]
+    command += ["--loop", "uvloop", "--no-server-header", "--no-proxy-headers"]
+    return command if access_log else [*command, "--no-access-log"]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def run_peer(
+    peer: Peer,
+    python: Path,
+    keyrack_env: dict[str, str],
+    peer_env: dict[str, str],
+    access_log: bool,
+    secret: str,
+    args: Any,
+) -> bool:
+    """Keyrack's ``keys/self`` and the peer's, each on its own server, interleaved; prints
+    both and Keyrack's ratios against the peer, and returns whether the target was missed."""
+    path, headers = "/api/v2/keys/self", {"X-API-Key": secret}
+    keyrack_port, peer_port = free_port(), free_port()
+    keyrack_runs: list[Result] = []
+    peer_runs: list[Result] = []
+    with tempfile.TemporaryFile() as peer_stderr, contextlib.ExitStack() as servers:
+        try:
+            keyrack = start_server(keyrack_env, keyrack_port)
+            servers.callback(stop, keyrack)
+            command = peer_command(python, peer, peer_port, access_log)
+            server = start(
+                f"uvicorn {peer.module}:app",
+                command,
+                peer_env,
+                peer_port,
+                path,
+                headers,
+                peer_stderr,
+            )
+            servers.callback(stop, server)
+            for _ in range(args.rounds):  # interleaved, so drift hits both alike
+                keyrack_runs.append(
+                    measure(
+                        keyrack.pid, keyrack_port, path, headers, args.seconds, args.connections
+                    )
+                )
+                peer_runs.append(
+                    measure(server.pid, peer_port, path, headers, args.seconds, args.connections)
+                )
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            peer_stderr.seek(0)
+            tail = peer_stderr.read().decode(errors="replace").strip().splitlines()[-3:]
+            print(f"  {peer.label}: failed: {error}", *(f"    {line}" for line in tail), sep="\n")
+            return True
+    ours, theirs = merge(keyrack_runs), merge(peer_runs)
+    capacity = theirs.cpu_us / ours.cpu_us
+    missed = capacity < peer.target
+    print_row(f"Keyrack, {peer.limiter} limiter", ours, 40)
+    print_row(peer.label, theirs, 40)
+    print(
+        f"  Keyrack against it: CPU capacity {capacity:.2f}, throughput "
+        f"{ours.rps / theirs.rps:.2f} (target >= {peer.target} by CPU)"
+        + (": missed" if missed else "")
+    )
+    return missed or bool(ours.errors or theirs.errors)
+
+
+def run_peers(
+    python: Path, base_env: dict[str, str], redis: str | None, secret: str, tmp: str, args: Any
+) -> bool:
+    """Every peer beside a Keyrack with the matching limiter and access log; returns whether
+    a target was missed."""
+    failed = False
+    peer_env = {
+        **base_env,
+        "PEER_API_KEY": secret,
+        "PEER_DATABASE_URL": f"sqlite:///{Path(tmp) / 'peer.db'}",
+    }
+    for logging_label, level in (("on", "INFO"), ("off", "WARNING")):
+        print(
+            f"\npeers, access log {logging_label} (GET /api/v2/keys/self, each beside a Keyrack):"
+        )
+        for peer in PEERS:
+            env, own_env = dict(base_env, KEYRACK_LOG_LEVEL=level), dict(peer_env)
+            if peer.limiter == "redis":
+                if redis is None:
+                    print(f"  {peer.label}: redis unreachable, skipped")
+                    continue
+                env["KEYRACK_REDIS_URL"] = own_env["PEER_REDIS_URL"] = redis
+            failed |= run_peer(peer, python, env, own_env, logging_label == "on", secret, args)
+    return failed
 
 
 def print_line_cost(n: int = 50_000) -> None:
@@ -299,6 +456,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--peers-python",
+        type=Path,
+        help="python of the peers' venv (default: .venv-peers/bin/python, if it exists)",
+    )
     args = parser.parse_args()
     tool = "wrk" if shutil.which("wrk") else "asyncio client"
     print(
@@ -329,6 +491,17 @@ def main() -> int:
                 failed |= run_pair(
                     f"{name}, access log {logging_label}", TARGETS[name], env, secret, args
                 )
+        python = args.peers_python or PEERS_PYTHON
+        if python.exists():
+            failed |= run_peers(python, base_env, limiters["redis"], secret, tmp, args)
+        elif args.peers_python:
+            print(f"\npeers: {python} not found")
+            failed = True
+        else:
+            print(
+                "\npeers: skipped; create their venv with make bench-peers-venv "
+                "(bench/peers/setup.sh) to add them"
+            )
     print_line_cost()
     return 1 if failed else 0
 
