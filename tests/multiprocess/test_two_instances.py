@@ -252,3 +252,19 @@ def _answered(sock: socket.socket) -> bool:
     """Whether the server already answered the held request (it was refused)."""
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable)
+
+
+def test_a_sequential_client_alternating_instances_never_finds_its_one_slot_held(
+    deployment: Deployment,
+) -> None:
+    """With one request in flight allowed, a client that waits for each answer before its
+    next request is always within the limit, whichever instance each request reaches."""
+    _, secret = keys.create_key(
+        deployment.ctx, OPERATOR, deployment.scope, name="Sequential", rate_per_second=1000
+    )
+    statuses: Counter[int] = Counter()
+    with httpx.Client(headers={"X-API-Key": secret}, timeout=10) as client:
+        for n in range(300):
+            server = (deployment.one, deployment.two)[n % 2]
+            statuses[client.get(f"{server.url}/api/v2/health").status_code] += 1
+    assert statuses == {200: 300}

@@ -7,13 +7,14 @@ import socket
 import time
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from keyrack.domain.limits import Decision, RateLimitPolicy
 from keyrack.ratelimit.failover import FailoverLimiter
 from keyrack.ratelimit.memory import MemoryLimiter
 from keyrack.ratelimit.redis import RedisLimiter
+from tests.redis_proxy import RedisProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -141,25 +142,49 @@ async def test_a_release_reaches_redis_without_waiting_for_aclose(connect, redis
 
 
 async def test_a_release_carried_by_an_acquire_that_never_reached_redis_is_still_sent(
+    redis_url, redis_prefix, connect
+) -> None:
+    async with RedisProxy(redis_url) as proxy:
+        client = Redis(host="127.0.0.1", port=proxy.port)
+        try:
+            limiter = RedisLimiter(client, prefix=redis_prefix)
+            policy = RateLimitPolicy(rate_per_second=5, concurrency=1)
+            admission = await limiter.acquire("k", policy)
+            await proxy.cut()  # the acquire below cannot reach Redis
+
+            limiter.release("k", admission.lease)
+            with pytest.raises((RedisConnectionError, TimeoutError)):  # it carries the release
+                await limiter.acquire("k", policy)
+            proxy.mend()
+            await limiter.aclose()
+
+            assert await connect().zcard(f"{redis_prefix}{{k}}:leases") == 0
+        finally:
+            await client.aclose()
+
+
+async def test_a_cut_connection_fails_what_is_in_flight_and_the_next_call_connects_again(
     redis_url, redis_prefix
 ) -> None:
-    pool = BlockingConnectionPool.from_url(redis_url, max_connections=1, timeout=0.05)
-    client = Redis.from_pool(pool)
-    try:
-        limiter = RedisLimiter(client, prefix=redis_prefix)
-        policy = RateLimitPolicy(rate_per_second=5, concurrency=1)
-        admission = await limiter.acquire("k", policy)
-        held = await pool.get_connection()  # the acquire below finds no free connection
+    async with RedisProxy(redis_url) as proxy:
+        client = Redis(host="127.0.0.1", port=proxy.port)
+        try:
+            limiter = RedisLimiter(client, prefix=redis_prefix)
+            policy = RateLimitPolicy(rate_per_second=100, concurrency=100)
+            assert (await limiter.acquire("a", policy)).allowed
+            proxy.partition()  # bytes vanish: the next calls wait on Redis...
+            waiting = [asyncio.create_task(limiter.acquire(b, policy)) for b in "bcd"]
+            await asyncio.sleep(0.05)
+            proxy.partitioned.clear()
+            await proxy.cut()  # ...until the connection drops
 
-        limiter.release("k", admission.lease)
-        with pytest.raises(RedisConnectionError):  # this acquire carries the release, and fails
-            await limiter.acquire("k", policy)
-        await pool.release(held)
-        await limiter.aclose()
-
-        assert await client.zcard(f"{redis_prefix}{{k}}:leases") == 0
-    finally:
-        await client.aclose()
+            results = await asyncio.gather(*waiting, return_exceptions=True)
+            assert all(isinstance(r, RedisConnectionError) for r in results)
+            proxy.mend()
+            assert (await limiter.acquire("e", policy)).allowed  # a new connection
+            await limiter.aclose()
+        finally:
+            await client.aclose()
 
 
 async def test_a_busy_bucket_is_served_from_growing_grants_and_gets_unused_tokens_back(

@@ -123,16 +123,23 @@ class Gateway:
         status = 500
         code: str | None = None
 
+        admitted: tuple[Limiter, str, str] | None = None
+
         async def send_with_headers(message: Message) -> None:
-            nonlocal status, code
+            nonlocal status, code, admitted
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *extra]
-            elif 400 <= status < 500 and code is None:
-                code = problem_code(message.get("body", b""))
+            else:
+                if 400 <= status < 500 and code is None:
+                    code = problem_code(message.get("body", b""))
+                if admitted is not None and not message.get("more_body", False):
+                    # the work is done: the slot goes back before the last bytes leave, so
+                    # the client's next request, on any instance, never finds it held
+                    admitted[0].release(admitted[1], admitted[2])
+                    admitted = None
             await send(message)
 
-        admitted: tuple[Limiter, str, str] | None = None
         principal: KeyIdentity | None = None
         try:
             limited = self._limit_body(headers, receive, UPLOADS.get(path, self.max_body))

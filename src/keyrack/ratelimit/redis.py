@@ -15,8 +15,10 @@ expires with tokens left, and never more than 1/16 of the bucket's rate or
 concurrency, so a busy instance cannot sit on much that another may need. A key at
 the default 5 requests/second and 1 in flight always gets grants of one.
 
-A finished grant waits (at most ``_FLUSH_SECONDS``) to ride on the next call for its
-bucket, or goes out batched with the others.
+A finished grant goes back at the end of the event-loop turn it finished in: riding on
+a call for its bucket made in that turn, or batched with the others in one round trip.
+The gateway releases a request's slot just before its last response bytes are written,
+so the slot is back in Redis before the client can send its next request.
 """
 
 from __future__ import annotations
@@ -40,8 +42,6 @@ from keyrack.ratelimit.wire import DEFAULT_TIMEOUT_SECONDS, BucketScript
 
 log = logging.getLogger(__name__)
 
-_FLUSH_SECONDS = 0.001
-"""How long a release may wait for an acquire on its bucket to carry it to Redis."""
 _MAX_SIZES = 10_000
 """Bound on the per-bucket grant sizes kept."""
 
@@ -129,8 +129,9 @@ class RedisLimiter:
         """Bucket -> finished grants sent but not confirmed; every call for the bucket
         carries them too (giving back is idempotent), so this instance's own next call
         never overtakes them."""
-        self._timer: asyncio.TimerHandle | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._timer: asyncio.Handle | None = None
+        """The flush scheduled for the end of this event-loop turn."""
+        self._flusher: asyncio.Future[None] | None = None
         """At most one of the two is set: the flush is scheduled, or running."""
 
     async def acquire(self, bucket: str, policy: RateLimitPolicy) -> Admission:
@@ -157,9 +158,8 @@ class RedisLimiter:
                 return refusal
 
     def release(self, bucket: str, lease: str) -> None:
-        """Hand the slot back to its grant at once; a finished grant reaches Redis within
-        about ``_FLUSH_SECONDS`` (plus one round trip), and a lost one expires after
-        lease_seconds."""
+        """Hand the slot back to its grant at once; a finished grant is written to Redis at
+        the end of this event-loop turn, and a lost one expires after lease_seconds."""
         grant = self._held.get(lease.rpartition(".")[0])
         if grant is None or lease not in grant.out:
             return
@@ -181,6 +181,7 @@ class RedisLimiter:
             elif self._queued:
                 self._start_flush()
             else:
+                await self._script.aclose()
                 return
 
     # -- grants -----------------------------------------------------------------
@@ -307,34 +308,40 @@ class RedisLimiter:
         else:
             queued[1].extend(grants)
         if self._timer is None and self._flusher is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(_FLUSH_SECONDS, self._start_flush)
+            self._timer = asyncio.get_running_loop().call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
-        self._timer = None
-        if self._queued:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
         """Send every queued grant back: one call per bucket, all in one round trip."""
+        self._timer = None
+        if not self._queued:
+            return
         batch, self._queued = self._queued, {}
         commands = []
         for bucket, (policy, grants) in batch.items():
             self._mark_sending(bucket, grants)
             commands.append(self._script.command(bucket, policy, "-", 0, grants))
-        try:
-            for result in await self._script.run(commands):
-                if isinstance(result, Exception):
-                    raise result
-        except Exception as error:
+        self._flusher = asyncio.get_running_loop().create_future()
+        self._script.submit(commands, functools.partial(self._flushed, batch))
+
+    def _flushed(
+        self,
+        batch: dict[str, tuple[RateLimitPolicy, list[str]]],
+        results: list[object] | Exception,
+    ) -> None:
+        error = (
+            results
+            if isinstance(results, Exception)
+            else next((r for r in results if isinstance(r, Exception)), None)
+        )
+        if error is not None:
             log.warning("giving back grants failed, their slots will expire: %r", error)
-        finally:
-            for bucket, (_, grants) in batch.items():
-                self._mark_sent(bucket, grants)
+        for bucket, (_, grants) in batch.items():
+            self._mark_sent(bucket, grants)
+        if self._flusher is not None:
+            self._flusher.set_result(None)
             self._flusher = None
-            if self._queued:
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(_FLUSH_SECONDS, self._start_flush)
+        if self._queued:
+            self._timer = asyncio.get_running_loop().call_soon(self._start_flush)
 
     def _mark_sending(self, bucket: str, grants: list[str]) -> None:
         sending = self._sending.get(bucket)
