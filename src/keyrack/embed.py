@@ -243,7 +243,9 @@ class _Local:
         ctx.bus.subscribe(self.cache.invalidate)
         self.last_used = LastUsedBuffer(ctx)
         self.limiter: Limiter = MemoryLimiter(lease_seconds=settings.concurrency_lease_seconds)
-        self.imported = ImportedDigests(lambda after: imported_since(ctx, after))
+        self.imported = ImportedDigests(
+            lambda after: imported_since(ctx, after), interval=lambda: self.cache.ttl
+        )
         ctx.bus.subscribe(self.imported.poke)
         self.admitter = Admitter(
             ctx,

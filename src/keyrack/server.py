@@ -72,7 +72,9 @@ def create_app(
     )
     ctx.bus.subscribe(key_cache.invalidate)
     last_used = LastUsedBuffer(ctx)
-    imported = ImportedDigests(lambda after: imported_since(ctx, after))
+    imported = ImportedDigests(
+        lambda after: imported_since(ctx, after), interval=lambda: key_cache.ttl
+    )
     ctx.bus.subscribe(imported.poke)
 
     @asynccontextmanager

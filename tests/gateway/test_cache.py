@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from keyrack.services.context import Context
 from keyrack.storage.database import Database
 from tests.conftest import OPERATOR, REDIS_SKIP, REDIS_URL, MutableClock, Seeded
 from tests.gateway.conftest import FakeMonotonic, Serve, problem_code
+from tests.redis_proxy import RedisProxy
 
 IMPORTED_REFRESH = "WHERE key_secrets.imported ="
 """The imported-digest set's once-a-second refresh (``cache/imported.py``): a timer's
@@ -394,54 +394,31 @@ def test_org_changes_reach_cached_keys(api: httpx.Client, seeded: Seeded) -> Non
 @pytest.mark.skipif(not REDIS_URL, reason=REDIS_SKIP)
 @pytest.mark.anyio
 async def test_a_partition_that_leaves_the_socket_open_is_noticed_by_the_heartbeat() -> None:
-    from urllib.parse import urlparse
-
     from redis.asyncio import Redis as AsyncRedis
 
     from keyrack.cache.relay import SILENT_SECONDS, RedisListener
 
-    target = urlparse(REDIS_URL)
-    partitioned = asyncio.Event()
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            if not partitioned.is_set():  # partitioned: bytes vanish, sockets stay open
-                writer.write(data)
-                await writer.drain()
-
-    writers: list[asyncio.StreamWriter] = []
-
-    async def proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection(target.hostname, target.port or 6379)
-        writers.extend((client_w, server_w))
-        await asyncio.gather(
-            pipe(client_r, server_w), pipe(server_r, client_w), return_exceptions=True
+    told: list[object] = []
+    async with RedisProxy(str(REDIS_URL)) as proxy:
+        client = AsyncRedis(host="127.0.0.1", port=proxy.port)
+        cache: KeyCache[None] = KeyCache(lambda d: _identity(d), lambda _: None, ttl=1.0)
+        listener = RedisListener(
+            client, cache, origin="test", live_ttl=600, fallback_ttl=1.0, also=told.append
         )
-
-    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = AsyncRedis(host="127.0.0.1", port=port)
-    cache: KeyCache[None] = KeyCache(lambda d: _identity(d), lambda _: None, ttl=1.0)
-    listener = RedisListener(client, cache, origin="test", live_ttl=600, fallback_ttl=1.0)
-    task = asyncio.create_task(listener.run())
-    try:
-        await asyncio.wait_for(listener.subscribed.wait(), 5)
-        assert cache.ttl == 600
-        await cache.identity("d1")
-        await asyncio.sleep(SILENT_SECONDS + 1.0)  # quiet, but pings are answered: still up
-        assert listener.losses == 0 and cache.peek("d1") is not None
-        partitioned.set()
-        lost_by = time.monotonic() + SILENT_SECONDS + 1.0
-        while listener.losses == 0 and time.monotonic() < lost_by:
-            await asyncio.sleep(0.05)
-        assert listener.losses >= 1 and cache.ttl == 1.0 and cache.peek("d1") is None
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await client.aclose()
-        for writer in writers:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        server.close()
-        await server.wait_closed()
+        task = asyncio.create_task(listener.run())
+        try:
+            await asyncio.wait_for(listener.subscribed.wait(), 5)
+            assert cache.ttl == 600 and told == [None]  # the imported digests are told too
+            await cache.identity("d1")
+            await asyncio.sleep(SILENT_SECONDS + 1.0)  # quiet, but pings are answered: still up
+            assert listener.losses == 0 and cache.peek("d1") is not None
+            proxy.partition()  # bytes vanish, sockets stay open
+            lost_by = time.monotonic() + SILENT_SECONDS + 1.0
+            while listener.losses == 0 and time.monotonic() < lost_by:
+                await asyncio.sleep(0.05)
+            assert listener.losses >= 1 and cache.ttl == 1.0 and cache.peek("d1") is None
+            assert told == [None, None]  # ...and told of the loss, to read at the short TTL
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()

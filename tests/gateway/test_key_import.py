@@ -33,7 +33,7 @@ LEGACY = "legacy-"
 @pytest.fixture
 def app(app: FastAPI) -> FastAPI:
     """The gateway's app, reading imported digests only at startup or when poked."""
-    app.state.imported.interval = 3600
+    app.state.imported.interval = lambda: 3600
     return app
 
 
@@ -164,7 +164,7 @@ def second(settings: Settings, clock: MutableClock) -> Iterator[Context]:
 def _instance(ctx: Context, refresh_seconds: float = 3600, **changes: Any) -> FastAPI:
     ctx.settings = ctx.settings.model_copy(update=changes)
     app = create_app(ctx=ctx)
-    app.state.imported.interval = refresh_seconds
+    app.state.imported.interval = lambda: refresh_seconds
     return app
 
 

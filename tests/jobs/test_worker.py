@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import update
+from sqlalchemy import event, update
 from starlette.applications import Starlette
 
 from keyrack.cli import main
@@ -23,10 +23,11 @@ from keyrack.domain.jobs import Backoff, Every, Priority, State
 from keyrack.jobs import Discard, Handler, RunningJob, Schedule, Snooze, Worker, admin, enqueue
 from keyrack.jobs.maintenance import PRUNE
 from keyrack.jobs.queue import JobView
+from keyrack.jobs.worker import LISTENING_POLL
 from keyrack.services.context import Context
 from keyrack.storage.database import Database
 from keyrack.storage.tables.jobs import Job
-from tests.conftest import MutableClock
+from tests.conftest import REDIS_SKIP, REDIS_URL, MutableClock
 from tests.jobs.conftest import KIND
 from tests.live import serve_in_thread
 
@@ -351,3 +352,32 @@ def test_a_worker_runs_inside_an_asgi_server_from_its_lifespan(db: Database) -> 
         assert ran.wait(10)
         eventually(lambda: state_of(db, added.id) is State.SUCCEEDED)
     assert worker.stopping and worker.running == []
+
+
+def test_an_idle_worker_with_a_wake_up_path_up_sends_almost_no_sql_and_still_starts_at_once(
+    db: Database, workers: list[Worker]
+) -> None:
+    if not REDIS_URL:
+        pytest.skip(REDIS_SKIP)
+    statements = 0
+
+    def count(*_: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    started = threading.Event()
+    # a short poll, which a worker with no wake-up path up keeps to (a look every 0.1 s)
+    start(workers, db, Handler(KIND, lambda job: started.set()), poll=0.1, redis_url=REDIS_URL)
+    time.sleep(1.0)  # subscribed, looked once more, asleep
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        time.sleep(2.0)
+        idle = statements
+        added = add(db)
+        announced = time.monotonic()
+        assert started.wait(10)
+        eventually(lambda: state_of(db, added.id) is State.SUCCEEDED)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert idle <= 4  # polling every 0.1 s would have sent about 60
+    assert time.monotonic() - announced < LISTENING_POLL

@@ -6,9 +6,11 @@ imported digests: a presented string whose digest is not in it, and that is not
 ``kr_``-shaped, is refused without a lookup (``keyrack.domain.verification.verify``).
 
 The set is read whole at startup, then grows by what was imported since the highest
-id seen: every ``interval`` seconds (the rule that holds without Redis), and at once
-when ``poke`` is called: by this process's bus after a key change, and by the relay
-for other instances' changes (``keyrack.cache.relay``). Imported digests are never
+id seen: at once when ``poke`` is called (by this process's bus after a key change,
+and by the relay for other instances' changes and whenever its subscription comes or
+goes, ``keyrack.cache.relay``), and otherwise every ``interval()`` seconds: the key
+cache's TTL, so 1 s without a live relay and minutes with one, when a refresh could
+only find what a poke already brought. Imported digests are never
 taken out: one whose key is gone only costs a lookup, which says why it is refused.
 """
 
@@ -31,7 +33,9 @@ REFRESH_SECONDS = 1.0
 
 
 class ImportedDigests:
-    def __init__(self, load: Load, *, interval: float = REFRESH_SECONDS) -> None:
+    def __init__(
+        self, load: Load, *, interval: Callable[[], float] = lambda: REFRESH_SECONDS
+    ) -> None:
         self._load = load
         self.interval = interval
         self._digests: set[str] = set()
@@ -74,12 +78,12 @@ class ImportedDigests:
             loop.call_soon_threadsafe(wake.set)
 
     async def run(self) -> None:
-        """Refresh every ``interval`` seconds, or when poked, until cancelled."""
+        """Refresh every ``interval()`` seconds, or when poked, until cancelled."""
         self._loop = asyncio.get_running_loop()
         self._wake = wake = asyncio.Event()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.interval)
+                await asyncio.wait_for(wake.wait(), self.interval())
             wake.clear()
             try:
                 await self.refresh()

@@ -94,7 +94,8 @@ class RedisListener:
         self._client = client
         self._cache = cache
         self._also = also
-        """Told of each event applied (None: on (re)subscribing), e.g. the imported digests."""
+        """Told of each event applied (None: when the subscription comes or goes), e.g. the
+        imported digests."""
         self._origin = origin
         self._live_ttl = live_ttl
         self._fallback_ttl = fallback_ttl
@@ -143,6 +144,8 @@ class RedisListener:
         self.losses += 1
         self.subscribed.clear()
         self._cache.set_ttl(self._fallback_ttl)
+        if self._also is not None:
+            self._also(None)
 
     def _handle(self, message: dict[str, object]) -> None:
         kind = message.get("type")

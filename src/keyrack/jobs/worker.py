@@ -10,7 +10,9 @@ about once a second and enqueueing due periodic jobs), one heartbeat thread
 renews the leases every third of a lease, and a listener thread per wake-up
 path (PostgreSQL ``LISTEN``, Redis) sets the dispatcher's event. An idle
 dispatcher sleeps until whichever comes first: a wake-up, the next due job or
-lease end it knows of, the next period of a schedule, or ``poll`` seconds.
+lease end it knows of, the next period of a schedule, or ``poll`` seconds, which
+stretch to ``LISTENING_POLL`` while a wake-up path is up (every enqueue anywhere
+wakes it then, so an idle server sends almost no SQL).
 
 ``drain()`` runs the due jobs once in the calling thread instead (``keyrack sweep``,
 tests). A worker only listens for wake-ups; announcing new jobs (in-process, and
@@ -47,7 +49,10 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 RESCUE_EVERY = 1.0
-"""Seconds between two looks for expired leases by one worker."""
+"""Seconds between two looks for expired leases by one worker (with no wake-up path up;
+``LISTENING_POLL`` with one: it also wakes at the lease ends it knows of)."""
+LISTENING_POLL = 30.0
+"""Longest idle sleep while a wake-up path is up: a safety net for a lost wake-up."""
 IDLE_FLOOR = 0.05
 """Shortest idle sleep: a due job locked by another worker's claim is gone by then."""
 DEPTH_EVERY = 10.0
@@ -117,6 +122,8 @@ class Worker:
         self.redis_url = redis_url
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = threading.Event()
+        self._listening: set[str] = set()
+        """The wake-up paths up now (listener thread names)."""
         self._stopping = threading.Event()
         self._closing = threading.Event()
         self._lock = threading.Lock()
@@ -272,13 +279,15 @@ class Worker:
         next_rescue = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
-            timeout = self.poll
+            timeout = self._idle_poll()
             try:
                 now = self._clock()
                 upcoming = self._enqueue_schedules(now)
                 if time.monotonic() >= next_rescue:
                     queue.rescue(self.db, now)
-                    next_rescue = time.monotonic() + RESCUE_EVERY
+                    next_rescue = time.monotonic() + (
+                        LISTENING_POLL if self._listening else RESCUE_EVERY
+                    )
                 free, free_bulk = self._free()
                 due: datetime | None = None
                 if free or free_bulk:
@@ -298,11 +307,15 @@ class Worker:
                 _log_failure("job dispatch failed", exc)
             self._wake.wait(timeout)
 
+    def _idle_poll(self) -> float:
+        return max(self.poll, LISTENING_POLL) if self._listening else self.poll
+
     def _until(self, now: datetime, moments: Iterable[datetime | None]) -> float:
         soonest = min((m for m in moments if m is not None), default=None)
+        poll = self._idle_poll()
         if soonest is None:
-            return self.poll
-        return min(self.poll, max(IDLE_FLOOR, (soonest - now).total_seconds()))
+            return poll
+        return min(poll, max(IDLE_FLOOR, (soonest - now).total_seconds()))
 
     def _claim(self, now: datetime, free: int, free_bulk: int) -> list[RunningJob]:
         claimed = queue.claim(
@@ -430,6 +443,7 @@ class Worker:
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {wakeup.CHANNEL}")
+                    self._listening.add("postgres")
                     self._wake.set()  # whatever was enqueued while we were not listening
                     while not self._closing.is_set():
                         for _ in conn.notifies(timeout=0.5):
@@ -437,6 +451,8 @@ class Worker:
             except psycopg.Error:
                 log.warning("job wake-ups: PostgreSQL LISTEN lost; polling meanwhile")
                 self._closing.wait(1.0)
+            finally:
+                self._lost_wakeups("postgres")
 
     def _listen_redis(self) -> None:
         assert self.redis_url is not None
@@ -445,6 +461,7 @@ class Worker:
             try:
                 with client.pubsub(ignore_subscribe_messages=True) as pubsub:  # type: ignore[no-untyped-call]
                     pubsub.subscribe(wakeup.CHANNEL)
+                    self._listening.add("redis")
                     self._wake.set()
                     while not self._closing.is_set():
                         if pubsub.get_message(timeout=0.5) is not None:
@@ -453,4 +470,10 @@ class Worker:
                 log.warning("job wake-ups: Redis subscription lost; polling meanwhile")
                 self._closing.wait(1.0)
             finally:
+                self._lost_wakeups("redis")
                 client.close()
+
+    def _lost_wakeups(self, path: str) -> None:
+        """A wake-up path is down: poll at the short interval again, starting now."""
+        self._listening.discard(path)
+        self._wake.set()
