@@ -11,10 +11,11 @@ Both carry TTLs, so idle buckets vanish on their own.
 The script runs by EVALSHA. Commands are packed here, not by redis-py (packing the
 arguments one by one cost more than the rest of the call): the head that depends only
 on the bucket and its policy is packed once and kept, the tail (grant id, time, size,
-grants given back) per call. The calls made in one event-loop tick go out together,
-written at once on one connection with their replies read in order: one round trip
-under one timeout. When Redis has lost the script (a restart, ``SCRIPT FLUSH``) it is
-loaded again and the calls it refused are sent once more.
+grants given back) per call. The calls made in one event-loop turn go out together as
+one round trip on the limiter's own connection (``Pipe``), written as the turn ends
+whatever is still in flight, their replies matched in order as they arrive. When Redis
+has lost the script (a restart, ``SCRIPT FLUSH``) it is loaded again and the calls it
+refused are sent once more.
 """
 
 from __future__ import annotations
