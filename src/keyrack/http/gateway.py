@@ -17,6 +17,7 @@ in-flight slot is released when the response ends, however it ends.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
@@ -48,6 +49,8 @@ HANDOFF_LINK_PREFIX = LINK_PATH.split("{", 1)[0]
 UPLOADS = {"/api/v2/imports": MAX_UPLOAD_BYTES}
 """Paths that take a file, streamed to the database: their own body limit."""
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_MAX_PATHS = 4096
+"""Bound on the paths whose need of a key is remembered."""
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("keyrack.access")
@@ -65,6 +68,19 @@ def _app_limiter(scope: Scope) -> Limiter:
     """The app's active limiter (a ``RedisLimiter`` replaces the first at startup)."""
     limiter: Limiter = scope["app"].state.limiter
     return limiter
+
+
+class RequestIds:
+    """Request ids for requests that bring none: 32 hex digits, a random half per process
+    and a counter. Unique, not secret (they are echoed and logged), and no ``urandom``
+    call per request."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
 
 
 class Gateway:
@@ -98,6 +114,9 @@ class Gateway:
         )
         self.max_body = ctx.settings.max_body_bytes
         self._counters: dict[tuple[str, int], Counter] = {}
+        self._request_ids = RequestIds()
+        self._takes_key: dict[str, bool] = {}
+        """Path -> whether it takes a key (bounded: cleared when full)."""
         self.access = access
         """Where access lines go; None: the fast one of a configured server, else ``logging``."""
 
@@ -109,7 +128,7 @@ class Gateway:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id")
         if request_id is None or not _REQUEST_ID.fullmatch(request_id):
-            request_id = secrets.token_hex(16)
+            request_id = self._request_ids.next()
         client_ip = find_client_ip(scope, headers, trust_forwarded_for=self.trust_forwarded_for)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -147,7 +166,7 @@ class Gateway:
                 await self._refuse(limited, request_id, scope, receive, send_with_headers)
                 return
             receive = limited
-            if takes_key(path, self.public_paths):
+            if self._needs_key(path):
                 found = await self.admitter.admit(scope, headers, client_ip)
                 if isinstance(found, Refusal):
                     await self._refuse(found, request_id, scope, receive, send_with_headers)
@@ -177,6 +196,14 @@ class Gateway:
                 minute = int(self.ctx.clock().timestamp()) // 60
                 self.last_used.count(key_id, minute, status, code, time.perf_counter() - started)
             REQUEST_ID.reset(token)
+
+    def _needs_key(self, path: str) -> bool:
+        needs = self._takes_key.get(path)
+        if needs is None:
+            if len(self._takes_key) >= _MAX_PATHS:
+                self._takes_key.clear()
+            needs = self._takes_key[path] = takes_key(path, self.public_paths)
+        return needs
 
     def _limit_body(
         self, headers: dict[str, str], receive: Receive, limit: int
