@@ -325,6 +325,7 @@ def test_a_filter_that_skips_shows_in_test_record_with_the_values_tested(
     direction = check(found, "direction-and-filters")
     assert direction["verdict"] == "problem" and "1:annualrevenue" in direction["summary"]
     assert direction["syncs"][0]["skipped_by"][0]["records"] == 3
+    assert check(found, "recent-changes")["verdict"] == "ok"  # set up so, not changed since
 
     filters[1]["value"] = 100
     api_.call("PUT", f"{BASE}/{ref}/syncs/clients/inbound", json={"filters": filters})
@@ -379,6 +380,112 @@ def test_a_field_renamed_on_the_far_side_fails_every_record_with_the_exact_error
     assert request["exchange"]["method"] == "POST"
     assert exact in found["markdown"]
     assert_no_secret(api_.answers, hub.credential["api_key"], api_.org.secret)
+
+
+NO_SUSPECT = "none that could explain what the other checks found"
+
+
+def test_the_change_that_enabled_a_sync_with_its_filters_is_not_a_suspect(
+    ctx: Context, api_: Api, hub: HubSpotPeer
+) -> None:
+    """The README tour: clients go out, only those with an ARR. The change that turned
+    the sync on holds its filter, but it is the sync's setup, not what made it stop."""
+    ref = api_.connect(hub)
+    scope = api_.org.scope
+    filters = [{"field": "arr_cents", "op": "gt", "value": 0}]
+    api_.call(
+        "PUT", f"{BASE}/{ref}/syncs/clients/outbound", json={"enabled": True, "filters": filters}
+    )
+    clients.create_client(ctx, DANA, scope, name="Pied Piper", arr_cents=12_000_000)
+    clients.create_client(ctx, DANA, scope, name="Hooli")
+    counts = api_.run(ref)["counts"]["clients"]["outbound"]
+    assert (counts["synced"], counts["skipped"]) == (1, 1)
+
+    found = api_.diagnose(ref)
+    assert check(found, "direction-and-filters")["verdict"] == "warning"
+    changes = check(found, "recent-changes")
+    enabled = changes["changes"][0]
+    assert enabled["what"] == "sync:clients:outbound"
+    assert enabled["after"] == {"enabled": True, "filters": filters}
+    assert changes["verdict"] == "ok" and "suspect" not in changes
+    assert changes["summary"] == f"4 change(s) in the window; {NO_SUSPECT}"
+
+
+def test_a_filter_changed_after_the_sync_worked_is_named_for_the_records_it_skips(
+    ctx: Context, api_: Api, hub: HubSpotPeer, clock: MutableClock
+) -> None:
+    ref = api_.connect(hub)
+    scope = api_.org.scope
+    made = [
+        clients.create_client(ctx, DANA, scope, name="Pied Piper", arr_cents=12_000_000),
+        clients.create_client(ctx, DANA, scope, name="Hooli"),
+    ]
+    api_.call("PUT", f"{BASE}/{ref}/syncs/clients/outbound", json={"enabled": True})
+    assert api_.run(ref)["counts"]["clients"]["outbound"]["synced"] == 2
+
+    clock.advance(timedelta(hours=3))
+    filters = [{"field": "arr_cents", "op": "gt", "value": 0}]
+    syncs.put_sync(ctx, DANA, scope, ref, "clients", "outbound", filters=filters)
+    clock.advance(timedelta(hours=2))  # a later change to the same sync that explains nothing
+    syncs.put_sync(ctx, DANA, scope, ref, "clients", "outbound", schedule_seconds=3600)
+    for client in made:
+        clients.update_client(ctx, DANA, scope, client.ref, name=client.name + " Inc")
+    counts = api_.run(ref)["counts"]["clients"]["outbound"]
+    assert (counts["synced"], counts["skipped"]) == (1, 1)
+
+    found = api_.diagnose(ref)
+    assert "filter 0:arr_cents skipped 1" in check(found, "direction-and-filters")["summary"]
+    changes = check(found, "recent-changes")
+    assert changes["verdict"] == "problem"
+    assert changes["suspect"]["what"] == "sync:clients:outbound"
+    assert changes["suspect"]["actor"] == "dana@acme.test"
+    assert (changes["suspect"]["before"], changes["suspect"]["after"]) == (
+        {"filters": []},
+        {"filters": filters},
+    )
+    assert changes["summary"] == (
+        f"dana@acme.test changed sync:clients:outbound at {changes['suspect']['occurred_at']}: "
+        '{"filters": []} → {"filters": [{"field": "arr_cents", "op": "gt", "value": 0}]}'
+    )
+
+
+def test_filters_and_mappings_resaved_unchanged_are_not_blamed_for_skips_or_failures(
+    ctx: Context, api_: Api, hub: HubSpotPeer, clock: MutableClock
+) -> None:
+    """Saved again in another order, the filters and mappings are the same (every filter
+    must match; each field is mapped once): records skipped by the filter that was always
+    there, or refused because the far side renamed a field, are not theirs."""
+    ref = api_.connect(hub)
+    scope = api_.org.scope
+    path = f"{BASE}/{ref}/syncs/clients/outbound"
+    filters = [
+        {"field": "name", "op": "exists", "value": True},
+        {"field": "arr_cents", "op": "gt", "value": 0},
+    ]
+    mappings = api_.call("PUT", path, json={"enabled": True, "filters": filters})["field_mappings"]
+    piper = clients.create_client(ctx, DANA, scope, name="Pied Piper", arr_cents=12_000_000)
+    assert api_.run(ref)["counts"]["clients"]["outbound"]["synced"] == 1
+
+    clock.advance(timedelta(hours=3))
+    syncs.put_sync(ctx, DANA, scope, ref, "clients", "outbound", filters=filters[::-1])
+    clients.create_client(ctx, DANA, scope, name="Hooli")
+    assert api_.run(ref)["counts"]["clients"]["outbound"] == {"skipped": 1}
+    found = api_.diagnose(ref)
+    changes = check(found, "recent-changes")
+    assert changes["changes"][0]["after"] == {"filters": filters[::-1]}
+    assert changes["verdict"] == "ok", changes["summary"]
+    assert changes["summary"].endswith(NO_SUSPECT)
+
+    clock.advance(timedelta(hours=1))
+    assert len(mappings) > 1
+    syncs.put_sync(ctx, DANA, scope, ref, "clients", "outbound", field_mappings=mappings[::-1])
+    hub.remove_field("rename")
+    clients.update_client(ctx, DANA, scope, piper.ref, arr_cents=13_000_000)
+    assert api_.run(ref)["counts"]["clients"]["outbound"] == {"failed": 1}
+    found = api_.diagnose(ref)
+    changes = check(found, "recent-changes")
+    assert changes["changes"][0]["after"] == {"field_mappings": mappings[::-1]}
+    assert changes["verdict"] == "ok", changes["summary"]
 
 
 def test_bad_diagnostics_requests_are_problems(api_: Api, hub: HubSpotPeer) -> None:

@@ -1,5 +1,5 @@
 """The diagnostics rules (``keyrack.domain.diagnosis``): a record's outcome from its
-steps, the causes of issues, the scrubbing of secrets, the bundle's Markdown."""
+steps, the causes of issues, which recent change could explain a sync's trouble, the scrubbing of secrets, the bundle's Markdown."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import pytest
 
 from keyrack.domain.diagnosis import (
     REDACTED,
+    Change,
     Step,
     SyncFacts,
     SyncRunFacts,
+    SyncSymptoms,
     causes,
+    could_explain,
     markdown,
     record_outcome,
     scrub,
@@ -82,6 +85,106 @@ def test_a_direction_turned_off_right_after_it_worked_is_an_issue() -> None:
     assert causes("active", "ok", [long_off]) == []
     never_worked = facts(enabled=False, disabled_at=T0, disabled_by="dana@acme.test")
     assert causes("active", "ok", [never_worked]) == []
+
+
+THIS_SYNC = "sync:clients:outbound"
+ARR = {"field": "arr_cents", "op": "gt", "value": 0}
+NAME = {"field": "name", "op": "exists", "value": True}
+MAP_A = {"local": "name", "remote": "name", "transform": None}
+MAP_B = {"local": "arr_cents", "remote": "annualrevenue", "transform": "cents_to_units"}
+OFF = SyncSymptoms("clients", "outbound", False, synced=0, failed=0, last_worked_at=T0)
+SKIPPED_BY_ARR = SyncSymptoms(
+    "clients", "outbound", True, synced=0, failed=0, skipped_fields=frozenset({"arr_cents"})
+)
+FAILING = SyncSymptoms("clients", "outbound", True, synced=0, failed=3, last_worked_at=T0)
+FAILING_SOME = SyncSymptoms("clients", "outbound", True, synced=2, failed=1)
+WORKED_BEFORE = SyncSymptoms(
+    "clients",
+    "outbound",
+    True,
+    synced=0,
+    failed=0,
+    skipped_fields=frozenset({"arr_cents"}),
+    last_worked_at=T0 - timedelta(hours=1),
+)
+
+
+@pytest.mark.parametrize(
+    ("what", "before", "after", "sync", "explains"),
+    [
+        # turning the direction off explains that it is off, not what an enabled one shows
+        (THIS_SYNC, {"enabled": True}, {"enabled": False}, OFF, True),
+        (THIS_SYNC, {"enabled": True}, {"enabled": False}, SKIPPED_BY_ARR, False),
+        ("sync:contacts:outbound", {"enabled": True}, {"enabled": False}, OFF, False),
+        # a filter added or altered on the field that skipped records
+        (THIS_SYNC, {"filters": []}, {"filters": [ARR]}, SKIPPED_BY_ARR, True),
+        (
+            THIS_SYNC,
+            {"filters": [{**ARR, "value": -1}]},
+            {"filters": [ARR]},
+            SKIPPED_BY_ARR,
+            True,
+        ),
+        (THIS_SYNC, {"filters": [ARR]}, {"filters": [ARR, NAME]}, SKIPPED_BY_ARR, False),
+        (THIS_SYNC, {"filters": [ARR, NAME]}, {"filters": [ARR]}, SKIPPED_BY_ARR, False),
+        (THIS_SYNC, {"filters": [NAME, ARR]}, {"filters": [ARR, NAME]}, SKIPPED_BY_ARR, False),
+        (THIS_SYNC, {"filters": []}, {"filters": [ARR]}, FAILING, False),
+        # mappings that changed explain failed records, not skips
+        (THIS_SYNC, {"field_mappings": [MAP_A]}, {"field_mappings": [MAP_B]}, FAILING, True),
+        (THIS_SYNC, {"field_mappings": [MAP_A]}, {"field_mappings": [MAP_B]}, FAILING_SOME, True),
+        (
+            THIS_SYNC,
+            {"field_mappings": [MAP_A, MAP_B]},
+            {"field_mappings": [MAP_B, MAP_A]},
+            FAILING,
+            False,
+        ),
+        (
+            THIS_SYNC,
+            {"field_mappings": [MAP_A]},
+            {"field_mappings": [MAP_B]},
+            SKIPPED_BY_ARR,
+            False,
+        ),
+        # turning it on is its setup, unless it had worked before and not since
+        (THIS_SYNC, {"enabled": False}, {"enabled": True}, SKIPPED_BY_ARR, False),
+        (
+            THIS_SYNC,
+            {"enabled": False, "filters": []},
+            {"enabled": True, "filters": [ARR]},
+            SKIPPED_BY_ARR,
+            False,
+        ),
+        (
+            THIS_SYNC,
+            {"enabled": False, "field_mappings": [MAP_A]},
+            {"enabled": True, "field_mappings": [MAP_B]},
+            FAILING,
+            False,
+        ),
+        (
+            THIS_SYNC,
+            {"enabled": False, "filters": []},
+            {"enabled": True, "filters": [ARR]},
+            WORKED_BEFORE,
+            True,
+        ),
+        (THIS_SYNC, {"schedule_seconds": 900}, {"schedule_seconds": 60}, FAILING, False),
+        # the credential or the connection, when the sync failed and synced nothing
+        ("credential", {"credential": "set"}, {"credential": "replaced"}, FAILING, True),
+        ("connection", {"base_url": None}, {"base_url": "https://x.test"}, FAILING, True),
+        ("credential", {"credential": "set"}, {"credential": "replaced"}, FAILING_SOME, False),
+        ("credential", {"credential": "set"}, {"credential": "replaced"}, SKIPPED_BY_ARR, False),
+    ],
+)
+def test_a_change_could_explain_only_what_it_could_have_caused(
+    what: str,
+    before: dict[str, object],
+    after: dict[str, object],
+    sync: SyncSymptoms,
+    explains: bool,
+) -> None:
+    assert could_explain(Change(what, T0, before, after), sync) is explains
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,81 @@ def causes(status: str, status_reason: str | None, syncs: Iterable[SyncFacts]) -
     return found
 
 
+# recent changes
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row of a connection's change history: ``what`` is ``connection``,
+    ``credential``, ``status`` or ``sync:<record_type>:<direction>``; ``before`` and
+    ``after`` hold what changed (a sync's: ``enabled``, ``filters``, ``field_mappings``,
+    ``schedule_seconds``)."""
+
+    what: str
+    occurred_at: datetime
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSymptoms:
+    """What the checks found for one sync over the recent runs."""
+
+    record_type: str
+    direction: str
+    enabled: bool
+    synced: int
+    failed: int
+    skipped_fields: frozenset[str] = frozenset()
+    """The fields of the filters that skipped records (not other skips)."""
+    last_worked_at: datetime | None = None
+
+
+def could_explain(change: Change, sync: SyncSymptoms) -> bool:
+    """Whether ``change`` could explain what ``sync`` shows, as a support engineer
+    weighs it: turning the direction off explains that it is off; filters that changed
+    explain skips by a filter on a field they added or altered (removing or reordering
+    filters skips nothing more); field mappings that changed explain failed records; a
+    credential or connection change explains failures when none synced.
+
+    A change that turned the sync on is its setup: the filters and mappings set with it
+    are those it has run with since, so they are a suspect only when the sync had worked
+    before that change and synced nothing after it."""
+    if change.what in ("credential", "connection"):
+        return sync.failed > 0 and sync.synced == 0
+    if change.what != f"sync:{sync.record_type}:{sync.direction}":
+        return False
+    before, after = change.before or {}, change.after or {}
+    if before.get("enabled") is True and after.get("enabled") is False and not sync.enabled:
+        return True
+    if before.get("enabled") is False and after.get("enabled") is True:
+        worked_before = sync.last_worked_at is not None and sync.last_worked_at < change.occurred_at
+        if not worked_before:
+            return False
+    if "filters" in after:
+        kept = _canonical(before.get("filters"))
+        new_on = {
+            str(f.get("field"))
+            for f in after.get("filters") or ()
+            if isinstance(f, Mapping) and _item_key(f) not in kept
+        }
+        if new_on & sync.skipped_fields:
+            return True
+    if "field_mappings" in after and sync.failed > 0:
+        return _canonical(before.get("field_mappings")) != _canonical(after["field_mappings"])
+    return False
+
+
+def _canonical(items: Any) -> frozenset[str]:
+    """Filters or mappings as a set: their order changes nothing (every filter must
+    match; each field is mapped once)."""
+    return frozenset(_item_key(i) for i in items or ())
+
+
+def _item_key(item: Any) -> str:
+    return json.dumps(item, sort_keys=True, default=str)
+
+
 # secrets
 
 _SHAPES = (

@@ -460,6 +460,8 @@ class _SyncState:
     skipped: int = 0
     failed: int = 0
     skips: Counter[str] = dataclasses.field(default_factory=Counter)
+    skipped_fields: set[str] = dataclasses.field(default_factory=set)
+    """The fields of the filters that skipped records."""
     last_worked_at: datetime | None = None
     last_worked_run: str | None = None
     examples: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -468,6 +470,17 @@ class _SyncState:
     @property
     def key(self) -> str:
         return syncs.key(self.record_type, self.direction)
+
+    def symptoms(self) -> rules.SyncSymptoms:
+        return rules.SyncSymptoms(
+            self.record_type,
+            self.direction,
+            self.enabled,
+            self.synced,
+            self.failed,
+            frozenset(self.skipped_fields),
+            self.last_worked_at,
+        )
 
 
 def _public_url(url: str | None) -> str | None:
@@ -596,6 +609,8 @@ def _count(
             state = by_key.get(syncs.key(rt, way))
             if state is not None and skip:
                 state.skips[_skip_label(skip)] += 1
+                if "filter" in skip:
+                    state.skipped_fields.add(str(skip.get("field")))
     for state in states:  # when it last worked: the last run that synced one of them
         for run in session.scalars(
             select(SyncRun)
@@ -766,20 +781,19 @@ def _change_dict(c: IntegrationChange) -> dict[str, Any]:
     }
 
 
+def _change_facts(c: IntegrationChange) -> rules.Change:
+    return rules.Change(c.what, c.occurred_at, c.before, c.after)
+
+
 def _check_changes(
     affected: list[_SyncState], changes: list[IntegrationChange], row: Integration
 ) -> Check:
-    suspects = []
-    for s in affected:
-        what = f"sync:{syncs.key(s.record_type, s.direction)}"
-        for c in changes:
-            touched = c.what == what and (
-                (c.after or {}).get("enabled") is False
-                or "filters" in (c.after or {})
-                or "field_mappings" in (c.after or {})
-            )
-            if touched or (c.what in ("credential", "connection") and s.failed and not s.synced):
-                suspects.append(c)
+    symptoms = [s.symptoms() for s in affected]
+    suspects = [
+        c
+        for c in changes
+        if any(rules.could_explain(_change_facts(c), symptom) for symptom in symptoms)
+    ]
     if row.status != "active":
         suspects += [
             c for c in changes if c.what == "status" and (c.after or {}).get("status") == row.status
@@ -789,7 +803,8 @@ def _check_changes(
         return Check(
             "recent-changes",
             "ok",
-            f"{len(changes)} change(s) in the window; none to the affected syncs' settings",
+            f"{len(changes)} change(s) in the window; none that could explain what the "
+            "other checks found",
             data,
         )
     first = sorted(suspects, key=lambda c: c.id)[-1]
