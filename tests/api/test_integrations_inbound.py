@@ -1,9 +1,8 @@
 """A webhook connection's inbound route on a live server, on SQLite and PostgreSQL:
 signed records POSTed without an API key go through the inbound syncs into the CRM and
-are recorded as a run (trigger ``inbound``) whose outcomes are the answer (a burst of
-the same new record creates it once); a bad
-signature is 401, a bad body 400, and an unknown id the same 404 as a connection that
-takes no inbound records."""
+are recorded as a run (trigger ``inbound``) whose outcomes are the answer, a burst of
+the same new record creating it once; a bad signature is 401, a bad body 400, and an
+unknown id the same 404 as a connection that takes no inbound records."""
 
 from __future__ import annotations
 
