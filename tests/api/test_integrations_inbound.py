@@ -1,13 +1,15 @@
 """A webhook connection's inbound route on a live server, on SQLite and PostgreSQL:
 signed records POSTed without an API key go through the inbound syncs into the CRM and
-are recorded as a run (trigger ``inbound``) whose outcomes are the answer; a bad
-signature is 401, a bad body 400, and an unknown id the same 404 as a connection that
-takes no inbound records."""
+are recorded as a run (trigger ``inbound``) whose outcomes are the answer, a burst of
+the same new record creating it once; a bad signature is 401, a bad body 400, and an
+unknown id the same 404 as a connection that takes no inbound records."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -142,3 +144,41 @@ def test_refusals_are_problems_and_an_unknown_id_says_nothing(
     first, second = problem(unknown, 404, "not-found"), problem(not_webhook, 404, "not-found")
     assert first["detail"] == second["detail"] == "no such integration"
     assert api.get(f"{BASE}/{ref}/runs", headers=org.headers()).json()["data"] == []
+
+
+BURST = 20
+
+
+def test_a_burst_of_the_same_new_record_creates_it_once(
+    api: httpx.Client, org: Seeded, live_url: str
+) -> None:
+    """Providers retry and send bursts: POSTs racing to create the same new client all
+    succeed, and exactly one of them creates it."""
+    secret = new_signing_secret()
+    ref = connect(api, org, secret)
+    record = {"record_type": "clients", "id": "c-burst", "fields": {"name": "Burst Ltd"}}
+    start = threading.Barrier(BURST)
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=live_url, timeout=30) as own:
+            start.wait()
+            return post(own, ref, record, secret)
+
+    with ThreadPoolExecutor(BURST) as pool:
+        answers = list(pool.map(send, range(BURST)))
+    assert [a.status_code for a in answers] == [200] * BURST, [
+        a.text for a in answers if a.status_code != 200
+    ]
+    results = []
+    for answer in answers:
+        [outcome] = answer.json()["records"]
+        assert (outcome["remote_id"], outcome["outcome"]) == ("c-burst", "synced")
+        results.append(outcome["result"])
+    assert sorted(results) == ["created"] + ["unchanged"] * (BURST - 1)
+    found = api.get(
+        "/api/v2/clients", headers=org.headers(), params={"external_id": "webhook:c-burst"}
+    ).json()["data"]
+    assert [c["name"] for c in found] == ["Burst Ltd"]
+    assert len(api.get("/api/v2/clients", headers=org.headers()).json()["data"]) == 1
+    listed = api.get(f"{BASE}/{ref}/runs", headers=org.headers(), params={"limit": 100})
+    assert len(listed.json()["data"]) == BURST

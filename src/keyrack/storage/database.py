@@ -99,6 +99,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     else:
         if "poolclass" not in kwargs:
             kwargs = {"pool_size": 10, "max_overflow": 20, **kwargs}
+        # Whatever the server's default: a writer let past the organization's change clock
+        # (``records.stamp``) must see what the one before it committed, not be refused.
+        kwargs = {"isolation_level": "READ COMMITTED", **kwargs}
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
     event.listen(engine, "before_cursor_execute", _refuse_nul)
     return engine
