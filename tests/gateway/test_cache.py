@@ -408,7 +408,7 @@ async def test_a_partition_that_leaves_the_socket_open_is_noticed_by_the_heartbe
         task = asyncio.create_task(listener.run())
         try:
             await asyncio.wait_for(listener.subscribed.wait(), 5)
-            assert cache.ttl == 600 and told == [None]  # the imported digests are told too
+            assert cache.ttl == 600 and told.count(None) == 1  # the imported digests are told too
             await cache.identity("d1")
             await asyncio.sleep(SILENT_SECONDS + 1.0)  # quiet, but pings are answered: still up
             assert listener.losses == 0 and cache.peek("d1") is not None
@@ -417,7 +417,7 @@ async def test_a_partition_that_leaves_the_socket_open_is_noticed_by_the_heartbe
             while listener.losses == 0 and time.monotonic() < lost_by:
                 await asyncio.sleep(0.05)
             assert listener.losses >= 1 and cache.ttl == 1.0 and cache.peek("d1") is None
-            assert told == [None, None]  # ...and told of the loss, to read at the short TTL
+            assert told.count(None) == 2  # ...and told of the loss, to read at the short TTL
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
