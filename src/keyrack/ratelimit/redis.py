@@ -15,10 +15,10 @@ expires with tokens left, and never more than 1/16 of the bucket's rate or
 concurrency, so a busy instance cannot sit on much that another may need. A key at
 the default 5 requests/second and 1 in flight always gets grants of one.
 
-A finished grant goes back at the end of the event-loop turn it finished in: riding on
-a call for its bucket made in that turn, or batched with the others in one round trip.
-The gateway releases a request's slot just before its last response bytes are written,
-so the slot is back in Redis before the client can send its next request.
+A finished grant goes back at once, written before anything else happens in the turn
+it finished in (or, while a give-back is in flight, with the others when that one is
+answered). The gateway releases a request's slot just before its last response bytes
+are written, so the slot is on its way to Redis before the response is.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class RedisLimiter:
         carries them too (giving back is idempotent), so this instance's own next call
         never overtakes them."""
         self._timer: asyncio.Handle | None = None
-        """The flush scheduled for the end of this event-loop turn."""
+        """A give-back scheduled for the end of this event-loop turn."""
         self._flusher: asyncio.Future[None] | None = None
         """At most one of the two is set: the flush is scheduled, or running."""
 
@@ -158,8 +158,8 @@ class RedisLimiter:
                 return refusal
 
     def release(self, bucket: str, lease: str) -> None:
-        """Hand the slot back to its grant at once; a finished grant is written to Redis at
-        the end of this event-loop turn, and a lost one expires after lease_seconds."""
+        """Hand the slot back to its grant at once; a finished grant is written to Redis
+        now, and a lost one expires after lease_seconds."""
         grant = self._held.get(lease.rpartition(".")[0])
         if grant is None or lease not in grant.out:
             return
@@ -276,7 +276,9 @@ class RedisLimiter:
 
     def _give_back(self, grant: _Grant) -> None:
         del self._held[grant.id]
-        self._enqueue(grant.bucket, grant.policy, [f"{grant.id}*{grant.size}*{grant.tokens}"])
+        self._enqueue(
+            grant.bucket, grant.policy, [f"{grant.id}*{grant.size}*{grant.tokens}"], at_once=True
+        )
 
     # -- calls ------------------------------------------------------------------
 
@@ -301,14 +303,20 @@ class RedisLimiter:
 
     # -- giving back ------------------------------------------------------------
 
-    def _enqueue(self, bucket: str, policy: RateLimitPolicy, grants: list[str]) -> None:
-        queued = self._queued.get(bucket)
-        if queued is None:
-            self._queued[bucket] = (policy, grants)
-        else:
-            queued[1].extend(grants)
-        if self._timer is None and self._flusher is None:
-            self._timer = asyncio.get_running_loop().call_soon(self._start_flush)
+    def _enqueue(
+        self, bucket: str, policy: RateLimitPolicy, grants: list[str], *, at_once: bool = False
+    ) -> None:
+        """Queue finished grants to go back: ``at_once`` (a grant just finished) written
+        now if no give-back is in flight, so it leaves before the response that finished
+        it; otherwise at the end of this turn, or when the one in flight is answered."""
+        self._enqueue_quietly(bucket, policy, grants)
+        if self._flusher is None:
+            if at_once:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._start_flush()
+            elif self._timer is None:
+                self._timer = asyncio.get_running_loop().call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
         """Send every queued grant back: one call per bucket, all in one round trip."""
@@ -328,20 +336,32 @@ class RedisLimiter:
         batch: dict[str, tuple[RateLimitPolicy, list[str]]],
         results: list[object] | Exception,
     ) -> None:
-        error = (
-            results
-            if isinstance(results, Exception)
-            else next((r for r in results if isinstance(r, Exception)), None)
-        )
-        if error is not None:
-            log.warning("giving back grants failed, their slots will expire: %r", error)
-        for bucket, (_, grants) in batch.items():
+        """A give-back was answered: what failed is queued again, to ride on the next call
+        for its bucket or the next give-back (never retried on its own, so an outage
+        costs no loop; giving back twice is harmless)."""
+        if isinstance(results, Exception):
+            results = [results] * len(batch)
+        fresh = bool(self._queued)
+        failed: Exception | None = None
+        for (bucket, (policy, grants)), result in zip(batch.items(), results, strict=True):
             self._mark_sent(bucket, grants)
+            if isinstance(result, Exception):
+                failed = result
+                self._enqueue_quietly(bucket, policy, grants)
+        if failed is not None:
+            log.warning("giving back grants failed, they go with the next call: %r", failed)
         if self._flusher is not None:
             self._flusher.set_result(None)
             self._flusher = None
-        if self._queued:
+        if fresh:
             self._timer = asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _enqueue_quietly(self, bucket: str, policy: RateLimitPolicy, grants: list[str]) -> None:
+        queued = self._queued.get(bucket)
+        if queued is None:
+            self._queued[bucket] = (policy, list(grants))
+        else:
+            queued[1].extend(grants)
 
     def _mark_sending(self, bucket: str, grants: list[str]) -> None:
         sending = self._sending.get(bucket)
