@@ -130,11 +130,15 @@ class BucketScript:
         return head
 
     async def call(self, command: bytes) -> object:
-        """Run one packed ``command``; the calls made in the same event-loop tick share one
-        pipelined round trip. Raises what Redis answered, or ``TimeoutError``."""
+        """Run one packed ``command``: at once when nothing is in flight, else with the other
+        calls of this event-loop turn in one pipelined round trip at its end. Raises what
+        Redis answered, or ``TimeoutError``."""
         loop = asyncio.get_running_loop()
         call: asyncio.Future[object] = loop.create_future()
         if self._calls is None:
+            if self._pipe.idle():  # nothing to wait for: written now, not at the turn's end
+                self.submit([command], functools.partial(_settle, [(command, call)]))
+                return await call
             self._calls = []
             loop.call_soon(self._send_calls)
         self._calls.append((command, call))
@@ -269,6 +273,10 @@ class Pipe(asyncio.Protocol):
         self._in_flight: deque[_RoundTrip] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
         self._parser = _reader()
+
+    def idle(self) -> bool:
+        """Connected, with nothing in flight."""
+        return self._transport is not None and not self._in_flight
 
     def send(self, commands: list[bytes], answer: Answer) -> None:
         """Write ``commands``; ``answer`` gets one reply (or ``ResponseError``) each, or the
