@@ -357,6 +357,7 @@ class RedisLimiter:
             self._timer = asyncio.get_running_loop().call_soon(self._start_flush)
 
     def _enqueue_quietly(self, bucket: str, policy: RateLimitPolicy, grants: list[str]) -> None:
+        """Add ``grants`` to the queue, scheduling no give-back."""
         queued = self._queued.get(bucket)
         if queued is None:
             self._queued[bucket] = (policy, list(grants))

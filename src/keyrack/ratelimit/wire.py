@@ -135,13 +135,14 @@ class BucketScript:
         Redis answered, or ``TimeoutError``."""
         loop = asyncio.get_running_loop()
         call: asyncio.Future[object] = loop.create_future()
-        if self._calls is None:
-            if self._pipe.idle():  # nothing to wait for: written now, not at the turn's end
-                self.submit([command], functools.partial(_settle, [(command, call)]))
-                return await call
-            self._calls = []
-            loop.call_soon(self._send_calls)
-        self._calls.append((command, call))
+        if self._calls is None and self._pipe.idle():
+            # nothing to wait for: written now, not at the turn's end
+            self.submit([command], functools.partial(_settle, [(command, call)]))
+        else:
+            if self._calls is None:
+                self._calls = []
+                loop.call_soon(self._send_calls)
+            self._calls.append((command, call))
         return await call
 
     def submit(self, commands: list[bytes], answer: Answer) -> None:
@@ -249,11 +250,11 @@ class Pipe(asyncio.Protocol):
 
     Through the client's pool every round trip paid for a checkout, a task, a timeout
     context and a coroutine per reply (each a turn of the event loop); here it is one
-    write and one future. One timer watches the oldest round trip: once it is older
-    than ``timeout``, every round trip in flight fails with ``TimeoutError`` and the
-    connection is dropped; the next send connects again. The connection is made and
-    set up (address, TLS, credentials, database) by the client's own pool, outside its
-    count, and then read here.
+    write, and its replies go to a plain callback. One timer watches the oldest round
+    trip: once it is older than ``timeout``, every round trip in flight fails with
+    ``TimeoutError`` and the connection is dropped (back to the pool); the next send
+    connects again. The connection is checked out of the client's own pool, set up there
+    (address, TLS, credentials, database), and then read here.
     """
 
     def __init__(self, redis: Redis, timeout: float) -> None:
