@@ -85,9 +85,11 @@ def test_a_killed_worker_run_is_finished_by_another_and_writes_each_record_once(
         credential=hub.credential,
     ).id
     syncs.put_sync(live, ADMIN, org.scope, ref, "clients", "outbound", enabled=True)
+    # Queued before any worker runs: the schedule's first tick, which takes a newly enabled
+    # sync up at once, then finds this run under way instead of racing it with one of its own.
+    run = runs.request_run(live, ADMIN, org.scope, ref)
     short_lease = {"KEYRACK_JOB_LEASE_SECONDS": "2"}  # the killed worker's run comes back soon
     worker = keyrack.worker(**short_lease)
-    run = runs.request_run(live, ADMIN, org.scope, ref)
     with live.db.session() as session:
         run_id = session.scalars(select(SyncRun.id).where(SyncRun.ref == run.id)).one()
 
