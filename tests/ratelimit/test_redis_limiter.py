@@ -141,6 +141,32 @@ async def test_a_release_reaches_redis_without_waiting_for_aclose(connect, redis
     await limiter.aclose()
 
 
+async def test_a_grant_within_its_share_rides_on_the_next_call_or_goes_alone_later(
+    connect, redis_prefix
+) -> None:
+    client = connect()
+    limiter = RedisLimiter(client, prefix=redis_prefix, grant_seconds=0.3)
+    generous = RateLimitPolicy(rate_per_second=1_000, concurrency=100)  # 16 x a grant of 1
+
+    admission = await limiter.acquire("a", generous)
+    limiter.release("a", admission.lease)
+    await asyncio.sleep(0.05)
+    assert await client.zcard(f"{redis_prefix}{{a}}:leases") == 1  # still lent, for a moment
+    held = await limiter.acquire("b", generous)  # written with the give-back
+    assert await client.zcard(f"{redis_prefix}{{a}}:leases") == 0
+
+    admission = await limiter.acquire("c", generous)
+    limiter.release("c", admission.lease)
+    await asyncio.sleep(0.05)
+    assert await client.zcard(f"{redis_prefix}{{c}}:leases") == 1
+    async with asyncio.timeout(5):  # no call to ride on: it goes alone after grant_seconds
+        while await client.zcard(f"{redis_prefix}{{c}}:leases"):
+            await asyncio.sleep(0.01)
+    limiter.release("b", held.lease)
+    await limiter.aclose()
+    assert await client.zcard(f"{redis_prefix}{{b}}:leases") == 0  # aclose sent the last
+
+
 async def test_a_release_that_could_not_reach_redis_goes_with_a_later_call(
     redis_url, redis_prefix, connect
 ) -> None:

@@ -18,7 +18,14 @@ the default 5 requests/second and 1 in flight always gets grants of one.
 A finished grant goes back at once, written before anything else happens in the turn
 it finished in (or, while a give-back is in flight, with the others when that one is
 answered). The gateway releases a request's slot just before its last response bytes
-are written, so the slot is on its way to Redis before the response is.
+are written, so the slot is on its way to Redis before the response is. The exception
+is a grant *within its share*: one whose bucket allows at least 16 times its size, in
+rate and in concurrency, as a grant may hold anyway. It rides on the next call this
+instance writes for any bucket, in the same write, or goes alone ``GRANT_SECONDS``
+later: a slow key at generous limits then costs one round trip per request, not two,
+and is lent to this instance no longer than an open grant may be. A key at the default
+5 requests/second and 1 in flight is never within its share: its slot goes back at once,
+so the same client's next request, to any instance, finds it free.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from redis.asyncio import Redis
 
 from keyrack.domain.limits import Admission, Decision, RateLimitPolicy
 from keyrack.ratelimit.base import CONCURRENCY_RETRY_SECONDS, DEFAULT_LEASE_SECONDS, MICRO
-from keyrack.ratelimit.wire import DEFAULT_TIMEOUT_SECONDS, BucketScript
+from keyrack.ratelimit.wire import DEFAULT_TIMEOUT_SECONDS, Answer, BucketScript
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +140,10 @@ class RedisLimiter:
         """A give-back scheduled for the end of this event-loop turn."""
         self._flusher: asyncio.Future[None] | None = None
         """At most one of the two is set: the flush is scheduled, or running."""
+        self._urgent = False
+        """Something queued goes at once or this turn: not left to ride."""
+        self._deadline: asyncio.TimerHandle | None = None
+        """When grants queued to ride go alone, if no call has taken them by then."""
 
     async def acquire(self, bucket: str, policy: RateLimitPolicy) -> Admission:
         while True:
@@ -176,6 +187,9 @@ class RedisLimiter:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
             if self._flusher is not None:
                 await asyncio.wait((self._flusher,))
             elif self._queued:
@@ -276,9 +290,13 @@ class RedisLimiter:
 
     def _give_back(self, grant: _Grant) -> None:
         del self._held[grant.id]
-        self._enqueue(
-            grant.bucket, grant.policy, [f"{grant.id}*{grant.size}*{grant.tokens}"], at_once=True
-        )
+        policy = grant.policy
+        share = min(policy.rate_per_second, policy.concurrency) // _GRANT_SHARE
+        returned = [f"{grant.id}*{grant.size}*{grant.tokens}"]
+        if grant.size <= share:
+            self._enqueue_to_ride(grant.bucket, policy, returned)
+        else:
+            self._enqueue(grant.bucket, policy, returned, at_once=True)
 
     # -- calls ------------------------------------------------------------------
 
@@ -290,11 +308,12 @@ class RedisLimiter:
         carried = self._queued.pop(bucket, None)
         returned = itertools.chain(sending or (), carried[1] if carried else ())
         command = self._script.command(bucket, policy, grant_id, wanted, returned)
+        riders = self._take_queued() if self._queued and self._flusher is None else None
         if carried is None:
-            return await self._script.call(command)
+            return await self._script.call(command, riders)
         self._mark_sending(bucket, carried[1])
         try:
-            return await self._script.call(command)
+            return await self._script.call(command, riders)
         except BaseException:
             self._enqueue(bucket, *carried)
             raise
@@ -310,6 +329,7 @@ class RedisLimiter:
         now if no give-back is in flight, so it leaves before the response that finished
         it; otherwise at the end of this turn, or when the one in flight is answered."""
         self._enqueue_quietly(bucket, policy, grants)
+        self._urgent = True
         if self._flusher is None:
             if at_once:
                 if self._timer is not None:
@@ -318,18 +338,39 @@ class RedisLimiter:
             elif self._timer is None:
                 self._timer = asyncio.get_running_loop().call_soon(self._start_flush)
 
+    def _enqueue_to_ride(self, bucket: str, policy: RateLimitPolicy, grants: list[str]) -> None:
+        """Queue finished grants within their share to ride on the next call, or to go
+        alone ``grant_seconds`` from now."""
+        self._enqueue_quietly(bucket, policy, grants)
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(
+                self._grant_seconds, self._start_flush
+            )
+
     def _start_flush(self) -> None:
-        """Send every queued grant back: one call per bucket, all in one round trip."""
+        """Send every queued grant back: one call per bucket, all in one round trip (once
+        the one in flight is answered, if one is)."""
         self._timer = None
-        if not self._queued:
-            return
+        if self._flusher is not None:
+            self._urgent = self._urgent or bool(self._queued)
+        elif self._queued:
+            commands, answer = self._take_queued()
+            self._script.submit(commands, answer)
+
+    def _take_queued(self) -> tuple[list[bytes], Answer]:
+        """Every queued grant as one give-back call per bucket, and what takes their
+        answers; a give-back is in flight from now on."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._urgent = False
         batch, self._queued = self._queued, {}
         commands = []
         for bucket, (policy, grants) in batch.items():
             self._mark_sending(bucket, grants)
             commands.append(self._script.command(bucket, policy, "-", 0, grants))
         self._flusher = asyncio.get_running_loop().create_future()
-        self._script.submit(commands, functools.partial(self._flushed, batch))
+        return commands, functools.partial(self._flushed, batch)
 
     def _flushed(
         self,
@@ -341,7 +382,6 @@ class RedisLimiter:
         costs no loop; giving back twice is harmless)."""
         if isinstance(results, Exception):
             results = [results] * len(batch)
-        fresh = bool(self._queued)
         failed: Exception | None = None
         for (bucket, (policy, grants)), result in zip(batch.items(), results, strict=True):
             self._mark_sent(bucket, grants)
@@ -353,7 +393,7 @@ class RedisLimiter:
         if self._flusher is not None:
             self._flusher.set_result(None)
             self._flusher = None
-        if fresh:
+        if self._urgent:
             self._timer = asyncio.get_running_loop().call_soon(self._start_flush)
 
     def _enqueue_quietly(self, bucket: str, policy: RateLimitPolicy, grants: list[str]) -> None:

@@ -129,13 +129,19 @@ class BucketScript:
             head = self._heads[head_key] = b"".join(_bulk(part) for part in parts)
         return head
 
-    async def call(self, command: bytes) -> object:
+    async def call(
+        self, command: bytes, riders: tuple[list[bytes], Answer] | None = None
+    ) -> object:
         """Run one packed ``command``: at once when nothing is in flight, else with the other
         calls of this event-loop turn in one pipelined round trip at its end. Raises what
-        Redis answered, or ``TimeoutError``."""
+        Redis answered, or ``TimeoutError``. ``riders`` (commands, and what takes their
+        answers) are written at once, in the same write as ``command``."""
         loop = asyncio.get_running_loop()
         call: asyncio.Future[object] = loop.create_future()
-        if self._calls is None and self._pipe.idle():
+        if riders is not None:
+            commands, answer = riders
+            self.submit([*commands, command], functools.partial(_split, answer, command, call))
+        elif self._calls is None and self._pipe.idle():
             # nothing to wait for: written now, not at the turn's end
             self.submit([command], functools.partial(_settle, [(command, call)]))
         else:
@@ -206,6 +212,18 @@ def _resolve(future: asyncio.Future[list[object]], results: list[object] | Excep
         future.set_exception(results)
     else:
         future.set_result(results)
+
+
+def _split(
+    answer: Answer, command: bytes, call: asyncio.Future[object], results: list[object] | Exception
+) -> None:
+    """Hand the riders their results, then ``call`` (written last) its own."""
+    if isinstance(results, Exception):
+        answer(results)
+        _settle([(command, call)], results)
+    else:
+        answer(results[:-1])
+        _settle([(command, call)], results[-1:])
 
 
 def _settle(
