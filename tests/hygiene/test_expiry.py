@@ -236,9 +236,14 @@ def test_the_worker_sweeps_once_a_minute_until_told_to_stop(
     worker.start()
     try:
         eventually(lambda: expiring_days(ctx, ref) == [15])
-        clock.advance(8 * DAY)  # a later period: the sweep is enqueued and runs again
+        # A later period: the sweep is enqueued and runs again. The worker sleeps until the
+        # next period by its clock (up to 30 s while LISTEN is up); a jump of the injected
+        # clock is told to it, as the passing time would have woken it.
+        clock.advance(8 * DAY)
+        worker.wake()
         eventually(lambda: expiring_days(ctx, ref) == [15, 7])
         clock.advance(8 * DAY)
+        worker.wake()
         eventually(lambda: status_of(ctx, ref) is KeyStatus.EXPIRED)
     finally:
         worker.stop()
@@ -283,3 +288,30 @@ def test_two_sweep_processes_started_together_send_each_notice_once(
     assert sum(json.loads(out)["notices"] for out, _ in outputs) == 10
     assert count(seeded.ctx, ExpiryNotice) == 10
     assert count(seeded.ctx, OutboxEmail) == 10
+
+
+def test_the_sweep_finds_exactly_the_steps_the_domain_rules_find_over_every_key(
+    seeded: Seeded, clock: MutableClock
+) -> None:
+    """The database narrows the sweep to keys near a deadline (by each ``inactivity_days``
+    in use); over keys on and around every edge, it finds what reading them all would."""
+    ctx, start = seeded.ctx, clock.now
+    for days in (1, 30, 90):
+        for used_days_ago in (None, 0, days - 15, days - 7, days - 1, days, days + 3):
+            view, _ = seeded.new_key(name=f"{days}d idle {used_days_ago}", inactivity_days=days)
+            if used_days_ago is not None:
+                keys.record_last_used(ctx, {view.id: (start - used_days_ago * DAY, None)})
+    for expires_in in (1, 7, 15, 16, 40):
+        seeded.new_key(name=f"expires in {expires_in}", expires_at=start + expires_in * DAY)
+
+    def every_due(now: Any) -> set[tuple[str, str]]:
+        with ctx.db.session() as session:
+            rows = session.scalars(select(ApiKey).where(ApiKey.status == "active")).all()
+            steps = ((row.ref, expiry._step_of(row, now)) for row in rows)
+            return {(ref, step.threshold) for ref, step in steps if step is not None}
+
+    for offset in (-SECOND, 0 * DAY, SECOND, DAY - SECOND, 8 * DAY, 14 * DAY, 16 * DAY):
+        now = start + offset
+        planned = expiry.plan(jobs.at(ctx, now))
+        assert {(p.ref, p.step.threshold) for p in planned} == every_due(now), offset
+    assert len(every_due(start + 16 * DAY)) > len(every_due(start)) > 0

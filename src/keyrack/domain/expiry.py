@@ -88,6 +88,12 @@ def due(deadline: Deadline, now: datetime) -> Due | None:
     return None
 
 
+def notice_horizon(now: datetime) -> datetime:
+    """A deadline at or before this has a step due at ``now``; a later one has none (so a
+    sweep need only look at keys whose deadline may be this early)."""
+    return now + timedelta(days=max(NOTICE_DAYS))
+
+
 def earliest_notice_at(deadline: Deadline) -> datetime:
     """From when on a key needs a look (its first notice)."""
     return deadline.at - timedelta(days=max(NOTICE_DAYS))

@@ -11,9 +11,9 @@ whole transaction, notices included, rolls back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,11 +66,32 @@ def _taken(session: Session, key_id: int, step: Due) -> bool:
     return found is not None
 
 
+def _maybe_due(session: Session, now: datetime) -> ColumnElement[bool]:
+    """Active keys whose deadline may have a step due at ``now``: the database leaves out
+    the rest (most keys, used lately), rather than every active key being read each sweep.
+    Inactivity deadlines are compared per ``inactivity_days`` value in use (a handful)."""
+    horizon = expiry.notice_horizon(now)
+    active = ApiKey.status == KeyStatus.ACTIVE.value
+    idle_periods = session.scalars(select(ApiKey.inactivity_days).where(active).distinct())
+    idle_since = []
+    for days in idle_periods:
+        anchor_by = horizon - timedelta(days=days)  # idle since then: deadline by the horizon
+        idle_since.append(
+            and_(
+                ApiKey.inactivity_days == days,
+                ApiKey.created_at <= anchor_by,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= anchor_by),
+            )
+        )
+    return and_(active, or_(ApiKey.expires_at <= horizon, *idle_since))
+
+
 def plan(ctx: Context) -> list[PlannedStep]:
     """The steps due at ``ctx.clock()`` that no sweep has taken yet (nothing is written)."""
     now = ctx.clock()
     candidates: list[PlannedStep] = []
     with ctx.db.session() as session:
+        maybe_due = _maybe_due(session, now)
         active = session.execute(
             select(
                 ApiKey.id,
@@ -81,7 +102,7 @@ def plan(ctx: Context) -> list[PlannedStep]:
                 ApiKey.inactivity_days,
                 ApiKey.expires_at,
             )
-            .where(ApiKey.status == KeyStatus.ACTIVE.value)
+            .where(maybe_due)
             .order_by(ApiKey.id)
         )
         for key_id, ref, name, created_at, last_used_at, days, expires_at in active:
