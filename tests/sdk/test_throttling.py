@@ -78,14 +78,16 @@ def test_when_retries_run_out_rate_limited_error_carries_retry_after_and_the_pro
     live_url: str, seeded: Seeded, wire: Wire
 ) -> None:
     _, secret = seeded.new_key(permissions=["keys:manage"], rate_per_second=1, concurrency=1)
-    with Client(
-        secret, base_url=live_url, rate_per_second=None, max_retries=0, event_hooks=wire.hooks()
-    ) as client:
-        # One token a second: of back-to-back requests, one finds the bucket empty unless
-        # each took a second (a loaded machine can make one request that slow, not ten).
-        with pytest.raises(RateLimitedError) as caught:
-            for _ in range(10):
-                client.keys.list(limit=1)
+    # One token a second: of back-to-back requests, one finds the bucket empty unless each
+    # took a second (a loaded machine can make one request that slow, not ten).
+    with (
+        Client(
+            secret, base_url=live_url, rate_per_second=None, max_retries=0, event_hooks=wire.hooks()
+        ) as client,
+        pytest.raises(RateLimitedError) as caught,
+    ):
+        for _ in range(10):
+            client.keys.list(limit=1)
 
     error = caught.value
     assert (error.status, error.code) == (429, "rate-limited")
