@@ -572,27 +572,28 @@ def find_identity(ctx: Context, digest: str) -> KeyIdentity | None:
 
 
 LAST_USED_BATCH = 500
-"""Keys per ``UPDATE … FROM (VALUES …)`` statement of a last-used flush."""
+"""Keys per ``UPDATE … FROM <rows as JSON>`` statement of a last-used flush."""
+_USED_COLUMNS = ("key_id", "at", "ip")
+_USED_TYPES = ("integer", "timestamptz", "text")
 
 
 def record_last_used(ctx: Context, uses: Mapping[int, tuple[datetime, str | None]]) -> None:
     """Write-behind flush: the latest use per key id, in one transaction of one
-    ``UPDATE … FROM (VALUES …)`` per ``LAST_USED_BATCH`` keys (never older over newer)."""
+    ``UPDATE … FROM <rows as JSON>`` per ``LAST_USED_BATCH`` keys (never older over newer)."""
     if not uses:
         return
     items = list(uses.items())
     with ctx.db.transaction() as session:
         connection = session.connection()
+        used = bulk.json_rows(connection, _USED_COLUMNS, _USED_TYPES)
+        update = (
+            "UPDATE api_keys SET last_used_at = used.at, last_used_ip = used.ip "  # noqa: S608
+            f"FROM ({used}) AS used WHERE api_keys.id = used.key_id "
+            "AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < used.at)"
+        )
         for start in range(0, len(items), LAST_USED_BATCH):
-            chunk = items[start : start + LAST_USED_BATCH]
-            params: list[object] = []
-            for key_id, (at, ip) in chunk:
-                params += (key_id, bulk.bind_time(connection, at), ip)
-            values = bulk.rows_sql(connection, len(chunk), ("integer", "timestamptz", "text"))
-            connection.exec_driver_sql(
-                f"WITH used (key_id, at, ip) AS (VALUES {values}) "  # noqa: S608 - placeholders
-                "UPDATE api_keys SET last_used_at = used.at, last_used_ip = used.ip FROM used "
-                "WHERE api_keys.id = used.key_id "
-                "AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < used.at)",
-                tuple(params),
-            )
+            rows = [
+                (key_id, bulk.json_time(connection, at), ip)
+                for key_id, (at, ip) in items[start : start + LAST_USED_BATCH]
+            ]
+            connection.exec_driver_sql(update, bulk.json_param(rows))

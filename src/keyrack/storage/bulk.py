@@ -3,8 +3,7 @@
 A write-behind flush sends a few hundred rows a statement; compiling those as
 SQLAlchemy expressions (or binding each value as a parameter) costs tens of µs a
 row of Python, and holds the GIL the event loop needs. Here the rows travel as
-placeholders of plain values (``rows_sql``) or as one JSON parameter unpacked by
-the database (``upsert_json_rows``), with datetimes in the form their
+one JSON parameter unpacked by the database (``json_rows``), with datetimes in the form their
 ``UTCDateTime`` column stores (SQLite keeps naive UTC text). The statements go
 through ``exec_driver_sql``: still seen by the engine's events, still under
 ``database_errors``. Table and column names come from the caller's constants,
@@ -20,28 +19,30 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection
 
 
-def rows_sql(connection: Connection, rows: int, casts: Sequence[str]) -> str:
-    """``(?, ?), (?, ?)…`` for ``rows`` rows of ``len(casts)`` columns, each placeholder
-    cast to its column's type on PostgreSQL (``VALUES`` alone cannot tell)."""
-    if connection.dialect.name == "postgresql":
-        one = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-    else:
-        one = "(" + ", ".join("?" for _ in casts) + ")"
-    return ", ".join([one] * rows)
-
-
-def bind_time(connection: Connection, moment: datetime) -> datetime | str:
-    """``moment`` as a ``UTCDateTime`` column stores it on this backend."""
-    if connection.dialect.name == "postgresql":
-        return moment
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 def json_time(connection: Connection, moment: datetime) -> str:
     """``moment`` as text for a JSON row: ISO 8601 for PostgreSQL, stored form for SQLite."""
     if connection.dialect.name == "postgresql":
         return moment.astimezone(UTC).isoformat()
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def json_rows(connection: Connection, columns: Sequence[str], types: Sequence[str]) -> str:
+    """``SELECT <columns> FROM …``: the rows of one JSON parameter (a list of lists, from
+    ``json_param``), typed on PostgreSQL. The SQL is the same however many rows there are,
+    so the driver converts it once, not once a flush."""
+    if connection.dialect.name == "postgresql":
+        picked = ", ".join(
+            f"(e->>{i})::{kind} AS {name}"
+            for i, (name, kind) in enumerate(zip(columns, types, strict=True))
+        )
+        return f"SELECT {picked} FROM json_array_elements(%s::json) AS rows (e)"  # noqa: S608
+    picked = ", ".join(f"json_extract(value, '$[{i}]') AS {name}" for i, name in enumerate(columns))
+    return f"SELECT {picked} FROM json_each(?)"  # noqa: S608
+
+
+def json_param(rows: Sequence[Sequence[object]]) -> tuple[str]:
+    """The parameters of a statement over ``json_rows``."""
+    return (json.dumps(rows, separators=(",", ":")),)
 
 
 def upsert_json_rows(
@@ -57,15 +58,8 @@ def upsert_json_rows(
     DO UPDATE SET update``: one statement, one parameter."""
     if not rows:
         return
-    if connection.dialect.name == "postgresql":
-        picked = ", ".join(f"(e->>{i})::{kind}" for i, kind in enumerate(types))
-        source, placeholder = "json_array_elements(%s::json) AS rows (e)", "%s"
-    else:
-        picked = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(types)))
-        source, placeholder = "json_each(?)", "?"
-    assert placeholder in source
     connection.exec_driver_sql(
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {picked} FROM {source} "  # noqa: S608
+        f"INSERT INTO {table} ({', '.join(columns)}) {json_rows(connection, columns, types)} "
         f"WHERE true ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {update}",
-        (json.dumps(rows, separators=(",", ":")),),
+        json_param(rows),
     )
