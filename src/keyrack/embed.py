@@ -42,12 +42,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis as AsyncRedis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyrack.cache.imported import ImportedDigests
-from keyrack.cache.keycache import CachedVerifier, KeyCache
-from keyrack.cache.relay import RedisListener, RedisPublisher
 from keyrack.config import Settings
 from keyrack.domain import permissions as perms
 from keyrack.domain.admission import KEY_IN_URL, MISSING_KEY, UNAVAILABLE, Refusal, check_remote
@@ -57,21 +53,14 @@ from keyrack.domain.verification import KeyIdentity, RemoteCode
 from keyrack.errors import KeyrackError
 from keyrack.http.admitter import Admitter, client_ip, key_in_url, refusal_response
 from keyrack.http.auth import KeyParser
-from keyrack.ratelimit.base import Limiter
-from keyrack.ratelimit.failover import FailoverLimiter
-from keyrack.ratelimit.memory import MemoryLimiter
-from keyrack.ratelimit.redis import RedisLimiter
+from keyrack.http.runtime import GatewayRuntime
 from keyrack.services.context import Context
-from keyrack.services.key_import import imported_since
-from keyrack.services.keys import find_identity
-from keyrack.services.last_used import LastUsedBuffer
 
 __all__ = ["KeyrackMiddleware", "KeyrackPrincipal"]
 
 log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SUBSCRIBE_WAIT_SECONDS = 2.0
 _VERIFY_TIMEOUT_SECONDS = 5.0
 
 
@@ -229,75 +218,25 @@ class KeyrackMiddleware:
 
 
 class _Local:
-    """The shared-database runtime: the parts of a Keyrack server the gateway needs."""
+    """The shared-database runtime: the gateway's own (``keyrack.http.runtime``), keeping
+    no rendered view beside each key."""
 
     def __init__(self, database_url: str, redis_url: str | None, trust_forwarded_for: bool) -> None:
-        settings = Settings(database_url=database_url, redis_url=redis_url)
-        self.ctx = ctx = Context.from_settings(settings)
-        self.cache: KeyCache[None] = KeyCache(
-            lambda digest: find_identity(ctx, digest),
-            lambda identity: None,
-            ttl=settings.key_cache_ttl_seconds,
-            max_entries=settings.key_cache_max_entries,
-        )
-        ctx.bus.subscribe(self.cache.invalidate)
-        self.last_used = LastUsedBuffer(ctx)
-        self.limiter: Limiter = MemoryLimiter(lease_seconds=settings.concurrency_lease_seconds)
-        self.imported = ImportedDigests(
-            lambda after: imported_since(ctx, after), interval=lambda: self.cache.ttl
-        )
-        ctx.bus.subscribe(self.imported.poke)
+        self.ctx = Context.from_settings(Settings(database_url=database_url, redis_url=redis_url))
+        self.runtime: GatewayRuntime[None] = GatewayRuntime(self.ctx, lambda identity: None)
         self.admitter = Admitter(
-            ctx,
-            CachedVerifier(self.cache, ctx.clock, imported=self.imported),
-            self.last_used,
-            lambda scope: self.limiter,
+            self.ctx,
+            self.runtime.verifier,
+            self.runtime.last_used,
+            lambda scope: self.runtime.limiter,
             trust_forwarded_for=trust_forwarded_for,
         )
-        self._tasks: list[asyncio.Task[None]] = []
-        self._closers: list[Callable[[], Awaitable[None] | None]] = []
 
     async def start(self) -> None:
-        settings = self.ctx.settings
-        await self.imported.start()
-        self._tasks.append(asyncio.create_task(self.imported.run(), name="keyrack-imported"))
-        self._tasks.append(asyncio.create_task(self.last_used.run(), name="keyrack-last-used"))
-        if settings.redis_url:
-            redis = AsyncRedis.from_url(settings.redis_url, socket_timeout=None)
-            lease = settings.concurrency_lease_seconds
-            self.limiter = FailoverLimiter(
-                RedisLimiter(redis, lease_seconds=lease), MemoryLimiter(lease_seconds=lease)
-            )
-            publisher = RedisPublisher(settings.redis_url)
-            self.ctx.bus.subscribe(publisher)  # a leaked key this app revokes reaches all
-            listener = RedisListener(
-                redis,
-                self.cache,
-                origin=publisher.origin,
-                live_ttl=settings.key_cache_safety_ttl_minutes * 60,
-                fallback_ttl=settings.key_cache_ttl_seconds,
-                also=self.imported.poke,
-            )
-            self._tasks.append(asyncio.create_task(listener.run(), name="keyrack-invalidation"))
-            self._closers += [publisher.close, redis.aclose]
-            try:
-                await asyncio.wait_for(listener.subscribed.wait(), _SUBSCRIBE_WAIT_SECONDS)
-            except TimeoutError:
-                log.warning("admitting before the cache invalidation channel is up")
+        await self.runtime.start()
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        await self.cache.aclose()
-        await self.last_used.aclose()
-        await self.limiter.aclose()
-        for close in reversed(self._closers):
-            result = close()
-            if result is not None:
-                await result
-        self._closers.clear()
+        await self.runtime.aclose()
         self.ctx.db.dispose()
 
 
