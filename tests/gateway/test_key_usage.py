@@ -49,7 +49,9 @@ def test_two_instances_count_every_request_once_429s_included(
             with ThreadPoolExecutor(max_workers=8) as pool:
                 statuses = list(pool.map(call, range(300)))
             sent = len(statuses)
-            assert writes == []  # written behind: nothing per request
+            # written behind: nothing per request, at most a periodic flush or two while a
+            # loaded machine takes over its interval to serve the 300
+            assert len(writes) < 10
             event.remove(one.db.engine, "before_cursor_execute", listener)
         # both servers are shut down: each flushed what it counted
         found = key_usage.series(
