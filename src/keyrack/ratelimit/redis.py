@@ -60,6 +60,11 @@ _GRANT_SHARE = 16
 """A grant holds at most 1/16 of its bucket's rate or concurrency."""
 
 
+def _share(policy: RateLimitPolicy) -> int:
+    """The most a grant may hold of a bucket under ``policy`` (0: not even one)."""
+    return min(policy.rate_per_second, policy.concurrency) // _GRANT_SHARE
+
+
 @dataclass(slots=True, eq=False)
 class _Grant:
     """Tokens and in-flight slots lent by Redis to this instance."""
@@ -261,8 +266,7 @@ class RedisLimiter:
 
     def _grow(self, grant: _Grant) -> None:
         """The next grant of the bucket is twice as big, within 1/16 of its limits."""
-        policy = grant.policy
-        cap = max(1, min(policy.rate_per_second, policy.concurrency) // _GRANT_SHARE)
+        cap = max(1, _share(grant.policy))
         if grant.size < cap:
             if len(self._sizes) >= _MAX_SIZES:  # buckets that went quiet when big
                 self._sizes.clear()
@@ -290,13 +294,11 @@ class RedisLimiter:
 
     def _give_back(self, grant: _Grant) -> None:
         del self._held[grant.id]
-        policy = grant.policy
-        share = min(policy.rate_per_second, policy.concurrency) // _GRANT_SHARE
         returned = [f"{grant.id}*{grant.size}*{grant.tokens}"]
-        if grant.size <= share:
-            self._enqueue_to_ride(grant.bucket, policy, returned)
+        if grant.size <= _share(grant.policy):
+            self._enqueue_to_ride(grant.bucket, grant.policy, returned)
         else:
-            self._enqueue(grant.bucket, policy, returned, at_once=True)
+            self._enqueue(grant.bucket, grant.policy, returned, at_once=True)
 
     # -- calls ------------------------------------------------------------------
 
@@ -378,8 +380,8 @@ class RedisLimiter:
         results: list[object] | Exception,
     ) -> None:
         """A give-back was answered: what failed is queued again, to ride on the next call
-        for its bucket or the next give-back (never retried on its own, so an outage
-        costs no loop; giving back twice is harmless)."""
+        of any bucket or the next give-back (never retried on its own, so an outage costs
+        no loop; giving back twice is harmless)."""
         if isinstance(results, Exception):
             results = [results] * len(batch)
         failed: Exception | None = None

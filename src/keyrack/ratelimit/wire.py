@@ -11,9 +11,11 @@ Both carry TTLs, so idle buckets vanish on their own.
 The script runs by EVALSHA. Commands are packed here, not by redis-py (packing the
 arguments one by one cost more than the rest of the call): the head that depends only
 on the bucket and its policy is packed once and kept, the tail (grant id, time, size,
-grants given back) per call. The calls made in one event-loop turn go out together as
-one round trip on the limiter's own connection (``Pipe``), written as the turn ends
-whatever is still in flight, their replies matched in order as they arrive. When Redis
+grants given back) per call. A call made while nothing is in flight is written at once;
+otherwise the calls made in one event-loop turn go out together as one round trip on
+the limiter's own connection (``Pipe``) as the turn ends, whatever is still in flight,
+and give-backs may ride in the same write as a call (``riders``). Replies are matched
+in order as they arrive. When Redis
 has lost the script (a restart, ``SCRIPT FLUSH``) it is loaded again and the calls it
 refused are sent once more.
 """

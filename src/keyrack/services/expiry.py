@@ -92,7 +92,7 @@ def plan(ctx: Context) -> list[PlannedStep]:
     candidates: list[PlannedStep] = []
     with ctx.db.session() as session:
         maybe_due = _maybe_due(session, now)
-        active = session.execute(
+        near = session.execute(
             select(
                 ApiKey.id,
                 ApiKey.ref,
@@ -105,7 +105,7 @@ def plan(ctx: Context) -> list[PlannedStep]:
             .where(maybe_due)
             .order_by(ApiKey.id)
         )
-        for key_id, ref, name, created_at, last_used_at, days, expires_at in active:
+        for key_id, ref, name, created_at, last_used_at, days, expires_at in near:
             deadline = expiry.deadline_of(created_at, last_used_at, days, expires_at)
             step = expiry.due(deadline, now)
             if step is not None:

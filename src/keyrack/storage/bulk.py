@@ -2,9 +2,9 @@
 
 A write-behind flush sends a few hundred rows a statement; compiling those as
 SQLAlchemy expressions (or binding each value as a parameter) costs tens of µs a
-row of Python, and holds the GIL the event loop needs. Here the rows travel as
-one JSON parameter unpacked by the database (``json_rows``), with datetimes in the form their
-``UTCDateTime`` column stores (SQLite keeps naive UTC text). The statements go
+row of Python, and holds the GIL the event loop needs. Here the rows travel as one
+JSON parameter unpacked by the database (``json_rows``), with datetimes in the form
+their ``UTCDateTime`` column stores (SQLite keeps naive UTC text). The statements go
 through ``exec_driver_sql``: still seen by the engine's events, still under
 ``database_errors``. Table and column names come from the caller's constants,
 never from input.
