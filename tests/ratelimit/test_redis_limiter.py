@@ -331,3 +331,35 @@ async def test_a_grant_that_expires_with_tokens_left_makes_the_next_one_smaller(
     assert after == biggest // 2
     await limiter.aclose()
     await client.aclose()
+
+
+async def test_a_bucket_asked_again_after_a_grants_lifetime_starts_again_at_one(
+    connect, redis_prefix, clock
+) -> None:
+    client = connect()
+    limiter = RedisLimiter(client, prefix=redis_prefix, grant_seconds=60, grant_clock=clock)
+    policy = RateLimitPolicy(rate_per_second=100_000, concurrency=100_000)
+    leases_key = f"{redis_prefix}{{k}}:leases"
+
+    async def grants_held() -> set[bytes]:
+        return {member.rpartition(b":")[0] for member in await client.zrange(leases_key, 0, -1)}
+
+    for _ in range(3):  # grants of 1 and 2, used up: the next would be 4
+        assert (await limiter.acquire("k", policy)).allowed
+    before = await grants_held()
+    assert len(before) == 2
+
+    clock.advance(61)  # quiet for longer than a grant lives
+    assert (await limiter.acquire("k", policy)).allowed
+    [new] = (await grants_held()) - before
+    assert await client.zcount(leases_key, "-inf", "+inf") == 3 + 1  # a grant of one
+    assert len([m for m in await client.zrange(leases_key, 0, -1) if m.startswith(new)]) == 1
+
+    assert (await limiter.acquire("k", policy)).allowed  # asked again at once: it grows
+    sizes = [
+        len([m for m in await client.zrange(leases_key, 0, -1) if m.startswith(grant)])
+        for grant in (await grants_held()) - before - {new}
+    ]
+    assert sizes == [2]
+    await limiter.aclose()
+    await client.aclose()

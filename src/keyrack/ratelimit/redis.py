@@ -11,7 +11,9 @@ only lends a few of them to one instance for a moment.
 
 Grant sizes adapt per bucket: 1 to begin with (one call per request), doubled each
 time a grant is used up (or all its slots are busy) while open, halved each time one
-expires with tokens left, and never more than 1/16 of the bucket's rate or
+expires with tokens left, back to 1 when the bucket is next asked more than
+``GRANT_SECONDS`` later (a key called now and then would otherwise take grants of 2
+and give half back each time), and never more than 1/16 of the bucket's rate or
 concurrency, so a busy instance cannot sit on much that another may need. A key at
 the default 5 requests/second and 1 in flight always gets grants of one.
 
@@ -130,8 +132,9 @@ class RedisLimiter:
         """Bucket -> the grant admitting its requests now."""
         self._held: dict[str, _Grant] = {}
         """Grant id -> every grant not given back yet."""
-        self._sizes: dict[str, int] = {}
-        """Bucket -> size of its next grant, when more than one."""
+        self._sizes: dict[str, tuple[int, float]] = {}
+        """Bucket -> size of its next grant, when more than one, if asked for before the
+        ``grant_clock`` time beside it."""
         self._granting: dict[str, asyncio.Future[Admission | None]] = {}
         """Bucket -> the grant being taken for it (when bigger than one, callers wait for
         it rather than each taking their own); its result is the refusal, if refused."""
@@ -163,7 +166,7 @@ class RedisLimiter:
                 else:  # every slot busy: more in flight than it holds
                     self._grow(grant)
                     self._close(grant)
-            size = self._sizes.get(bucket, 1)
+            size = self._next_size(bucket)
             if size == 1:
                 return await self._take_grant(bucket, policy, 1)
             pending = self._granting.get(bucket)
@@ -264,13 +267,32 @@ class RedisLimiter:
             lease,
         )
 
+    def _next_size(self, bucket: str) -> int:
+        """The size of the bucket's next grant: 1 unless it was resized within a grant's
+        lifetime."""
+        sized = self._sizes.get(bucket)
+        if sized is None:
+            return 1
+        size, until = sized
+        if self._grant_clock() < until:
+            return size
+        del self._sizes[bucket]
+        return 1
+
+    def _resize(self, bucket: str, size: int) -> None:
+        """Make the bucket's next grant ``size``, if asked for within a grant's lifetime."""
+        if size <= 1:
+            self._sizes.pop(bucket, None)
+            return
+        if len(self._sizes) >= _MAX_SIZES:  # buckets that went quiet when big
+            self._sizes.clear()
+        self._sizes[bucket] = (size, self._grant_clock() + self._grant_seconds)
+
     def _grow(self, grant: _Grant) -> None:
         """The next grant of the bucket is twice as big, within 1/16 of its limits."""
         cap = max(1, _share(grant.policy))
         if grant.size < cap:
-            if len(self._sizes) >= _MAX_SIZES:  # buckets that went quiet when big
-                self._sizes.clear()
-            self._sizes[grant.bucket] = min(cap, grant.size * 2)
+            self._resize(grant.bucket, min(cap, grant.size * 2))
 
     def _close(self, grant: _Grant, *, expired: bool = False) -> None:
         """Admit nothing more from ``grant``; give it back once its slots are. One that
@@ -284,11 +306,7 @@ class RedisLimiter:
         if self._open.get(grant.bucket) is grant:
             del self._open[grant.bucket]
         if expired and grant.tokens > 0:
-            smaller = grant.size // 2
-            if smaller > 1:
-                self._sizes[grant.bucket] = smaller
-            else:
-                self._sizes.pop(grant.bucket, None)
+            self._resize(grant.bucket, grant.size // 2)
         if not grant.out:
             self._give_back(grant)
 
