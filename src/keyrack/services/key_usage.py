@@ -67,10 +67,11 @@ def _add(session: Session, tallies: Tallies, problems: Problems, period: str) ->
     """Upsert adding counts: one statement per ``BATCH`` rows, the rows sent as one JSON
     parameter (``bulk.json_rows``: a few µs a row, where bound expressions cost ~75)."""
     connection = session.connection()
+    time_text = bulk.json_times(connection)
     items = list(tallies.items())
     for chunk_start in range(0, len(items), BATCH):
         rows = [
-            (key_id, period, bulk.json_time(connection, start), *counts)
+            (key_id, period, time_text(start), *counts)
             for (key_id, start), counts in items[chunk_start : chunk_start + BATCH]
         ]
         bulk.upsert_json_rows(
@@ -85,7 +86,7 @@ def _add(session: Session, tallies: Tallies, problems: Problems, period: str) ->
     problem_items = list(problems.items())
     for chunk_start in range(0, len(problem_items), BATCH):
         rows = [
-            (key_id, period, bulk.json_time(connection, start), code, count)
+            (key_id, period, time_text(start), code, count)
             for (key_id, start, code), count in problem_items[chunk_start : chunk_start + BATCH]
         ]
         bulk.upsert_json_rows(

@@ -586,6 +586,7 @@ def record_last_used(ctx: Context, uses: Mapping[int, tuple[datetime, str | None
     with ctx.db.transaction() as session:
         connection = session.connection()
         used = bulk.json_rows(connection, _USED_COLUMNS, _USED_TYPES)
+        time_text = bulk.json_times(connection)
         update = (
             "UPDATE api_keys SET last_used_at = used.at, last_used_ip = used.ip "  # noqa: S608
             f"FROM ({used}) AS used WHERE api_keys.id = used.key_id "
@@ -593,7 +594,7 @@ def record_last_used(ctx: Context, uses: Mapping[int, tuple[datetime, str | None
         )
         for start in range(0, len(items), LAST_USED_BATCH):
             rows = [
-                (key_id, bulk.json_time(connection, at), ip)
+                (key_id, time_text(at), ip)
                 for key_id, (at, ip) in items[start : start + LAST_USED_BATCH]
             ]
             connection.exec_driver_sql(update, bulk.json_param(rows))
