@@ -1,23 +1,27 @@
-"""Scale with the number of keys: one server on PostgreSQL + Redis, a paced load of
-400 req/s spread over 20, 2,000 and 20,000 keys.
+"""Scale with the number of keys: PostgreSQL + Redis, a paced load of 400 req/s
+spread over 20, 2,000 and 20,000 keys.
 
-    .venv/bin/python bench/keys_scale.py [--rate 400] [--seconds 30] [--keys 20,2000,20000]
-    .venv/bin/python bench/keys_scale.py --keys 20,20000,20,20000 --seconds 20   # interleaved
+    .venv/bin/python bench/keys_scale.py [--rate 400] [--seconds 30] [--rounds 3]
+                                         [--keys 20,2000,20000]
 
-Starts ``keyrack serve`` (one process, pinned to CPU 0 when ``taskset`` exists) on a
-fresh PostgreSQL database (``KEYRACK_BENCH_DATABASE_URL``'s server, else
-``KEYRACK_TEST_DATABASE_URL``'s, else postgresql://postgres@127.0.0.1:5432; the
-database ``keyrack_bench_scale`` is dropped and created) and a private ``redis-server``
-(so no other process's invalidations reach it). For each key count: a warm-up pass that
-uses every key once, then an open-loop load at ``--rate`` requests per second of
-``GET /api/v2/keys/self``, round robin over the keys (each with limits out of the way),
-latency counted from each request's scheduled time. Prints the achieved rate, p50/p99,
-the server's CPU per request, SQL statements per request (the server's own count,
-``keyrack_db_statements_total`` on ``/metrics``, in total and beyond what the same
-server sends idle: its job worker's polls), key cache misses per request, and
-PostgreSQL's transactions and rows per request (``pg_stat_database`` deltas).
-Target: the largest key count within 10 % of the smallest on throughput and CPU per
-request (repeated counts are averaged), under 0.01 statements per request in all.
+For each key count: a fresh PostgreSQL database (``KEYRACK_BENCH_DATABASE_URL``'s
+server, else ``KEYRACK_TEST_DATABASE_URL``'s, else postgresql://postgres@127.0.0.1:5432;
+``keyrack_bench_scale_<count>`` is dropped and created), a private ``redis-server`` (so
+no other server's invalidations or buckets reach it) and one ``keyrack serve``, every
+server pinned to CPU 0 when ``taskset`` exists. All of them run at once. Each is warmed
+up (every key once, then a few seconds at the paced rate) and its idle statements
+counted; then the measured load goes to each in turn, ``--rounds`` times, a
+``--seconds``/``--rounds`` segment at a time, so the machine's drift falls on every
+count alike. The load is open-loop at ``--rate`` requests per second of ``GET
+/api/v2/keys/self``, round robin over the keys (each with limits out of the way),
+latency counted from each request's scheduled time. Prints, per key count over its
+segments: the achieved rate, p50/p99, the server's CPU per request, SQL statements per
+request (the server's own count, ``keyrack_db_statements_total`` on ``/metrics``, in
+total and beyond what the same server sends idle: its job worker's polls), key cache
+misses per request, and PostgreSQL's transactions and rows per request
+(``pg_stat_database`` deltas); then the largest count against the smallest, with the
+ratio of each round. Target: within 10 % on throughput and CPU per request, under 0.01
+statements per request in all.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from keyrack.storage.tables.keys import ApiKey, KeySecret
 
 SECRET_KEY = "bench-secret-key-0123456789abcdefghijklmnop"
 DATABASE = "keyrack_bench_scale"
+"""Databases are this and the key count."""
 CONNECTIONS = 64
 
 
@@ -90,11 +95,11 @@ def server_base() -> str:
     return url.rsplit("/", 1)[0]
 
 
-def fresh_database(base: str) -> str:
+def fresh_database(base: str, name: str) -> str:
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    return f"{base}/{DATABASE}"
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{base}/{name}"
 
 
 def seed(url: str, count: int) -> list[str]:
@@ -164,13 +169,13 @@ def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not start")
 
 
-def pg_counters(base: str) -> tuple[int, int, int]:
-    """(transactions, rows read, rows written) of the bench database so far."""
+def pg_counters(base: str, name: str) -> tuple[int, int, int]:
+    """(transactions, rows read, rows written) of database ``name`` so far."""
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
         row = conn.execute(
             "SELECT xact_commit + xact_rollback, tup_returned + tup_fetched,"
             " tup_inserted + tup_updated + tup_deleted FROM pg_stat_database WHERE datname = %s",
-            (DATABASE,),
+            (name,),
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
@@ -241,106 +246,130 @@ class Load:
             writer.close()
 
 
-def measure(count: int, rate: float, seconds: float, base: str, redis_url: str) -> Run:
-    url = fresh_database(base)
-    upgrade(url)
-    secrets = seed(url, count)
-    env = {
-        **os.environ,
-        "KEYRACK_DATABASE_URL": url,
-        "KEYRACK_SECRET_KEY": SECRET_KEY,
-        "KEYRACK_REDIS_URL": redis_url,
-        "KEYRACK_LOG_LEVEL": "INFO",
-    }
-    port = free_port()
-    server = start_server(env, port)
-    try:
-        load = Load(port, secrets)
+class Served:
+    """One key count's database, Redis and server, warmed up, and its segments so far."""
+
+    def __init__(self, count: int, rate: float, base: str, tmp: str) -> None:
+        self.count = count
+        self.base = base
+        self.database = f"{DATABASE}_{count}"
+        url = fresh_database(base, self.database)
+        upgrade(url)
+        self.secrets = seed(url, count)
+        self.redis, redis_url = start_redis(tmp)
+        env = {
+            **os.environ,
+            "KEYRACK_DATABASE_URL": url,
+            "KEYRACK_SECRET_KEY": SECRET_KEY,
+            "KEYRACK_REDIS_URL": redis_url,
+            "KEYRACK_LOG_LEVEL": "INFO",
+        }
+        self.port = free_port()
+        self.server = start_server(env, self.port)
+        self.segments: list[Run] = []
+        self.next_key = count // 2
         # warm-up: every key once (misses), then a few seconds at the paced rate
+        load = Load(self.port, self.secrets)
         asyncio.run(load.run(min(1000.0, max(rate, count / 20)), max(1.0, count / 1000)))
-        asyncio.run(Load(port, secrets).run(rate, 5))
-        idle_before = server_counters(port)
-        time.sleep(10)  # idle: what the server sends without requests
-        idle = server_counters(port)
-        idle_rate = (
-            idle["keyrack_db_statements_total"] - idle_before["keyrack_db_statements_total"]
-        ) / 10
-        time.sleep(0.5)
-        before_pg = pg_counters(base)
-        before = server_counters(port)
-        before_cpu = cpu_seconds(server.pid)
-        load = Load(port, secrets)
-        load.next = count // 2
+        asyncio.run(Load(self.port, self.secrets).run(rate, 5))
+
+    def count_idle(self, seconds: float = 10) -> None:
+        """What the server sends without requests (its job worker's polls), per second."""
+        before = server_counters(self.port)["keyrack_db_statements_total"]
+        time.sleep(seconds)
+        after = server_counters(self.port)["keyrack_db_statements_total"]
+        self.idle_rate = (after - before) / seconds
+
+    def segment(self, rate: float, seconds: float) -> Run:
+        """Load the server for ``seconds``; the figures of that segment."""
+        before_pg = pg_counters(self.base, self.database)
+        before = server_counters(self.port)
+        before_cpu = cpu_seconds(self.server.pid)
+        load = Load(self.port, self.secrets)
+        load.next = self.next_key
         elapsed = asyncio.run(load.run(rate, seconds))
-        cpu = cpu_seconds(server.pid) - before_cpu
-        after = server_counters(port)
-        time.sleep(1.5)
-        after_pg = pg_counters(base)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    done = len(load.latencies)
-    latencies = sorted(load.latencies)
-    xacts, read, written = (a - b for a, b in zip(after_pg, before_pg, strict=True))
-    return Run(
-        keys=count,
-        rate=done / elapsed,
-        p50_ms=latencies[done // 2] * 1000,
-        p99_ms=latencies[int(done * 0.99)] * 1000,
-        errors=load.errors,
-        cpu_us=cpu / done * 1e6,
-        xacts=xacts / done,
-        statements=(
-            statements := after["keyrack_db_statements_total"]
-            - before["keyrack_db_statements_total"]
+        cpu = cpu_seconds(self.server.pid) - before_cpu
+        after = server_counters(self.port)
+        self.next_key = load.next
+        time.sleep(1.5)  # PostgreSQL's statistics are reported behind
+        after_pg = pg_counters(self.base, self.database)
+        done = len(load.latencies)
+        latencies = sorted(load.latencies)
+        xacts, read, written = (a - b for a, b in zip(after_pg, before_pg, strict=True))
+        statements = after["keyrack_db_statements_total"] - before["keyrack_db_statements_total"]
+        misses = after["keyrack_key_cache_misses_total"] - before["keyrack_key_cache_misses_total"]
+        run = Run(
+            keys=self.count,
+            rate=done / elapsed,
+            p50_ms=latencies[done // 2] * 1000,
+            p99_ms=latencies[int(done * 0.99)] * 1000,
+            errors=load.errors,
+            cpu_us=cpu / done * 1e6,
+            xacts=xacts / done,
+            statements=statements / done,
+            net_statements=max(0.0, statements - self.idle_rate * elapsed) / done,
+            misses=misses / done,
+            rows_read=read / done,
+            rows_written=written / done,
         )
-        / done,
-        net_statements=max(0.0, statements - idle_rate * elapsed) / done,
-        misses=(after["keyrack_key_cache_misses_total"] - before["keyrack_key_cache_misses_total"])
-        / done,
-        rows_read=read / done,
-        rows_written=written / done,
-    )
+        self.segments.append(run)
+        return run
+
+    def stop(self) -> None:
+        self.server.terminate()
+        self.server.wait(timeout=30)
+        self.redis.terminate()
+        self.redis.wait(timeout=10)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=400)
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--seconds", type=float, default=30, help="per key count, in all")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keys", default="20,2000,20000")
     args = parser.parse_args()
-    counts = [int(c) for c in args.keys.split(",")]
+    counts = sorted({int(c) for c in args.keys.split(",")})
     base = server_base()
     print(
-        f"paced {args.rate:.0f} req/s for {args.seconds:.0f} s per key count, GET /api/v2/keys/self;"
-        f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"paced {args.rate:.0f} req/s for {args.seconds:.0f} s per key count in {args.rounds} "
+        f"rounds, GET /api/v2/keys/self; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs",
+        flush=True,
     )
-    runs: list[Run] = []
+    served: list[Served] = []
     with tempfile.TemporaryDirectory() as tmp:
-        redis_proc, redis_url = start_redis(tmp)
         try:
             for count in counts:
-                runs.append(measure(count, args.rate, args.seconds, base, redis_url))
-                run = runs[-1]
-                print(
-                    f"{run.keys:>7,} keys: {run.rate:6.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
-                    f"p99 {run.p99_ms:7.2f} ms  server CPU {run.cpu_us:6.0f} µs/req  "
-                    f"SQL {run.statements:.4f}/req ({run.net_statements:.4f} beyond idle)  "
-                    f"cache misses {run.misses:.4f}/req  PostgreSQL {run.xacts:.4f} xact, "
-                    f"{run.rows_read:.2f} rows read, {run.rows_written:.3f} written /req  "
-                    f"non-200 {run.errors}",
-                    flush=True,
-                )
+                served.append(Served(count, args.rate, base, tmp))
+            for each in served:
+                each.count_idle()
+            for _ in range(args.rounds):
+                for each in served:
+                    each.segment(args.rate, args.seconds / args.rounds)
         finally:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
-    small, large = min(counts), max(counts)
-    first, last = mean_run(runs, small), mean_run(runs, large)
+            for each in served:
+                each.stop()
+    runs = {each.count: mean_run(each.segments) for each in served}
+    for run in runs.values():
+        print(
+            f"{run.keys:>7,} keys: {run.rate:6.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+            f"p99 {run.p99_ms:7.2f} ms  server CPU {run.cpu_us:6.0f} µs/req  "
+            f"SQL {run.statements:.4f}/req ({run.net_statements:.4f} beyond idle)  "
+            f"cache misses {run.misses:.4f}/req  PostgreSQL {run.xacts:.4f} xact, "
+            f"{run.rows_read:.2f} rows read, {run.rows_written:.3f} written /req  "
+            f"non-200 {run.errors}"
+        )
+    first, last = runs[counts[0]], runs[counts[-1]]
+    rounds = " ".join(
+        f"{b.cpu_us / a.cpu_us:.2f}"
+        for a, b in zip(served[0].segments, served[-1].segments, strict=True)
+    )
     print(
-        f"\n{large:,} vs {small:,} keys (the mean of each count's runs): throughput ratio "
-        f"{last.rate / first.rate:.2f}, CPU per request ratio {last.cpu_us / first.cpu_us:.2f}, "
-        f"{last.statements:.4f} statements per request in all, {last.net_statements:.4f} "
-        "beyond idle (target < 0.01)"
+        f"\n{last.keys:,} vs {first.keys:,} keys: throughput ratio "
+        f"{last.rate / first.rate:.2f}, CPU per request ratio {last.cpu_us / first.cpu_us:.2f} "
+        f"(each round: {rounds}), {last.statements:.4f} statements per request in all, "
+        f"{last.net_statements:.4f} beyond idle (target < 0.01)"
     )
     ok = (
         last.rate >= 0.9 * first.rate
@@ -350,16 +379,14 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def mean_run(runs: list[Run], keys: int) -> Run:
-    """The runs at ``keys`` as one: the mean of each figure (``--keys 20,20000,20,20000``
-    interleaves repeats, so drift hits both counts alike)."""
-    same = [run for run in runs if run.keys == keys]
+def mean_run(segments: list[Run]) -> Run:
+    """A count's segments as one: the mean of each figure, the non-200 answers summed."""
     figures = {
-        name: sum(getattr(run, name) for run in same) / len(same)
+        name: sum(getattr(run, name) for run in segments) / len(segments)
         for name in Run.__dataclass_fields__
         if name not in ("keys", "errors")
     }
-    return Run(keys=keys, errors=sum(run.errors for run in same), **figures)
+    return Run(keys=segments[0].keys, errors=sum(run.errors for run in segments), **figures)
 
 
 if __name__ == "__main__":
