@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from anyio import to_thread
 from sqlalchemy import event
 
-from keyrack.cache.keycache import KeyCache
+from keyrack.cache.keycache import REFRESHES_IN_FLIGHT, KeyCache
 from keyrack.config import Settings
 from keyrack.domain.events import KeyChanged, OrgChanged
 from keyrack.domain.verification import KeyIdentity
@@ -204,6 +205,39 @@ async def test_a_busy_entry_is_reloaded_in_the_background_before_it_expires() ->
     clock.advance(0.5)  # the first load would have expired by now; the reload has not
     boxed = cache.peek("d1")
     assert boxed is not None and boxed[0] is not None and boxed[0].key_id == 2
+
+
+@pytest.mark.anyio
+async def test_many_stale_entries_reload_a_few_at_a_time_on_the_caches_own_threads() -> None:
+    """20,000 entries turning stale together once queued their reloads by the thousand
+    on the thread pool the endpoints share: a ``/metrics`` scrape waited behind them."""
+    clock = FakeMonotonic()
+    release = threading.Event()
+    first_loads_at = clock()
+    started: list[str] = []
+
+    def load(digest: str) -> KeyIdentity:
+        if clock() > first_loads_at:  # a reload: held until released
+            started.append(digest)
+            release.wait(10)
+        return _identity(digest)
+
+    cache: KeyCache[None] = KeyCache(load, lambda _: None, ttl=1.0, clock=clock)
+    digests = [f"{n:064x}" for n in range(200)]
+    for digest in digests:
+        await cache.identity(digest)
+    clock.advance(0.6)  # every entry in the last half of its life
+    for digest in digests:
+        assert cache.peek(digest) is not None  # still answered from memory
+    await asyncio.sleep(0.2)
+    assert len(started) == REFRESHES_IN_FLIGHT  # not 200 reloads queued
+    assert await asyncio.wait_for(to_thread.run_sync(lambda: "free"), 2) == "free"
+    release.set()
+    await cache.aclose()
+    for digest in digests[:10]:  # the reloads done, the next hits start the next ones
+        cache.peek(digest)
+    await cache.aclose()
+    assert len(started) == 2 * REFRESHES_IN_FLIGHT
 
 
 @pytest.mark.anyio

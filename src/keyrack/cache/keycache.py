@@ -14,7 +14,12 @@ or box), with what many keys share (``KeyProfile``) stored once.
 
 A miss is loaded in a worker thread, once however many requests wait for it. An
 entry read in the last half of its life is reloaded in the background while it
-keeps answering, so a busy key never waits for its own reload.
+keeps answering, so a busy key never waits for its own reload; at most
+``REFRESHES_IN_FLIGHT`` such reloads run at once per table (a hit finding them all
+busy leaves its entry to a later hit). Loads run on the cache's own threads
+(``LOAD_THREADS``), not on the thread pool the endpoints and flushes share: when
+20,000 entries turned stale together, their reloads once queued by the thousand
+there, and a ``/metrics`` scrape waited behind them until it timed out.
 
 Reads happen on the event loop without a lock; invalidations may come from worker
 threads and take ``_lock``. A load that raced an invalidation is read again
@@ -24,14 +29,14 @@ threads and take ``_lock``. A load that raced an invalidation is read again
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Container
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
-
-from anyio import to_thread
 
 from keyrack.domain.events import Event, KeyChanged, OrgChanged
 from keyrack.domain.verification import NO_IMPORTS, Clock, KeyIdentity, Verdict, check, verify
@@ -41,6 +46,10 @@ _ABSENT: Any = object()
 """What a table holds for a key it does not know (a cached None is a known unknown)."""
 _NONE_BOX: tuple[None] = (None,)
 _MAX_SHARED = 10_000
+LOAD_THREADS = 8
+"""Threads loading entries (misses and reloads) for one cache."""
+REFRESHES_IN_FLIGHT = 4
+"""Background reloads running at once, per table."""
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,7 @@ class _Table(Generic[K, A, T]):
         max_entries: int,
         clock: Callable[[], float],
         lock: threading.Lock,
+        threads: Callable[[], ThreadPoolExecutor],
     ) -> None:
         self.current: dict[K, T] = {}
         self.previous: dict[K, T] = {}
@@ -81,7 +91,10 @@ class _Table(Generic[K, A, T]):
         self._max_entries = max(2, max_entries)
         self._clock = clock
         self._lock = lock
+        self._threads = threads
         self._loads: dict[K, asyncio.Task[T]] = {}
+        self._refreshing = 0
+        """Background reloads in flight."""
         self._half = ttl / 2
         self._rotate_at = clock() + self._half
 
@@ -97,8 +110,13 @@ class _Table(Generic[K, A, T]):
         value = self.current.get(key, _ABSENT)
         if value is _ABSENT:
             value = self.previous.get(key, _ABSENT)
-            if value is not _ABSENT and key not in self._loads:
-                self._start(key, arg)
+            if (
+                value is not _ABSENT
+                and key not in self._loads
+                and self._refreshing < REFRESHES_IN_FLIGHT
+            ):
+                self._refreshing += 1
+                self._start(key, arg).add_done_callback(self._refreshed)
         return value
 
     async def get(self, key: K, arg: A) -> T:
@@ -145,6 +163,9 @@ class _Table(Generic[K, A, T]):
         task.add_done_callback(functools.partial(self._finished, key))
         return task
 
+    def _refreshed(self, _task: asyncio.Task[T]) -> None:
+        self._refreshing -= 1
+
     def _finished(self, key: K, task: asyncio.Task[T]) -> None:
         if self._loads.get(key) is task:
             del self._loads[key]
@@ -152,9 +173,11 @@ class _Table(Generic[K, A, T]):
             log.warning("key cache load failed: %r", error)
 
     async def _fetch(self, key: K, arg: A) -> T:
+        loop = asyncio.get_running_loop()
         while True:
             generation = self.generation
-            value = await to_thread.run_sync(self._load, arg)
+            load = functools.partial(contextvars.copy_context().run, self._load, arg)
+            value = await loop.run_in_executor(self._threads(), load)
             with self._lock:
                 if generation == self.generation:
                     self._put(key, value)
@@ -188,12 +211,14 @@ class KeyCache(Generic[V]):
         self._lock = threading.Lock()
         self.ttl = ttl
         self._shared: dict[object, Any] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._identities: _Table[bytes, bytes, KeyIdentity | None] = _Table(
             lambda raw: self._compact(load_identity(raw.hex())),
             ttl=ttl,
             max_entries=max_entries,
             clock=clock,
             lock=self._lock,
+            threads=self._threads,
         )
         self._views: _Table[int, KeyIdentity, tuple[int, V]] = _Table(
             lambda identity: (identity.org_id, load_view(identity)),
@@ -201,6 +226,7 @@ class KeyCache(Generic[V]):
             max_entries=max_entries,
             clock=clock,
             lock=self._lock,
+            threads=self._threads,
         )
 
     def peek(self, digest: str) -> tuple[KeyIdentity | None] | None:
@@ -229,9 +255,18 @@ class KeyCache(Generic[V]):
         return (await self._views.get(identity.key_id, identity))[1]
 
     async def aclose(self) -> None:
-        """Wait for loads in flight (at shutdown)."""
+        """Wait for loads in flight (at shutdown), and let the load threads go."""
         await self._identities.wait_loads()
         await self._views.wait_loads()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The cache's load threads (started on the first load, again after ``aclose``)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="keyrack-key-cache")
+        return self._pool
 
     # -- invalidation -----------------------------------------------------------
 
