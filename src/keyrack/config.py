@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_headers: int = Field(default=100, ge=8)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, gt=0)
+    """On SIGTERM, how long requests in flight may take to finish; then they are
+    cancelled and the server stops (the write-behind is still flushed)."""
 
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_allow_private_targets: bool = False

@@ -57,18 +57,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Iterator[Served]:
-    """``keyrack serve`` in its own process, as an operator starts it."""
-    home = tmp_path_factory.mktemp("served")
-    shutil.copyfile(_sqlite_template, home / "keyrack.db")
+@contextlib.contextmanager
+def _serving(
+    home: Path, template: Path, **settings: str
+) -> Iterator[tuple[Served, subprocess.Popen[bytes]]]:
+    """``keyrack serve`` in its own process, as an operator starts it, on a copy of the
+    migrated SQLite ``template``, with these ``KEYRACK_*`` ``settings``."""
+    shutil.copyfile(template, home / "keyrack.db")
     port = _free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("KEYRACK_")} | {
         "KEYRACK_DATABASE_URL": f"sqlite:///{home / 'keyrack.db'}",
         "KEYRACK_SECRET_KEY": TEST_SECRET,
         "KEYRACK_ENVIRONMENT": "test",
-        "KEYRACK_HEADER_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
-        "KEYRACK_BODY_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
+        **settings,
     }
     command = [sys.executable, "-c", "from keyrack.cli import main; main()"]
     command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -88,7 +89,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> 
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield served
+        yield served, process
     finally:
         process.terminate()
         try:
@@ -96,6 +97,17 @@ def served(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Iterator[Served]:
+    with _serving(
+        tmp_path_factory.mktemp("served"),
+        _sqlite_template,
+        KEYRACK_HEADER_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS),
+        KEYRACK_BODY_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS),
+    ) as (served, _process):
+        yield served
 
 
 @dataclass
@@ -284,3 +296,28 @@ def test_many_slow_bodies_are_cut_with_408(served: Served) -> None:
     log = served.log.read_text()
     assert "Exception in ASGI application" not in log
     assert "Traceback" not in log
+
+
+def test_a_request_that_never_finishes_holds_a_shutdown_no_longer_than_its_grace(
+    tmp_path: Path, _sqlite_template: Path
+) -> None:
+    with (
+        _serving(
+            tmp_path,
+            _sqlite_template,
+            KEYRACK_BODY_TIMEOUT_SECONDS="120",
+            KEYRACK_SHUTDOWN_GRACE_SECONDS="1",
+        ) as (served, process),
+        socket.create_connection(("127.0.0.1", served.port)) as sock,
+    ):
+        # a form whose body never comes: the login route waits for it, in flight
+        sock.sendall(
+            b"POST /console/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+            b"email=a"
+        )
+        time.sleep(0.5)
+        asked = time.monotonic()
+        process.terminate()
+        process.wait(timeout=20)  # without the grace: until the 120 s body timeout
+        assert time.monotonic() - asked < 10

@@ -73,6 +73,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_config": None,
         "server_header": False,
         "proxy_headers": settings.trust_forwarded_for,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
     }
 
 
