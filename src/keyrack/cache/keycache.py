@@ -19,7 +19,7 @@ keeps answering, so a busy key never waits for its own reload; at most
 busy leaves its entry to a later hit). Loads run on the cache's own threads
 (``LOAD_THREADS``), not on the thread pool the endpoints and flushes share: when
 20,000 entries turned stale together, their reloads once queued by the thousand
-there, and a ``/metrics`` scrape waited behind them until it timed out.
+there, and a ``/metrics`` scrape waited behind them for good.
 
 Reads happen on the event loop without a lock; invalidations may come from worker
 threads and take ``_lock``. A load that raced an invalidation is read again
