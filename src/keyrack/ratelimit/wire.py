@@ -11,13 +11,13 @@ Both carry TTLs, so idle buckets vanish on their own.
 The script runs by EVALSHA. Commands are packed here, not by redis-py (packing the
 arguments one by one cost more than the rest of the call): one format per call, with
 the script's sha and each policy's limits packed once (a cache per bucket went cold at
-many keys, where a cold pack cost three times a warm one). A call made while nothing is in flight is written at once;
-otherwise the calls made in one event-loop turn go out together as one round trip on
-the limiter's own connection (``Pipe``) as the turn ends, whatever is still in flight,
-and give-backs may ride in the same write as a call (``riders``). Replies are matched
-in order as they arrive. When Redis
-has lost the script (a restart, ``SCRIPT FLUSH``) it is loaded again and the calls it
-refused are sent once more.
+many keys, where a cold pack cost three times a warm one). A call made while nothing
+is in flight is written at once; otherwise the calls made in one event-loop turn go
+out together as one round trip on the limiter's own connection (``Pipe``) as the turn
+ends, whatever is still in flight, and give-backs may ride in the same write as a call
+(``riders``). Replies are matched in order as they arrive. When Redis has lost the
+script (a restart, ``SCRIPT FLUSH``) it is loaded again and the calls it refused are
+sent once more.
 """
 
 from __future__ import annotations
